@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+// Runs one test suite with Node's test runner: `unit` or `integration`.
+// Node 20's `--test` takes no globs and finds only .js in directories, so the .test.ts files
+// are listed here. Integration files run one at a time (they share the host's kernel: netns,
+// bridges, cgroups); unit files run in parallel. Extra arguments pass through to node --test.
+import { spawnSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const [suite, ...rest] = process.argv.slice(2);
+if (suite !== 'unit' && suite !== 'integration') {
+  console.error('usage: run-tests.mjs unit|integration [node --test args] [files...]');
+  process.exit(2);
+}
+
+function find(dir) {
+  const out = [];
+  for (const name of readdirSync(dir)) {
+    const p = path.join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...find(p));
+    else if (name.endsWith('.test.ts')) out.push(p);
+  }
+  return out.sort();
+}
+
+const explicit = rest.filter((a) => a.endsWith('.test.ts'));
+const flags = rest.filter((a) => !a.endsWith('.test.ts'));
+const files = explicit.length > 0 ? explicit : find(path.join(root, 'test', suite));
+if (files.length === 0) {
+  console.error(`no ${suite} test files found`);
+  process.exit(1);
+}
+const args = [
+  '--import', 'tsx',
+  '--test',
+  `--test-concurrency=${suite === 'unit' ? 2 : 1}`,
+  `--test-timeout=${suite === 'unit' ? 60_000 : 600_000}`,
+  ...flags,
+  ...files,
+];
+const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
+process.exit(r.status ?? 1);

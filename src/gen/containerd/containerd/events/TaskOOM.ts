@@ -1,0 +1,10 @@
+// Original file: proto/containerd/github.com/containerd/containerd/api/events/task.proto
+
+
+export interface TaskOOM {
+  'container_id'?: (string);
+}
+
+export interface TaskOOM__Output {
+  'container_id': (string);
+}

@@ -1,0 +1,10 @@
+// Original file: proto/containerd/github.com/containerd/containerd/api/events/task.proto
+
+
+export interface TaskPaused {
+  'container_id'?: (string);
+}
+
+export interface TaskPaused__Output {
+  'container_id': (string);
+}

@@ -1,0 +1,96 @@
+/**
+ * The agent's Prometheus registry and every metric it exports. One object, created in main.ts
+ * and handed to the modules that record. Names: `esb_agent_` prefix, base units, `_total` on
+ * counters; labels are bounded (method, code, phase, kind, state) — never a container id.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+const BYTES_BUCKETS = [256, 1024, 16 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024, 16 * 1024 * 1024];
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+
+  readonly rpcTotal = new Counter({
+    name: 'esb_agent_rpc_total',
+    help: 'gRPC calls handled, by method and status code.',
+    labelNames: ['method', 'code'] as const,
+    registers: [this.registry],
+  });
+
+  readonly rpcDuration = new Histogram({
+    name: 'esb_agent_rpc_duration_seconds',
+    help: 'gRPC call latency, by method and status code.',
+    labelNames: ['method', 'code'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly workers = new Gauge({
+    name: 'esb_agent_workers',
+    help: 'Workers managed by this agent, by state.',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+
+  readonly coldStartPhase = new Histogram({
+    name: 'esb_agent_cold_start_phase_duration_seconds',
+    help: 'Duration of each EnsureContainer phase (pull, unpack, create, network, start).',
+    labelNames: ['phase'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly pulls = new Counter({
+    name: 'esb_agent_image_pulls_total',
+    help: 'Image pulls from a registry, by result.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly pulledBytes = new Counter({
+    name: 'esb_agent_image_pulled_bytes_total',
+    help: 'Bytes of image blobs downloaded from registries.',
+    registers: [this.registry],
+  });
+
+  readonly cniErrors = new Counter({
+    name: 'esb_agent_cni_errors_total',
+    help: 'Failed CNI plugin runs, by command (ADD, DEL, CHECK).',
+    labelNames: ['command'] as const,
+    registers: [this.registry],
+  });
+
+  readonly invokeDuration = new Histogram({
+    name: 'esb_agent_invoke_duration_seconds',
+    help: 'InvokeWorker latency including the readiness wait, by gRPC code.',
+    labelNames: ['code'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly invokeRequestBytes = new Histogram({
+    name: 'esb_agent_invoke_request_bytes',
+    help: 'InvokeWorker payload sizes sent to workers.',
+    buckets: BYTES_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly invokeResponseBytes = new Histogram({
+    name: 'esb_agent_invoke_response_bytes',
+    help: 'InvokeWorker response body sizes received from workers.',
+    buckets: BYTES_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly reconcileRemoved = new Counter({
+    name: 'esb_agent_reconcile_removed_total',
+    help: 'Leftover objects removed by start-up reconciliation, by kind.',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+
+  constructor({ defaultMetrics = true }: { defaultMetrics?: boolean } = {}) {
+    if (defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+}
