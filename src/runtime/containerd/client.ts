@@ -82,6 +82,15 @@ export interface RequestOptions {
   readonly namespace?: string | undefined;
 }
 
+/** Request and response types of a generated unary method (inferred from its last overload). */
+type AnyUnary = (argument: never, callback: never) => grpc.ClientUnaryCall;
+export type RequestOf<F> = F extends (argument: infer A, callback: grpc.requestCallback<infer _R>) => grpc.ClientUnaryCall ? A : never;
+export type ResponseOf<F> = F extends (argument: infer _A, callback: grpc.requestCallback<infer R>) => grpc.ClientUnaryCall ? R : never;
+/** Names of the PascalCase unary methods of a generated client (the RPC names). */
+export type UnaryMethods<C> = {
+  [K in keyof C]: K extends string ? (K extends Capitalize<K> ? (C[K] extends AnyUnary ? K : never) : never) : never;
+}[keyof C];
+
 export type UnaryInvoker<T> = (
   metadata: grpc.Metadata,
   options: grpc.CallOptions,
@@ -210,6 +219,22 @@ export class ContainerdClient {
       });
       signal?.addEventListener('abort', onAbort, { once: true });
     });
+  }
+
+  /**
+   * Calls one unary RPC by service and method name, typed from the generated client:
+   * `await client.call('tasks', 'Get', { container_id }, opts)`.
+   */
+  call<S extends keyof Services, M extends UnaryMethods<Services[S]>>(
+    service: S,
+    method: M,
+    request: RequestOf<Services[S][M]>,
+    opts: RequestOptions & { readonly what?: string } = {},
+  ): Promise<ResponseOf<Services[S][M]>> {
+    const client = this.svc[service] as unknown as Record<string, (...args: unknown[]) => grpc.ClientUnaryCall>;
+    const fn = client[method as string]!;
+    const what = opts.what ?? `containerd ${String(service)}.${String(method)}`;
+    return this.unary<ResponseOf<Services[S][M]>>(what, (md, o, cb) => fn.call(client, request, md, o, cb), opts);
   }
 
   /**
