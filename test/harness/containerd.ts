@@ -75,7 +75,7 @@ export async function startContainerd(): Promise<ContainerdInstance> {
     root: path.join(dir, 'root'),
     state: path.join(dir, 'state'),
     get running() {
-      return daemon !== undefined && daemon.child.exitCode === null && daemon.child.signalCode === null;
+      return daemon?.child.exitCode === null && daemon.child.signalCode === null;
     },
     async pause() {
       if (daemon) await stopDaemon(daemon);

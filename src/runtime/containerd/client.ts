@@ -120,7 +120,7 @@ export function fromContainerdError(err: unknown, what: string): AgentError {
   if (err instanceof AgentError) return err;
   const e = err as Partial<grpc.ServiceError>;
   if (typeof e.code === 'number') {
-    const code = GRPC_TO_AGENT[e.code as grpc.status] ?? 'INTERNAL';
+    const code = GRPC_TO_AGENT[e.code] ?? 'INTERNAL';
     const details = e.details ?? e.message ?? '';
     const prefix = code === 'UNAVAILABLE' ? 'containerd unreachable: ' : '';
     return new AgentError(code, `${what}: ${prefix}${details}`, { cause: err });
@@ -169,8 +169,8 @@ export class ContainerdClient {
     const target = `unix://${socket}`;
     const first = new (ctor('version', 'Version'))(target, grpc.credentials.createInsecure(), channelOptions);
     const shared = { ...channelOptions, channelOverride: first.getChannel() } as grpc.ClientOptions;
-    const make = <T>(group: string, name: string): T =>
-      new (ctor(group, name))(target, grpc.credentials.createInsecure(), shared) as unknown as T;
+    const make = (group: string, name: string): never =>
+      new (ctor(group, name))(target, grpc.credentials.createInsecure(), shared) as never;
     this.#first = first;
     this.svc = {
       version: first as unknown as VersionClient,
@@ -233,7 +233,7 @@ export class ContainerdClient {
   ): Promise<ResponseOf<Services[S][M]>> {
     const client = this.svc[service] as unknown as Record<string, (...args: unknown[]) => grpc.ClientUnaryCall>;
     const fn = client[method as string]!;
-    const what = opts.what ?? `containerd ${String(service)}.${String(method)}`;
+    const what = opts.what ?? `containerd ${service}.${method}`;
     return this.unary<ResponseOf<Services[S][M]>>(what, (md, o, cb) => fn.call(client, request, md, o, cb), opts);
   }
 

@@ -1,65 +1,412 @@
 /**
- * ContainerdRuntime: the product runtime. Talks to containerd over its gRPC API (client.ts).
+ * ContainerdRuntime: the product runtime. It owns the order of operations; each step is a
+ * one-call leaf in containers.ts, tasks.ts, leases.ts, image/, cni/. Ensure:
+ *
+ *   image (pull/unpack) → id → [snapshot ∥ netns + CNI ADD] → worker files → container record
+ *   → task create → task start → worker table
+ *
+ * Every created object registers its undo before it is made; any failure or cancel undoes in
+ * reverse on a detached deadline. CNI ADD happens before the function's process starts (W3),
+ * on a named netns that outlives the task (W4), and the IP comes from the ADD result, kept in
+ * a container label (W1). Facts: ../shared/notes/containerd-api.md.
  */
-import { AgentError } from '../../errors.js';
+import { AgentError, abortError, errorText, hasCode, isAlreadyExists, throwIfAborted } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { AgentMetrics } from '../../metrics.js';
 import type { Config } from '../../config/config.js';
-import type { CallOptions, EnsureRequest, Runtime, WorkerInfo, WorkerMetrics, WorkerState } from '../runtime.js';
+import { CniNetwork } from '../../cni/network.js';
+import { ensureConflist } from '../../cni/conflist.js';
+import { containerIpv4 } from '../../cni/result.js';
+import { createNetns, removeNetns } from '../../cni/netns.js';
+import { decodeCgroupMetrics } from '../../cgroups/metrics.js';
+import { LABELS, isManaged, managedFilter, workerId, workerLabels } from '../naming.js';
+import { WORKER_PORT, type CallOptions, type EnsureRequest, type Runtime, type WorkerInfo, type WorkerMetrics, type WorkerState, type WorkerStatus } from '../runtime.js';
+import { WorkerTable } from '../workers.js';
+import { memoryMbFor } from '../limits.js';
 import { ContainerdClient } from './client.js';
+import { createContainer, deleteContainer, listContainers, prepareSnapshot, removeSnapshot, timestampSeconds, type ContainerRecord } from './containers.js';
+import { EventWatcher, type TaskEvent } from './events.js';
+import { ImageService } from './image/image-service.js';
+import { defaultImageRef, parseReference } from './image/reference.js';
+import { createLease, deleteLease } from './leases.js';
+import { buildWorkerSpec } from './spec/spec.js';
+import { resolveUser } from './spec/users.js';
+import { createTask, deleteTask, getTask, killAndWait, pauseTask, requireStatus, resumeTask, startTask, type TaskProcess } from './tasks.js';
+import { UndoStack } from './undo.js';
+import { removeWorkerFiles, writeWorkerFiles } from './worker-files.js';
 
 export interface ContainerdRuntimeDeps {
   readonly log: Logger;
   readonly metrics: AgentMetrics;
 }
 
+/** Rollback and destroy run on their own clock, whatever the caller's deadline was. */
+const CLEANUP_DEADLINE_MS = 60_000;
+/** How long a SIGKILLed worker may take to stop before destroy reports an error. */
+const KILL_WAIT_MS = 10_000;
+/** A lease protects a new snapshot until the container record roots it. */
+const ENSURE_LEASE_TTL_MS = 15 * 60_000;
+/** Attempts at a fresh id suffix when one clashes with an existing worker. */
+const ID_ATTEMPTS = 5;
+const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+
+function statusOf(p: TaskProcess | undefined): WorkerStatus {
+  switch (p?.status) {
+    case undefined:
+    case 'STOPPED':
+      return 'STOPPED';
+    case 'RUNNING':
+      return 'RUNNING';
+    case 'PAUSED':
+    case 'PAUSING':
+      return 'PAUSED';
+    default:
+      return 'UNKNOWN';
+  }
+}
+
 export class ContainerdRuntime implements Runtime {
   readonly kind = 'containerd' as const;
   readonly client: ContainerdClient;
+  readonly workers: WorkerTable;
+  readonly #config: Config;
   readonly #log: Logger;
+  readonly #metrics: AgentMetrics;
+  readonly #images: ImageService;
+  readonly #cni: CniNetwork;
+  readonly #events: EventWatcher;
+  /** Ids being destroyed: their events no longer resurrect them. */
+  readonly #destroying = new Set<string>();
+  /** Serialises state-changing calls per worker (destroy vs pause vs resume). */
+  readonly #locks = new Map<string, Promise<unknown>>();
 
   constructor(config: Config, deps: ContainerdRuntimeDeps) {
-    this.client = new ContainerdClient({ socket: config.containerd.socket, namespace: config.containerd.namespace });
+    this.#config = config;
     this.#log = deps.log.child({ module: 'containerd' });
+    this.#metrics = deps.metrics;
+    this.client = new ContainerdClient({ socket: config.containerd.socket, namespace: config.containerd.namespace });
+    this.workers = new WorkerTable(() => {
+      this.#updateGauge();
+    });
+    this.#images = new ImageService({
+      client: this.client,
+      snapshotter: config.containerd.snapshotter,
+      registry: { insecure: config.registry.insecure, caFile: config.registry.caFile, dockerConfigDir: config.registry.dockerConfigDir },
+      pullPolicy: config.pullPolicy,
+      log: deps.log,
+      metrics: deps.metrics,
+    });
+    this.#cni = new CniNetwork({
+      confFile: config.cni.confFile,
+      binDirs: config.cni.binDirs,
+      cacheDir: `${config.stateDir}/cni-cache`,
+      log: deps.log,
+      metrics: deps.metrics,
+    });
+    this.#events = new EventWatcher({
+      client: this.client,
+      log: this.#log,
+      onEvent: (e) => {
+        this.#onTaskEvent(e);
+      },
+      onResync: () => this.#resync(),
+    });
+  }
+
+  /** The image service (also used by `esb-agent import`). */
+  get images(): ImageService {
+    return this.#images;
   }
 
   async start(): Promise<void> {
     await this.client.waitForReady(10_000);
     const v = await this.client.getVersion();
     const created = await this.client.ensureNamespace();
-    this.#log.info({ containerdVersion: v.version, revision: v.revision, namespace: this.client.namespace, namespaceCreated: created, socket: this.client.socket }, 'connected to containerd');
+    this.#log.info(
+      { containerdVersion: v.version, revision: v.revision, namespace: this.client.namespace, namespaceCreated: created, socket: this.client.socket },
+      'connected to containerd',
+    );
+    const wrote = await ensureConflist(this.#config.cni, {});
+    if (wrote) this.#log.info({ confFile: this.#config.cni.confFile }, 'generated the default CNI network config');
+    await this.#cni.load();
+    await this.#events.start();
+    this.#log.info({ workers: this.workers.size, network: this.#cni.name }, 'worker table rebuilt from containerd');
   }
 
-  ensure(_req: EnsureRequest, _opts: CallOptions): Promise<WorkerInfo> {
-    return Promise.reject(new AgentError('UNIMPLEMENTED', 'EnsureContainer is not implemented yet on containerd'));
+  // ---------------------------------------------------------------- ensure
+
+  async ensure(req: EnsureRequest, { signal }: CallOptions): Promise<WorkerInfo> {
+    const cfg = this.#config;
+    const memoryMb = memoryMbFor(req.env, cfg.defaultMemoryMb);
+    const ref = req.image.trim() === '' ? defaultImageRef(req.functionName, cfg.registry.defaultRegistry, cfg.tag) : req.image.trim();
+    parseReference(ref);
+    const envList = Object.entries(req.env).map(([k, v]) => `${k}=${v}`);
+    const log = this.#log.child({ op: 'ensure', function: req.functionName, owner: req.ownerId });
+    const undo = new UndoStack();
+    const c = this.client;
+    const sn = cfg.containerd.snapshotter;
+    const phase = (name: string, t0: number): void => {
+      this.#metrics.coldStartPhase.observe({ phase: name }, (performance.now() - t0) / 1000);
+    };
+    let id = '';
+    try {
+      let t = performance.now();
+      const image = await this.#images.ensureImage(ref, { signal });
+      phase('pull', t);
+      throwIfAborted(signal, 'EnsureContainer');
+
+      // containerd calls below get no caller signal: each is short, and finishing a started
+      // call keeps rollback exact. The caller's cancel is checked between steps.
+      t = performance.now();
+      const lease = await createLease(c, 'ensure', ENSURE_LEASE_TTL_MS, {});
+      undo.push('delete lease', () => deleteLease(c, lease, {}));
+      let mounts: Awaited<ReturnType<typeof prepareSnapshot>> | undefined;
+      for (let attempt = 0; attempt < ID_ATTEMPTS && !mounts; attempt++) {
+        id = workerId(cfg.brand, cfg.env, req.functionName);
+        const snapshotKey = id;
+        const drop = undo.push(`remove snapshot ${snapshotKey}`, (s) => removeSnapshot(c, sn, snapshotKey, { signal: s }));
+        try {
+          mounts = await prepareSnapshot(c, sn, snapshotKey, image.chainId, { lease });
+        } catch (err) {
+          if (!isAlreadyExists(err)) throw err;
+          drop(); // someone else's snapshot: never remove it
+          log.warn({ id }, 'worker id clash; retrying with a new suffix');
+        }
+      }
+      if (!mounts) throw new AgentError('INTERNAL', `could not find a free worker id after ${ID_ATTEMPTS} attempts`);
+      const wid = id;
+      throwIfAborted(signal, 'EnsureContainer');
+
+      // The netns and CNI ADD run while the user is resolved from the snapshot.
+      const tNet = performance.now();
+      undo.push(`remove netns ${wid}`, () => removeNetns(wid));
+      const network = (async () => {
+        const netnsPath = await createNetns(wid);
+        undo.push(`CNI DEL ${wid}`, (s) => this.#cni.del({ containerId: wid, netns: netnsPath }, { signal: s }));
+        const result = await this.#cni.add({ containerId: wid, netns: netnsPath }, { signal });
+        phase('network', tNet);
+        return { netnsPath, ip: containerIpv4(result, 'eth0') };
+      })();
+      const userP = resolveUser(image.config.config?.User, mounts);
+      // Both must settle before going on or rolling back: undoing while the other branch
+      // still runs would race CNI DEL against ADD and leak the IP.
+      const [netR, userR] = await Promise.allSettled([network, userP]);
+      if (netR.status === 'rejected') throw netR.reason;
+      if (userR.status === 'rejected') throw userR.reason;
+      const net = netR.value;
+      const user = userR.value;
+      throwIfAborted(signal, 'EnsureContainer');
+
+      undo.push('remove worker files', () => removeWorkerFiles(cfg.stateDir, wid));
+      const files = await writeWorkerFiles(cfg.stateDir, wid, wid.slice(0, 63), net.ip, cfg.cni.dnsServer);
+      const spec = buildWorkerSpec({
+        namespace: c.namespace,
+        id: wid,
+        image: image.config.config ?? {},
+        user,
+        env: envList,
+        memoryMb,
+        netnsPath: net.netnsPath,
+        resolvConfPath: files.resolvConf,
+        hostsPath: files.hosts,
+        hostname: wid,
+      });
+      const createdAt = nowSeconds();
+      const labels = workerLabels({
+        functionName: req.functionName,
+        env: cfg.env,
+        ownerId: req.ownerId,
+        createdAt,
+        ip: net.ip,
+        netns: net.netnsPath,
+        cniNetwork: this.#cni.name,
+        memoryMb,
+        image: image.name,
+      });
+      undo.push(`delete container ${wid}`, (s) => deleteContainer(c, wid, { signal: s }));
+      await createContainer(c, { id: wid, labels, image: image.name, runtime: cfg.containerd.runtime, spec, snapshotter: sn, snapshotKey: wid }, { lease });
+      phase('create', t);
+      throwIfAborted(signal, 'EnsureContainer');
+
+      t = performance.now();
+      undo.push(`delete task ${wid}`, async (s) => {
+        await killAndWait(c, wid, KILL_WAIT_MS, { signal: s });
+        await deleteTask(c, wid, { signal: s });
+      });
+      await createTask(c, { containerId: wid, rootfs: mounts, stdout: `file://${files.log}` }, {});
+      this.workers.put({
+        id: wid,
+        name: wid,
+        functionName: req.functionName,
+        ownerId: req.ownerId,
+        status: 'UNKNOWN',
+        createdAt,
+        lastUsedAt: createdAt,
+        ipAddress: net.ip,
+        port: WORKER_PORT,
+        exitCode: 0,
+        exitTime: 0,
+        oomKills: 0,
+      });
+      undo.push('forget worker', () => {
+        this.workers.delete(wid);
+        return Promise.resolve();
+      });
+      throwIfAborted(signal, 'EnsureContainer');
+      await startTask(c, wid, {});
+      phase('start', t);
+      // The container record now roots the snapshot; the lease has done its job.
+      await deleteLease(c, lease, {}).catch((err: unknown) => {
+        log.warn({ err, lease }, 'could not delete the ensure lease; it expires by itself');
+      });
+      undo.clear();
+      this.workers.update(wid, { status: 'RUNNING' });
+      log.info({ id: wid, ip: net.ip, image: image.name, memoryMb }, 'worker started');
+      return { id: wid, name: wid, ipAddress: net.ip, port: WORKER_PORT };
+    } catch (err) {
+      const failed = await undo.run(log, CLEANUP_DEADLINE_MS);
+      const cause = signal.aborted ? abortError(signal, 'EnsureContainer') : err;
+      log.warn({ id, err: errorText(cause), rollbackFailures: failed }, 'EnsureContainer failed; rolled back');
+      throw cause instanceof AgentError ? cause : new AgentError('INTERNAL', `EnsureContainer failed: ${errorText(cause)}`, { cause });
+    }
   }
 
-  destroy(_id: string, _opts: CallOptions): Promise<void> {
-    return Promise.reject(new AgentError('UNIMPLEMENTED', 'DestroyContainer is not implemented yet on containerd'));
+  // ---------------------------------------------------------------- destroy
+
+  async destroy(id: string, _opts: CallOptions): Promise<void> {
+    // Destroy finishes even if the caller goes away: a half-destroyed worker helps nobody.
+    await this.#exclusive(id, () => this.#destroy(id));
   }
 
-  pause(_id: string, _opts: CallOptions): Promise<void> {
-    return Promise.reject(new AgentError('UNIMPLEMENTED', 'PauseContainer is not implemented yet on containerd'));
+  async #destroy(id: string): Promise<void> {
+    const c = this.client;
+    const cfg = this.#config;
+    const signal = AbortSignal.timeout(CLEANUP_DEADLINE_MS);
+    this.#destroying.add(id);
+    try {
+      const rec = await c.call('containers', 'Get', { id }, { signal, what: `get container ${id}` }).then(
+        (r) => r.container ?? undefined,
+        (err: unknown) => {
+          if (hasCode(err, 'NOT_FOUND')) return undefined;
+          throw err;
+        },
+      );
+      if (rec && !isManaged(rec.labels, cfg.env)) {
+        // Never touch what is not ours (contract §2).
+        throw new AgentError('NOT_FOUND', `container ${id} is not managed by this agent`);
+      }
+      const netns = rec?.labels[LABELS.netns];
+      const stopped = await killAndWait(c, id, KILL_WAIT_MS, { signal });
+      if (!stopped) throw new AgentError('INTERNAL', `worker ${id} did not stop within ${KILL_WAIT_MS} ms of SIGKILL`);
+      await deleteTask(c, id, { signal });
+      await this.#cni.del({ containerId: id, netns: netns ?? '' }, { signal });
+      await removeNetns(id);
+      await deleteContainer(c, id, { signal });
+      await removeSnapshot(c, cfg.containerd.snapshotter, id, { signal });
+      await removeWorkerFiles(cfg.stateDir, id);
+      this.workers.delete(id);
+      this.#log.info({ id, existed: rec !== undefined }, 'worker destroyed');
+    } finally {
+      this.#destroying.delete(id);
+    }
   }
 
-  resume(_id: string, _opts: CallOptions): Promise<void> {
-    return Promise.reject(new AgentError('UNIMPLEMENTED', 'ResumeContainer is not implemented yet on containerd'));
+  async destroyAll(_opts: CallOptions): Promise<void> {
+    const ids = this.workers.list().map((w) => w.id);
+    const results = await Promise.allSettled(ids.map((id) => this.destroy(id, { signal: AbortSignal.timeout(CLEANUP_DEADLINE_MS) })));
+    const failed = results.filter((r) => r.status === 'rejected').length;
+    this.#log.info({ destroyed: ids.length - failed, failed }, 'destroyed all workers');
   }
 
-  get(_id: string): WorkerState | undefined {
-    return undefined;
+  // ---------------------------------------------------------------- pause / resume
+
+  async pause(id: string, { signal }: CallOptions): Promise<void> {
+    await this.#exclusive(id, async () => {
+      const p = requireStatus(id, await getTask(this.client, id, { signal }), ['RUNNING', 'PAUSED', 'PAUSING'], 'pause');
+      if (p.status === 'RUNNING') {
+        try {
+          await pauseTask(this.client, id, { signal });
+        } catch (err) {
+          // A concurrent pause or an exit in between: re-read and decide (idempotent contract).
+          const now = await getTask(this.client, id, { signal });
+          if (statusOf(now) !== 'PAUSED') {
+            requireStatus(id, now, ['PAUSED'], 'pause');
+            throw err;
+          }
+        }
+      }
+      this.workers.update(id, { status: 'PAUSED' });
+    });
+  }
+
+  async resume(id: string, { signal }: CallOptions): Promise<void> {
+    await this.#exclusive(id, async () => {
+      const p = requireStatus(id, await getTask(this.client, id, { signal }), ['RUNNING', 'PAUSED', 'PAUSING'], 'resume');
+      if (p.status !== 'RUNNING') {
+        try {
+          await resumeTask(this.client, id, { signal });
+        } catch (err) {
+          const now = await getTask(this.client, id, { signal });
+          if (statusOf(now) !== 'RUNNING') {
+            requireStatus(id, now, ['RUNNING'], 'resume');
+            throw err;
+          }
+        }
+      }
+      this.workers.update(id, { status: 'RUNNING' });
+      this.workers.touch(id);
+    });
+  }
+
+  // ---------------------------------------------------------------- read side
+
+  get(id: string): WorkerState | undefined {
+    return this.workers.get(id);
   }
 
   list(): WorkerState[] {
-    return [];
+    return this.workers.list();
   }
 
-  metrics(_id: string, _opts: CallOptions): Promise<WorkerMetrics> {
-    return Promise.reject(new AgentError('UNIMPLEMENTED', 'metrics not implemented yet on containerd'));
+  touch(id: string): void {
+    this.workers.touch(id);
   }
 
-  touch(_id: string): void {
-    // no workers yet
+  async metrics(id: string, { signal }: CallOptions): Promise<WorkerMetrics> {
+    const known = this.workers.get(id);
+    const p = await getTask(this.client, id, { signal });
+    const collectedAt = nowSeconds();
+    const status = statusOf(p);
+    const oomFromEvents = BigInt(known?.oomKills ?? 0);
+    if (!p || status === 'STOPPED') {
+      return {
+        state: 'STOPPED',
+        memoryCurrentBytes: 0n,
+        memoryMaxBytes: 0n,
+        oomEvents: oomFromEvents,
+        cpuUsageNs: 0n,
+        exitCode: p ? p.exit_status : (known?.exitCode ?? 0),
+        exitTime: p ? timestampSeconds(p.exited_at) : (known?.exitTime ?? 0),
+        collectedAt,
+      };
+    }
+    const res = await this.client.call('tasks', 'Metrics', { filters: [`id==${id}`] }, { signal, what: `metrics of ${id}` });
+    const m = res.metrics[0];
+    const decoded = m ? this.client.decodeAny(m.data) : undefined;
+    if (!m?.data || !decoded) {
+      throw new AgentError('UNIMPLEMENTED', `metrics not implemented for payload type ${m?.data?.type_url ?? '(none)'} of worker ${id}`);
+    }
+    const cg = decodeCgroupMetrics(decoded.type, decoded.value);
+    return {
+      state: status,
+      memoryCurrentBytes: cg.memoryCurrentBytes,
+      memoryMaxBytes: cg.memoryMaxBytes,
+      oomEvents: cg.oomKills > oomFromEvents ? cg.oomKills : oomFromEvents,
+      cpuUsageNs: cg.cpuUsageNs,
+      exitCode: 0,
+      exitTime: 0,
+      collectedAt,
+    };
   }
 
   async ping(opts: CallOptions): Promise<boolean> {
@@ -71,12 +418,108 @@ export class ContainerdRuntime implements Runtime {
     }
   }
 
-  destroyAll(_opts: CallOptions): Promise<void> {
+  close(): Promise<void> {
+    this.#events.close();
+    this.client.close();
     return Promise.resolve();
   }
 
-  close(): Promise<void> {
-    this.client.close();
-    return Promise.resolve();
+  // ---------------------------------------------------------------- state upkeep
+
+  /** Rebuilds the worker table from containerd: managed containers + their tasks. */
+  async #resync(): Promise<void> {
+    const c = this.client;
+    const [containers, tasks] = await Promise.all([
+      listContainers(c, managedFilter(this.#config.env), {}),
+      c.call('tasks', 'List', { filter: '' }, { what: 'list tasks' }).then((r) => r.tasks),
+    ]);
+    const taskById = new Map(tasks.map((t) => [t.id, t]));
+    const seen = new Set<string>();
+    for (const rec of containers) {
+      if (!isManaged(rec.labels, this.#config.env)) continue;
+      const w = this.#fromRecord(rec, taskById.get(rec.id));
+      if (!w) continue;
+      seen.add(w.id);
+      this.workers.put(w);
+    }
+    for (const w of this.workers.list()) {
+      // Keep workers being created right now (their container may not be listed yet).
+      if (!seen.has(w.id) && w.status !== 'UNKNOWN') this.workers.delete(w.id);
+    }
+  }
+
+  #fromRecord(rec: ContainerRecord, task: TaskProcess | undefined): WorkerState | undefined {
+    const l = rec.labels;
+    const functionName = l[LABELS.function];
+    const ownerId = l[LABELS.owner];
+    if (functionName === undefined || ownerId === undefined) {
+      this.#log.warn({ id: rec.id }, 'managed container without function/owner labels; not listed');
+      return undefined;
+    }
+    const prev = this.workers.get(rec.id);
+    const createdAt = Number(l[LABELS.createdAt]) || timestampSeconds(rec.created_at);
+    return {
+      id: rec.id,
+      name: rec.id,
+      functionName,
+      ownerId,
+      status: statusOf(task),
+      createdAt,
+      lastUsedAt: Math.max(prev?.lastUsedAt ?? 0, createdAt),
+      ipAddress: l[LABELS.ip] ?? '',
+      port: WORKER_PORT,
+      exitCode: task?.status === 'STOPPED' ? task.exit_status : (prev?.exitCode ?? 0),
+      exitTime: task?.status === 'STOPPED' ? timestampSeconds(task.exited_at) : (prev?.exitTime ?? 0),
+      oomKills: prev?.oomKills ?? 0,
+    };
+  }
+
+  #onTaskEvent(e: TaskEvent): void {
+    if (this.#destroying.has(e.containerId) || !this.workers.get(e.containerId)) return;
+    switch (e.kind) {
+      case 'start':
+        this.workers.update(e.containerId, { status: 'RUNNING' });
+        break;
+      case 'exit':
+        // Only the init process's exit (exec id = container id or empty) stops the worker.
+        if (e.execId === '' || e.execId === e.containerId) {
+          this.workers.update(e.containerId, { status: 'STOPPED', exitCode: e.exitStatus, exitTime: e.exitedAt || nowSeconds() });
+          this.#log.info({ id: e.containerId, exitStatus: e.exitStatus }, 'worker exited');
+        }
+        break;
+      case 'oom': {
+        const w = this.workers.get(e.containerId);
+        if (w) this.workers.update(e.containerId, { oomKills: w.oomKills + 1 });
+        this.#log.warn({ id: e.containerId }, 'worker hit its memory limit (OOM kill)');
+        break;
+      }
+      case 'paused':
+        this.workers.update(e.containerId, { status: 'PAUSED' });
+        break;
+      case 'resumed':
+        this.workers.update(e.containerId, { status: 'RUNNING' });
+        break;
+      case 'delete':
+        this.workers.update(e.containerId, { status: 'STOPPED' });
+        break;
+    }
+  }
+
+  #updateGauge(): void {
+    const counts = this.workers.countByStatus();
+    for (const [state, n] of Object.entries(counts)) this.#metrics.workers.set({ state }, n);
+  }
+
+  /** Runs `fn` after any other state change of the same worker has finished. */
+  async #exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#locks.get(id) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const settled = run.catch(() => undefined);
+    this.#locks.set(id, settled);
+    try {
+      return await run;
+    } finally {
+      if (this.#locks.get(id) === settled) this.#locks.delete(id);
+    }
   }
 }

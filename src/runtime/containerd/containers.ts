@@ -1,0 +1,92 @@
+/**
+ * Container records and their snapshots: thin wrappers of one containerd call each. The order
+ * in which they are used lives in runtime.ts.
+ */
+import { isNotFound } from '../../errors.js';
+import type { Container__Output } from '../../gen/containerd/containerd/services/containers/v1/Container.js';
+import type { Mount__Output } from '../../gen/containerd/containerd/types/Mount.js';
+import type { ContainerdClient, RequestOptions } from './client.js';
+import type { OciSpec } from './spec/types.js';
+
+/** type_url under which containerd's Go client stores a runtime spec (JSON bytes, not protobuf). */
+export const SPEC_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/Spec';
+
+export type Mount = Mount__Output;
+export type ContainerRecord = Container__Output;
+
+/** Prepares the container's writable snapshot on top of the image's top layer. */
+export async function prepareSnapshot(c: ContainerdClient, snapshotter: string, key: string, parent: string, opts: RequestOptions): Promise<Mount[]> {
+  const res = await c.call('snapshots', 'Prepare', { snapshotter, key, parent, labels: {} }, { ...opts, what: `prepare snapshot ${key}` });
+  return res.mounts;
+}
+
+/** The mounts of an existing snapshot. */
+export async function snapshotMounts(c: ContainerdClient, snapshotter: string, key: string, opts: RequestOptions): Promise<Mount[]> {
+  const res = await c.call('snapshots', 'Mounts', { snapshotter, key }, { ...opts, what: `mounts of snapshot ${key}` });
+  return res.mounts;
+}
+
+/** Removes a snapshot; one that is already gone counts as removed. */
+export async function removeSnapshot(c: ContainerdClient, snapshotter: string, key: string, opts: RequestOptions): Promise<void> {
+  try {
+    await c.call('snapshots', 'Remove', { snapshotter, key }, { ...opts, what: `remove snapshot ${key}` });
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+  }
+}
+
+export interface NewContainer {
+  readonly id: string;
+  readonly labels: Record<string, string>;
+  readonly image: string;
+  readonly runtime: string;
+  readonly spec: OciSpec;
+  readonly snapshotter: string;
+  readonly snapshotKey: string;
+}
+
+/** Creates the container record (metadata only; nothing runs yet). */
+export async function createContainer(c: ContainerdClient, n: NewContainer, opts: RequestOptions): Promise<void> {
+  await c.call(
+    'containers',
+    'Create',
+    {
+      container: {
+        id: n.id,
+        labels: n.labels,
+        image: n.image,
+        runtime: { name: n.runtime },
+        spec: { type_url: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(n.spec)) },
+        snapshotter: n.snapshotter,
+        snapshot_key: n.snapshotKey,
+        extensions: {},
+      },
+    },
+    { ...opts, what: `create container ${n.id}` },
+  );
+}
+
+/**
+ * Deletes the container record; already gone counts as deleted. containerd does not refuse
+ * this while a task exists (containerd-api.md §6.6): callers delete the task first.
+ */
+export async function deleteContainer(c: ContainerdClient, id: string, opts: RequestOptions): Promise<void> {
+  try {
+    await c.call('containers', 'Delete', { id }, { ...opts, what: `delete container ${id}` });
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+  }
+}
+
+/** Containers matching a containerd filter (e.g. naming.managedFilter). */
+export async function listContainers(c: ContainerdClient, filter: string, opts: RequestOptions): Promise<ContainerRecord[]> {
+  const res = await c.call('containers', 'List', { filters: [filter] }, { ...opts, what: 'list containers' });
+  return res.containers;
+}
+
+/** Seconds since the epoch of a protobuf Timestamp (0 for none or the Go zero time). */
+export function timestampSeconds(ts: { seconds: string | number } | null | undefined): number {
+  if (!ts) return 0;
+  const s = Number(ts.seconds);
+  return Number.isFinite(s) && s > 0 ? s : 0;
+}

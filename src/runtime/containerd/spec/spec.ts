@@ -1,0 +1,187 @@
+/**
+ * The OCI runtime spec of a worker: containerd's client defaults (oci.populateDefaultUnixSpec,
+ * captured in containerd-api.md §5.2) plus small, ordered mutators, each testable alone.
+ * `buildWorkerSpec` applies them in the order the contract needs (image config, then request
+ * env so the request wins, then limits and the worker's own files and netns).
+ */
+import { AgentError } from '../../../errors.js';
+import { defaultSeccompProfile } from './seccomp.js';
+import type { ImageRunConfig, OciMount, OciSpec, OciUser } from './types.js';
+
+/** containerd's 14 default capabilities (oci.defaultUnixCaps). */
+export const DEFAULT_CAPABILITIES: readonly string[] = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID',
+  'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
+];
+
+export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** RLIMIT_NOFILE of every worker (contract §3). */
+export const WORKER_NOFILE = 1024;
+/** Upper bound on processes + threads in one worker: stops fork bombs (W19). */
+export const WORKER_PIDS_LIMIT = 1024;
+/** Lambda gives one full vCPU at 1,769 MB; cpu.shares scale the same way (1024 = one CPU's weight). */
+const LAMBDA_MB_PER_VCPU = 1769;
+
+type SpecMutator = (spec: OciSpec) => void;
+
+/** containerd's default Unix spec for container `id` in containerd namespace `namespace`. */
+export function defaultSpec(namespace: string, id: string): OciSpec {
+  const caps = [...DEFAULT_CAPABILITIES];
+  return {
+    ociVersion: '1.0.2-dev',
+    process: {
+      user: { uid: 0, gid: 0, additionalGids: [0] },
+      args: [],
+      env: [DEFAULT_PATH],
+      cwd: '/',
+      capabilities: { bounding: [...caps], effective: [...caps], permitted: [...caps] },
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: WORKER_NOFILE, soft: WORKER_NOFILE }],
+      noNewPrivileges: true,
+    },
+    root: { path: 'rootfs' },
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+      { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+      { destination: '/run', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    ],
+    linux: {
+      resources: {
+        devices: [
+          { allow: false, access: 'rwm' },
+          ...[[1, 3], [1, 8], [1, 7], [5, 0], [1, 5], [1, 9], [5, 1], [5, 2]].map(([major, minor]) => ({ allow: true, type: 'c', major: major!, minor: minor!, access: 'rwm' })),
+          { allow: true, type: 'c', major: 136, access: 'rwm' },
+        ],
+      },
+      cgroupsPath: `/${namespace}/${id}`,
+      namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network' }],
+      maskedPaths: [
+        '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
+        '/proc/timer_stats', '/proc/sched_debug', '/sys/firmware', '/proc/scsi',
+      ],
+      readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+    },
+  };
+}
+
+/** Sets `KEY=value` entries, replacing an existing key or appending (oci.WithEnv). */
+export function withEnv(entries: readonly string[]): SpecMutator {
+  return (spec) => {
+    for (const entry of entries) {
+      const key = entry.slice(0, entry.indexOf('=') + 1);
+      const i = spec.process.env.findIndex((e) => e.startsWith(key));
+      if (i >= 0) spec.process.env[i] = entry;
+      else spec.process.env.push(entry);
+    }
+  };
+}
+
+/**
+ * Applies the image config (oci.WithImageConfig): args = Entrypoint ++ Cmd, env = image Env (or
+ * the default PATH), cwd, and the user. `user` is the already-resolved uid/gid (see users.ts).
+ */
+export function withImageConfig(config: ImageRunConfig, user: OciUser): SpecMutator {
+  return (spec) => {
+    const args = [...(config.Entrypoint ?? []), ...(config.Cmd ?? [])];
+    if (args.length === 0) throw new AgentError('INVALID_ARGUMENT', 'the image has neither Entrypoint nor Cmd: nothing to run');
+    spec.process.args = args;
+    const env = config.Env ?? [];
+    spec.process.env = env.length > 0 ? [] : [DEFAULT_PATH];
+    withEnv(env)(spec);
+    spec.process.cwd = config.WorkingDir && config.WorkingDir !== '' ? config.WorkingDir : '/';
+    spec.process.user = user;
+  };
+}
+
+/**
+ * Memory limit in bytes. No separate swap limit: on cgroup v1 that needs swap accounting
+ * (memory.memsw), which many hosts lack, and function hosts run without swap.
+ */
+export function withMemoryLimit(bytes: number): SpecMutator {
+  return (spec) => {
+    spec.linux.resources.memory = { limit: bytes };
+  };
+}
+
+/** cpu.shares proportional to memory, as Lambda allots CPU by memory size. */
+export function withCpuSharesForMemory(memoryMb: number): SpecMutator {
+  return (spec) => {
+    const shares = Math.min(262_144, Math.max(2, Math.round((memoryMb / LAMBDA_MB_PER_VCPU) * 1024)));
+    spec.linux.resources.cpu = { shares };
+  };
+}
+
+export function withPidsLimit(limit: number): SpecMutator {
+  return (spec) => {
+    spec.linux.resources.pids = { limit };
+  };
+}
+
+/** Joins an existing network namespace (the worker's named netns, already set up by CNI). */
+export function withNetnsPath(path: string): SpecMutator {
+  return (spec) => {
+    spec.linux.namespaces = spec.linux.namespaces.map((ns) => (ns.type === 'network' ? { type: 'network', path } : ns));
+  };
+}
+
+/** Read-only bind mounts of per-worker files (resolv.conf, hosts) over the image's. */
+export function withReadonlyFiles(files: readonly { hostPath: string; containerPath: string }[]): SpecMutator {
+  return (spec) => {
+    for (const f of files) {
+      const m: OciMount = { destination: f.containerPath, type: 'bind', source: f.hostPath, options: ['rbind', 'ro'] };
+      spec.mounts = spec.mounts.filter((x) => x.destination !== f.containerPath);
+      spec.mounts.push(m);
+    }
+  };
+}
+
+export function withHostname(hostname: string): SpecMutator {
+  return (spec) => {
+    spec.hostname = hostname.slice(0, 63).replace(/[^A-Za-z0-9-]+$/, '');
+  };
+}
+
+/** containerd's default seccomp profile for the spec's bounding capabilities. */
+export function withDefaultSeccomp(): SpecMutator {
+  return (spec) => {
+    spec.linux.seccomp = defaultSeccompProfile(spec.process.capabilities.bounding);
+  };
+}
+
+export interface WorkerSpecInput {
+  readonly namespace: string;
+  readonly id: string;
+  readonly image: ImageRunConfig;
+  readonly user: OciUser;
+  /** Request env, `KEY=value`, applied after the image's so the request wins. */
+  readonly env: readonly string[];
+  readonly memoryMb: number;
+  readonly netnsPath: string;
+  readonly resolvConfPath: string;
+  readonly hostsPath: string;
+  readonly hostname: string;
+}
+
+/** The complete spec of one worker. */
+export function buildWorkerSpec(input: WorkerSpecInput): OciSpec {
+  const spec = defaultSpec(input.namespace, input.id);
+  const steps: SpecMutator[] = [
+    withImageConfig(input.image, input.user),
+    withEnv(input.env),
+    withMemoryLimit(input.memoryMb * 1024 * 1024),
+    withCpuSharesForMemory(input.memoryMb),
+    withPidsLimit(WORKER_PIDS_LIMIT),
+    withNetnsPath(input.netnsPath),
+    withReadonlyFiles([
+      { hostPath: input.resolvConfPath, containerPath: '/etc/resolv.conf' },
+      { hostPath: input.hostsPath, containerPath: '/etc/hosts' },
+    ]),
+    withHostname(input.hostname),
+    withDefaultSeccomp(),
+  ];
+  for (const step of steps) step(spec);
+  return spec;
+}

@@ -1,0 +1,54 @@
+/**
+ * Per-worker files in the agent's state dir: `<stateDir>/workers/<id>/` holds resolv.conf and
+ * hosts (bind-mounted read-only into the worker) and the worker's stdout+stderr log. One file
+ * set per worker, each written atomically (temp + rename), never rewritten under a live worker
+ * (the reference agent truncated one shared resolv.conf on every Ensure: W16).
+ */
+import { mkdir, rename, rm, writeFile, readdir } from 'node:fs/promises';
+import path from 'node:path';
+
+export interface WorkerFiles {
+  readonly dir: string;
+  readonly resolvConf: string;
+  readonly hosts: string;
+  readonly log: string;
+}
+
+export function workersDir(stateDir: string): string {
+  return path.join(stateDir, 'workers');
+}
+
+export function workerFiles(stateDir: string, id: string): WorkerFiles {
+  const dir = path.join(workersDir(stateDir), id);
+  return { dir, resolvConf: path.join(dir, 'resolv.conf'), hosts: path.join(dir, 'hosts'), log: path.join(dir, 'output.log') };
+}
+
+async function writeAtomic(file: string, content: string): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  await writeFile(tmp, content, { mode: 0o644 });
+  await rename(tmp, file);
+}
+
+/** Writes resolv.conf and hosts for a worker; returns the paths. */
+export async function writeWorkerFiles(stateDir: string, id: string, hostname: string, ip: string, dnsServer: string): Promise<WorkerFiles> {
+  const f = workerFiles(stateDir, id);
+  await mkdir(f.dir, { recursive: true, mode: 0o755 });
+  await writeAtomic(f.resolvConf, `nameserver ${dnsServer}\n`);
+  await writeAtomic(f.hosts, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${ip}\t${hostname}\n`);
+  return f;
+}
+
+/** Removes a worker's files (idempotent). */
+export async function removeWorkerFiles(stateDir: string, id: string): Promise<void> {
+  await rm(workerFiles(stateDir, id).dir, { recursive: true, force: true });
+}
+
+/** Ids that have a file set (for reconciliation of files left by a crash). */
+export async function listWorkerFileIds(stateDir: string): Promise<string[]> {
+  try {
+    return await readdir(workersDir(stateDir));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}

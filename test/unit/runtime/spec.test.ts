@@ -1,0 +1,114 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { DEFAULT_CAPABILITIES, DEFAULT_PATH, WORKER_NOFILE, WORKER_PIDS_LIMIT, buildWorkerSpec, defaultSpec, withEnv, withImageConfig } from '../../../src/runtime/containerd/spec/spec.js';
+import { defaultSeccompProfile } from '../../../src/runtime/containerd/spec/seccomp.js';
+import { resolveUser, rootfsLayers } from '../../../src/runtime/containerd/spec/users.js';
+import { memoryMbFor } from '../../../src/runtime/limits.js';
+
+const base = {
+  namespace: 'esb',
+  id: 'esb-default-fn-00000001',
+  image: { Entrypoint: ['/usr/bin/node'], Cmd: ['/w.mjs'], Env: ['PATH=/bin', 'A=image'], WorkingDir: '/w' },
+  user: { uid: 0, gid: 0, additionalGids: [0] },
+  env: ['A=request', 'B=2'],
+  memoryMb: 256,
+  netnsPath: '/run/netns/esb-default-fn-00000001',
+  resolvConfPath: '/s/resolv.conf',
+  hostsPath: '/s/hosts',
+  hostname: 'esb-default-fn-00000001',
+};
+
+test('defaultSpec matches containerd client defaults', () => {
+  const s = defaultSpec('ns', 'id1');
+  assert.deepEqual(s.process.capabilities.bounding, DEFAULT_CAPABILITIES);
+  assert.equal(DEFAULT_CAPABILITIES.length, 14);
+  assert.equal(s.process.noNewPrivileges, true);
+  assert.deepEqual(s.process.rlimits, [{ type: 'RLIMIT_NOFILE', hard: WORKER_NOFILE, soft: WORKER_NOFILE }]);
+  assert.equal(s.linux.cgroupsPath, '/ns/id1');
+  assert.deepEqual(s.linux.namespaces.map((n) => n.type), ['pid', 'ipc', 'uts', 'mount', 'network']);
+  assert.ok(s.linux.maskedPaths.includes('/proc/kcore'));
+  assert.ok(s.linux.readonlyPaths.includes('/proc/sys'));
+  assert.equal(s.mounts.length, 7);
+});
+
+test('buildWorkerSpec: image config, then request env wins, limits, netns, files, seccomp', () => {
+  const s = buildWorkerSpec(base);
+  assert.deepEqual(s.process.args, ['/usr/bin/node', '/w.mjs']);
+  assert.equal(s.process.cwd, '/w');
+  assert.deepEqual(s.process.env, ['PATH=/bin', 'A=request', 'B=2']);
+  assert.equal(s.linux.resources.memory?.limit, 256 * 1024 * 1024);
+  assert.equal(s.linux.resources.pids?.limit, WORKER_PIDS_LIMIT);
+  assert.ok((s.linux.resources.cpu?.shares ?? 0) >= 2);
+  assert.deepEqual(s.linux.namespaces.find((n) => n.type === 'network'), { type: 'network', path: base.netnsPath });
+  assert.deepEqual(s.mounts.filter((m) => m.type === 'bind').map((m) => [m.destination, m.source, m.options.join(',')]), [
+    ['/etc/resolv.conf', '/s/resolv.conf', 'rbind,ro'],
+    ['/etc/hosts', '/s/hosts', 'rbind,ro'],
+  ]);
+  assert.equal(s.linux.seccomp?.defaultAction, 'SCMP_ACT_ERRNO');
+  assert.ok(s.linux.seccomp.syscalls[0]?.names.includes('read'));
+  assert.equal(s.hostname, base.hostname);
+});
+
+test('image without Env gets the default PATH; empty args are refused', () => {
+  const s = defaultSpec('n', 'i');
+  withImageConfig({ Cmd: ['/bin/sh'] }, { uid: 0, gid: 0 })(s);
+  assert.deepEqual(s.process.env, [DEFAULT_PATH]);
+  assert.throws(() => {
+    withImageConfig({}, { uid: 0, gid: 0 })(defaultSpec('n', 'i'));
+  }, { code: 'INVALID_ARGUMENT' });
+});
+
+test('withEnv replaces by key and appends new keys', () => {
+  const s = defaultSpec('n', 'i');
+  s.process.env = ['A=1', 'AB=2'];
+  withEnv(['A=3', 'C=4', 'EMPTY='])(s);
+  assert.deepEqual(s.process.env, ['A=3', 'AB=2', 'C=4', 'EMPTY=']);
+});
+
+test('seccomp: clone namespace mask and clone3 ENOSYS without CAP_SYS_ADMIN', () => {
+  const p = defaultSeccompProfile(DEFAULT_CAPABILITIES, 'x64');
+  assert.deepEqual(p.architectures, ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32']);
+  const clone = p.syscalls.find((r) => r.names[0] === 'clone');
+  const arg = clone?.args?.[0];
+  assert.ok(arg);
+  assert.equal(arg.op, 'SCMP_CMP_MASKED_EQ');
+  assert.equal(arg.value, 0x7e020000);
+  assert.equal(p.syscalls.find((r) => r.names[0] === 'clone3')?.errnoRet, 38);
+  assert.ok(p.syscalls.some((r) => r.names.includes('chroot')), 'CAP_SYS_CHROOT unlocks chroot');
+  assert.ok(!p.syscalls.some((r) => r.names.includes('mount')), 'mount needs CAP_SYS_ADMIN');
+  assert.ok(p.syscalls[0]!.names.length > 300);
+});
+
+test('memoryMbFor: request env, default, and bad values', () => {
+  assert.equal(memoryMbFor({}, 128), 128);
+  assert.equal(memoryMbFor({ AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '512' }, 128), 512);
+  for (const bad of ['abc', '-1', '0', '1.5', '', '99999999999', '15']) {
+    assert.throws(() => memoryMbFor({ AWS_LAMBDA_FUNCTION_MEMORY_SIZE: bad }, 128), { code: 'INVALID_ARGUMENT' }, bad);
+  }
+});
+
+test('resolveUser reads passwd/group from the snapshot layers, topmost first', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'esb-users-'));
+  t.after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const upper = path.join(dir, 'upper');
+  const lower1 = path.join(dir, 'l1');
+  const lower2 = path.join(dir, 'l2');
+  for (const d of [upper, lower1, lower2]) mkdirSync(path.join(d, 'etc'), { recursive: true });
+  writeFileSync(path.join(lower2, 'etc/passwd'), 'root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n');
+  writeFileSync(path.join(lower1, 'etc/passwd'), 'root:x:0:0::/root:/bin/sh\napp:x:1001:1002::/app:/bin/sh\n');
+  writeFileSync(path.join(lower1, 'etc/group'), 'root:x:0:\napp:x:1002:\nextra:x:2000:app,other\n');
+  const mounts = [{ type: 'overlay', source: 'overlay', options: ['index=off', `workdir=${dir}/w`, `upperdir=${upper}`, `lowerdir=${lower1}:${lower2}`] }];
+  assert.deepEqual(rootfsLayers(mounts), [upper, lower1, lower2]);
+  assert.deepEqual(await resolveUser('app', mounts), { uid: 1001, gid: 1002, additionalGids: [1002, 2000] });
+  assert.deepEqual(await resolveUser('', mounts), { uid: 0, gid: 0, additionalGids: [0] });
+  assert.deepEqual(await resolveUser('1234:99', mounts), { uid: 1234, gid: 99, additionalGids: [99] });
+  assert.deepEqual(await resolveUser('4321', mounts), { uid: 4321, gid: 0, additionalGids: [0] });
+  assert.deepEqual(await resolveUser('app:extra', mounts), { uid: 1001, gid: 2000, additionalGids: [2000] });
+  await assert.rejects(resolveUser('ghost', mounts), { code: 'INVALID_ARGUMENT' });
+  await assert.rejects(resolveUser('app:ghosts', mounts), { code: 'INVALID_ARGUMENT' });
+});
