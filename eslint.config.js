@@ -4,7 +4,7 @@ import { defineConfig } from 'eslint/config';
 import tseslint from 'typescript-eslint';
 
 export default defineConfig(
-  { ignores: ['dist/**', 'src/gen/**', 'node_modules/**', 'proto/**', 'bin/**', '**/*.mjs', 'eslint.config.js'] },
+  { ignores: ['.tmp/**', 'dist/**', 'src/gen/**', 'node_modules/**', 'proto/**', 'bin/**', '**/*.mjs', 'eslint.config.js'] },
   js.configs.recommended,
   tseslint.configs.strictTypeChecked,
   tseslint.configs.stylisticTypeChecked,

@@ -27,7 +27,7 @@ export function readInt(env: Env, name: string, fallback: number, min: number, m
   const raw = readString(env, name);
   if (raw === undefined) return fallback;
   if (!/^-?\d+$/.test(raw)) throw new ConfigError(name, `expected an integer, got ${JSON.stringify(raw)}`);
-  const n = Number(raw);
+  const n = Number(raw) + 0; // '-0' → 0
   if (!Number.isSafeInteger(n) || n < min || n > max) {
     throw new ConfigError(name, `expected an integer from ${min} to ${max}, got ${raw}`);
   }

@@ -15,7 +15,7 @@ import type { Logger } from '../../log.js';
 import type { AgentMetrics } from '../../metrics.js';
 import type { Config } from '../../config/config.js';
 import { CniNetwork } from '../../cni/network.js';
-import { ensureConflist } from '../../cni/conflist.js';
+import { defaultNetworkName, ensureConflist } from '../../cni/conflist.js';
 import { containerIpv4 } from '../../cni/result.js';
 import { createNetns, removeNetns } from '../../cni/netns.js';
 import { decodeCgroupMetrics } from '../../cgroups/metrics.js';
@@ -126,7 +126,7 @@ export class ContainerdRuntime implements Runtime {
       { containerdVersion: v.version, revision: v.revision, namespace: this.client.namespace, namespaceCreated: created, socket: this.client.socket },
       'connected to containerd',
     );
-    const wrote = await ensureConflist(this.#config.cni, {});
+    const wrote = await ensureConflist({ ...this.#config.cni, name: defaultNetworkName(this.#config.brand) }, {});
     if (wrote) this.#log.info({ confFile: this.#config.cni.confFile }, 'generated the default CNI network config');
     await this.#cni.load();
     await this.#events.start();
@@ -150,14 +150,13 @@ export class ContainerdRuntime implements Runtime {
     };
     let id = '';
     try {
-      let t = performance.now();
+      // The image service records its own pull/unpack phases.
       const image = await this.#images.ensureImage(ref, { signal });
-      phase('pull', t);
       throwIfAborted(signal, 'EnsureContainer');
 
       // containerd calls below get no caller signal: each is short, and finishing a started
       // call keeps rollback exact. The caller's cancel is checked between steps.
-      t = performance.now();
+      let t = performance.now();
       const lease = await createLease(c, 'ensure', ENSURE_LEASE_TTL_MS, {});
       undo.push('delete lease', () => deleteLease(c, lease, {}));
       let mounts: Awaited<ReturnType<typeof prepareSnapshot>> | undefined;
@@ -185,7 +184,7 @@ export class ContainerdRuntime implements Runtime {
         undo.push(`CNI DEL ${wid}`, (s) => this.#cni.del({ containerId: wid, netns: netnsPath }, { signal: s }));
         const result = await this.#cni.add({ containerId: wid, netns: netnsPath }, { signal });
         phase('network', tNet);
-        return { netnsPath, ip: containerIpv4(result, 'eth0') };
+        return { netnsPath, ip: containerIpv4(result, this.#cni.ifName) };
       })();
       const userP = resolveUser(image.config.config?.User, mounts);
       // Both must settle before going on or rolling back: undoing while the other branch

@@ -83,6 +83,7 @@ export type TokenHttp = (
   init: { method: 'GET' | 'POST'; headers: Record<string, string>; body?: string; signal: AbortSignal },
 ) => Promise<{ status: number; body: Buffer }>;
 
+/** Dependencies of an Authorizer. */
 export interface AuthorizerOptions {
   /** Loads the credentials (read when a challenge arrives, so edits need no restart). */
   readonly credentials: () => Promise<DockerCredentials>;

@@ -52,8 +52,11 @@ export const LAYER_TYPES: ReadonlySet<string> = new Set([
   MediaType.dockerLayer, MediaType.dockerLayerGzip, MediaType.dockerForeignLayer, MediaType.dockerForeignLayerGzip,
 ]);
 
+/** True for an OCI index or Docker manifest list. */
 export const isIndexType = (mediaType: string): boolean => INDEX_TYPES.has(mediaType);
+/** True for an OCI or Docker schema 2 image manifest. */
 export const isManifestType = (mediaType: string): boolean => MANIFEST_TYPES.has(mediaType);
+/** True for Docker schema 1 (and `text/plain`, which the Go client treats as schema 1). */
 export const isSchema1Type = (mediaType: string): boolean => SCHEMA1_TYPES.has(mediaType);
 
 /** OS/architecture of an image or index entry. */

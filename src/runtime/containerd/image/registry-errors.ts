@@ -1,0 +1,77 @@
+/**
+ * Converts registry HTTP outcomes into AgentErrors (style.md §4: convert at the edge). Codes
+ * follow the contract (spec §2): image or blob 404 → NOT_FOUND, 401/403 → PERMISSION_DENIED,
+ * unreachable / 5xx / 429 → UNAVAILABLE (the gateway retries those), a slow registry →
+ * DEADLINE_EXCEEDED, the caller's abort → CANCELLED or DEADLINE_EXCEEDED per its reason.
+ */
+import type { Readable } from 'node:stream';
+import { AgentError, abortError } from '../../../errors.js';
+
+/** Error codes of undici and the OS that mean "did not answer in time". */
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+
+/** `code: message` pairs of a registry's JSON error body (distribution's `errcode` format), short. */
+export function registryErrorText(body: Buffer | undefined): string {
+  if (!body || body.length === 0) return '';
+  try {
+    const j = JSON.parse(body.toString('utf8')) as { errors?: { code?: unknown; message?: unknown }[] };
+    if (Array.isArray(j.errors)) {
+      const parts = j.errors.map((e) => [e.code, e.message].filter((x) => typeof x === 'string' && x !== '').join(': '));
+      return parts.filter((p) => p !== '').join('; ').slice(0, 300);
+    }
+  } catch {
+    // not JSON: fall through to the raw text
+  }
+  return body.toString('utf8').replace(/\s+/g, ' ').trim().slice(0, 200);
+}
+
+/** The text of a network-level failure, including the errno code (AggregateErrors have no message). */
+function causeText(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const code = (err as NodeJS.ErrnoException).code;
+  const msg = err.message !== '' ? err.message : err instanceof AggregateError ? err.errors.map((e) => causeText(e)).join(', ') : '';
+  return code !== undefined && !msg.includes(code) ? `${code} ${msg}`.trim() : msg;
+}
+
+/**
+ * A failure before any response (connect refused, DNS, TLS, reset, timeout, abort).
+ * `what` names the operation ("resolve 127.0.0.1:5000/fn:latest").
+ */
+export function networkError(err: unknown, registry: string, what: string, signal: AbortSignal): AgentError {
+  if (err instanceof AgentError) return err;
+  if (signal.aborted) return abortError(signal, what);
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  if (TIMEOUT_CODES.has(code)) {
+    return new AgentError('DEADLINE_EXCEEDED', `${what}: registry ${registry} did not answer in time (${causeText(err)})`, { cause: err });
+  }
+  return new AgentError('UNAVAILABLE', `${what}: registry ${registry} unreachable: ${causeText(err)}`, { cause: err });
+}
+
+/** What a non-success HTTP status means; `notFound` is the message for a 404. */
+export function statusError(status: number, body: Buffer | undefined, registry: string, what: string, notFound: string): AgentError {
+  const detail = registryErrorText(body);
+  const suffix = detail === '' ? '' : `: ${detail}`;
+  if (status === 404) return new AgentError('NOT_FOUND', notFound);
+  if (status === 401 || status === 403) return new AgentError('PERMISSION_DENIED', `${what}: registry ${registry} denied access (HTTP ${status})${suffix}`);
+  if (status === 429) return new AgentError('UNAVAILABLE', `${what}: registry ${registry} is rate-limiting requests (HTTP 429)${suffix}`);
+  if (status >= 500) return new AgentError('UNAVAILABLE', `${what}: registry ${registry} failed with HTTP ${status}${suffix}`);
+  return new AgentError('FAILED_PRECONDITION', `${what}: registry ${registry} answered HTTP ${status}${suffix}`);
+}
+
+/**
+ * Reads a whole response body, refusing more than `maxBytes` (manifests are capped at about
+ * 4 MiB, containerd-api.md §2.1). The body is destroyed on overflow so the socket is freed.
+ */
+export async function readCapped(body: Readable, maxBytes: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > maxBytes) {
+      body.destroy();
+      throw new AgentError('FAILED_PRECONDITION', `${what}: larger than the ${maxBytes}-byte limit`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, total);
+}
