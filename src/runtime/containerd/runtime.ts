@@ -259,7 +259,9 @@ export class ContainerdRuntime implements Runtime {
         log.warn({ err, lease }, 'could not delete the ensure lease; it expires by itself');
       });
       undo.clear();
-      this.workers.update(wid, { status: 'RUNNING' });
+      // The task may already have exited (its exit event can beat Start's reply): only a
+      // worker still without a status becomes RUNNING here.
+      if (this.workers.get(wid)?.status === 'UNKNOWN') this.workers.update(wid, { status: 'RUNNING' });
       log.info({ id: wid, ip: net.ip, image: image.name, memoryMb }, 'worker started');
       return { id: wid, name: wid, ipAddress: net.ip, port: WORKER_PORT };
     } catch (err) {
