@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(
   containerd runc containernetworking-plugins iproute2 iptables   # the agent's runtime stack
-  busybox-static docker-registry docker.io                        # test images, registry, docker runtime
+  busybox-static docker-registry                                  # test images, registry
   openssl ca-certificates                                         # test certificates
   golang-github-containerd-containerd-dev golang-github-containerd-cgroups-dev golang-github-gogo-protobuf-dev  # vendored protos' source
   systemd                                                          # systemd-analyze verify of the unit

@@ -29,6 +29,8 @@ export interface InvokeTarget {
   readonly id: string;
   readonly ipAddress: string;
   readonly port: number;
+  /** A text when the worker has stopped meanwhile (checked between readiness retries). */
+  readonly stoppedReason?: (() => string | undefined) | undefined;
 }
 
 /** One HTTP request to a worker, already validated (path starts with '/', timeout > 0). */
@@ -218,7 +220,15 @@ export function createAgentService({ runtime, invoker, invokeDefaultTimeoutMs }:
         throw new AgentError('FAILED_PRECONDITION', `container ${worker.id} has no network address yet; destroy it and ensure a new one`);
       }
       const res = await invoker.invoke(
-        { id: worker.id, ipAddress: worker.ipAddress, port: worker.port },
+        {
+          id: worker.id,
+          ipAddress: worker.ipAddress,
+          port: worker.port,
+          stoppedReason: () => {
+            const now = runtime.get(worker.id);
+            return now === undefined ? 'the worker was destroyed' : now.status === 'STOPPED' ? `the worker exited with code ${now.exitCode}` : undefined;
+          },
+        },
         { path: input.path, payload: input.payload, headers: input.headers, timeoutMs: input.timeoutMs },
         { signal: ctx.signal },
       );

@@ -192,7 +192,8 @@ export interface PluginCall {
  * - FAILED_PRECONDITION: the binary is not in the bin dirs;
  * - UNAVAILABLE: the plugin answered CNI error 11 "try again later";
  * - RESOURCE_EXHAUSTED: IPAM is out of addresses (host-local's message);
- * - DEADLINE_EXCEEDED: the exec timeout passed (the plugin's process group was killed);
+ * - INTERNAL: the exec timeout passed (the plugin's process group was killed); DEADLINE_EXCEEDED
+ *   is kept for the client's own deadline (contract §2);
  * - CANCELLED / DEADLINE_EXCEEDED: `signal` fired (from its reason), process group killed;
  * - INTERNAL: any other failure, "CNI plugin <type> <CMD> failed: <msg> (code N)".
  */
@@ -224,7 +225,7 @@ export async function runPlugin(runner: PluginRunner, call: PluginCall, signal?:
     clearTimeout(timer);
   }
   if (signal?.aborted) throw abortError(signal, what);
-  if (timeout.signal.aborted) throw new AgentError('DEADLINE_EXCEEDED', `${what} timed out after ${runner.timeoutMs} ms (process killed)`);
+  if (timeout.signal.aborted) throw new AgentError('INTERNAL', `${what} timed out after ${runner.timeoutMs} ms (process killed)`); // not the client's deadline (contract §2)
 
   if (out.exitCode !== 0) throw pluginError(what, out);
   if (call.command === 'DEL' || call.command === 'CHECK') return undefined;

@@ -4,6 +4,7 @@
  * nothing falls back silently. Only `main.ts` passes `process.env` in; tests pass objects.
  */
 import os from 'node:os';
+import { MAX_MEMORY_MB, MIN_MEMORY_MB } from '../runtime/limits.js';
 import path from 'node:path';
 import {
   ConfigError,
@@ -119,7 +120,8 @@ export function loadConfig(env: Env): Config {
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(bridge)) throw new ConfigError('CNI_BRIDGE', `expected a Linux interface name of at most 15 characters, got ${JSON.stringify(bridge)}`);
 
   const tlsDisabled = readBool(env, 'AGENT_GRPC_TLS_DISABLED', false);
-  const registry = readString(env, 'CONTAINER_REGISTRY') ?? 'registry:5010';
+  // Set but blank means "no registry": a blank image then resolves to safe(fn):tag (spec §3).
+  const registry = env['CONTAINER_REGISTRY'] !== undefined ? env['CONTAINER_REGISTRY'].trim() : 'registry:5010';
   if (/\s|^[a-z]+:\/\//i.test(registry)) throw new ConfigError('CONTAINER_REGISTRY', `expected host[:port][/path] without a scheme, got ${JSON.stringify(registry)}`);
 
   const dockerHost = readString(env, 'DOCKER_HOST') ?? 'unix:///var/run/docker.sock';
@@ -156,7 +158,7 @@ export function loadConfig(env: Env): Config {
     }),
     tag: readString(env, 'ESB_TAG') ?? 'latest',
     pullPolicy: readEnum<PullPolicy>(env, 'IMAGE_PULL_POLICY', 'if-not-present', ['if-not-present', 'always', 'never']),
-    defaultMemoryMb: readInt(env, 'AGENT_DEFAULT_MEMORY_MB', 128, 6, 1024 * 1024),
+    defaultMemoryMb: readInt(env, 'AGENT_DEFAULT_MEMORY_MB', 128, MIN_MEMORY_MB, MAX_MEMORY_MB),
     invoke: Object.freeze({
       maxResponseBytes: readInt(env, 'AGENT_INVOKE_MAX_RESPONSE_SIZE', 10 * MIB, 1, 512 * MIB),
       defaultTimeoutMs: readInt(env, 'AGENT_INVOKE_DEFAULT_TIMEOUT_MS', 30_000, 1, 15 * 60_000),

@@ -68,6 +68,12 @@ export interface InvokeTarget {
   readonly id: string;
   readonly ipAddress: string;
   readonly port: number;
+  /**
+   * Asked between readiness retries: a text when the worker has stopped (e.g. it crashed
+   * before listening), so the call fails FAILED_PRECONDITION at once instead of retrying a
+   * dead address until the timeout.
+   */
+  readonly stoppedReason?: (() => string | undefined) | undefined;
 }
 
 export interface InvokeRequest {
@@ -244,6 +250,8 @@ export class Invoker {
             return response;
           }
           call.lastConnectError = result.cause;
+          const stopped = target.stoppedReason?.();
+          if (stopped !== undefined) throw new AgentError('FAILED_PRECONDITION', `${what}: ${stopped} before accepting the request (request not sent)`);
           await this.#sleep(backoffMs, ac.signal);
           backoffMs = Math.min(backoffMs * 2, READY_BACKOFF_MAX_MS);
         }

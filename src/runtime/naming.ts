@@ -23,6 +23,8 @@ export const LABELS = {
   cniNetwork: 'com.esb.cni_network',
   memoryMb: 'com.esb.memory_mb',
   image: 'com.esb.image',
+  /** OOM kills seen, persisted so a restarted agent still reports them. */
+  oomKills: 'com.esb.oom_kills',
 } as const;
 
 export const CREATED_BY = 'esb-agent';

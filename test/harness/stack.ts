@@ -115,7 +115,12 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
     } catch {
       // never created
     }
-    writeFileSync(sysctlPath, ipForward);
+    // The bridge plugin (isGateway) turns ip_forward on and never off. Put the host's value
+    // back, unless another test stack's bridge is still up and needs it.
+    const otherBridges = execFileSync('ip', ['-o', 'link', 'show', 'type', 'bridge'], { encoding: 'utf8' })
+      .split('\n')
+      .some((l) => /^\d+: esbt[0-9a-f]{6}[:@]/.test(l));
+    if (!otherBridges) writeFileSync(sysctlPath, ipForward);
     rmSync(tmp, { recursive: true, force: true });
   });
   try {

@@ -378,8 +378,9 @@ export class ContainerdRuntime implements Runtime {
     const p = await getTask(this.client, id, { signal });
     const collectedAt = nowSeconds();
     const status = statusOf(p);
-    const oomFromEvents = BigInt(known?.oomKills ?? 0);
+    let oomFromEvents = BigInt(known?.oomKills ?? 0);
     if (!p || status === 'STOPPED') {
+      if (p) oomFromEvents = await this.#stoppedOomKills(id, oomFromEvents, signal);
       return {
         state: 'STOPPED',
         memoryCurrentBytes: 0n,
@@ -408,6 +409,19 @@ export class ContainerdRuntime implements Runtime {
       exitTime: 0,
       collectedAt,
     };
+  }
+
+  /** The cgroup's OOM counter of a stopped, undeleted task (best effort), or `known`. */
+  async #stoppedOomKills(id: string, known: bigint, signal: AbortSignal): Promise<bigint> {
+    try {
+      const res = await this.client.call('tasks', 'Metrics', { filters: [`id==${id}`] }, { signal, what: `metrics of ${id}` });
+      const decoded = this.client.decodeAny(res.metrics[0]?.data);
+      if (!decoded) return known;
+      const cg = decodeCgroupMetrics(decoded.type, decoded.value);
+      return cg.oomKills > known ? cg.oomKills : known;
+    } catch {
+      return known;
+    }
   }
 
   async ping(opts: CallOptions): Promise<boolean> {
@@ -471,7 +485,7 @@ export class ContainerdRuntime implements Runtime {
       port: WORKER_PORT,
       exitCode: task?.status === 'STOPPED' ? task.exit_status : (prev?.exitCode ?? 0),
       exitTime: task?.status === 'STOPPED' ? timestampSeconds(task.exited_at) : (prev?.exitTime ?? 0),
-      oomKills: prev?.oomKills ?? 0,
+      oomKills: Math.max(prev?.oomKills ?? 0, Number(l[LABELS.oomKills]) || 0),
     };
   }
 
@@ -490,8 +504,17 @@ export class ContainerdRuntime implements Runtime {
         break;
       case 'oom': {
         const w = this.workers.get(e.containerId);
-        if (w) this.workers.update(e.containerId, { oomKills: w.oomKills + 1 });
+        const count = (w?.oomKills ?? 0) + 1;
+        this.workers.update(e.containerId, { oomKills: count });
         this.#log.warn({ id: e.containerId }, 'worker hit its memory limit (OOM kill)');
+        // Kept in a label too: the count must survive an agent restart (contract §4), and on
+        // cgroup v2 the cgroup holding the kernel's counter may be gone by then.
+        const key = LABELS.oomKills;
+        this.client
+          .call('containers', 'Update', { container: { id: e.containerId, labels: { [key]: String(count) } }, update_mask: { paths: [`labels.${key}`] } })
+          .catch((err: unknown) => {
+            this.#log.warn({ err, id: e.containerId }, 'could not record the OOM kill in a label');
+          });
         break;
       }
       case 'paused':

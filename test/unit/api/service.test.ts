@@ -234,7 +234,9 @@ describe('InvokeWorker', () => {
     const res = await svc.invokeWorker(req({ headers: { 'X-A': '1' } }), c);
     assert.equal(invoker.calls.length, 1);
     const call = invoker.calls[0]!;
-    assert.deepEqual(call.target, { id: 'w-a1', ipAddress: '10.88.0.2', port: 8080 });
+    const { stoppedReason, ...target } = call.target;
+    assert.deepEqual(target, { id: 'w-a1', ipAddress: '10.88.0.2', port: 8080 });
+    assert.equal(stoppedReason?.(), undefined, 'a running worker is not stopped');
     assert.equal(call.req.path, DEFAULT_INVOKE_PATH);
     assert.equal(call.req.timeoutMs, 30_000);
     assert.deepEqual(call.req.headers, { 'X-A': '1' });

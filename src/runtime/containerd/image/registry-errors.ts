@@ -42,7 +42,7 @@ export function networkError(err: unknown, registry: string, what: string, signa
   if (signal.aborted) return abortError(signal, what);
   const code = (err as NodeJS.ErrnoException).code ?? '';
   if (TIMEOUT_CODES.has(code)) {
-    return new AgentError('DEADLINE_EXCEEDED', `${what}: registry ${registry} did not answer in time (${causeText(err)})`, { cause: err });
+    return new AgentError('UNAVAILABLE', `${what}: registry ${registry} did not answer in time (${causeText(err)})`, { cause: err });
   }
   return new AgentError('UNAVAILABLE', `${what}: registry ${registry} unreachable: ${causeText(err)}`, { cause: err });
 }

@@ -41,7 +41,7 @@ export class SingleFlight<T> {
       const controller = new AbortController();
       const timeoutMs = this.#timeoutMs;
       const timer = setTimeout(() => {
-        controller.abort(new AgentError('DEADLINE_EXCEEDED', `${what}: did not finish within ${timeoutMs} ms`));
+        controller.abort(new AgentError('UNAVAILABLE', `${what}: did not finish within ${timeoutMs} ms`));
       }, timeoutMs);
       // The run's own I/O keeps the process alive; the timer alone must not.
       timer.unref();
