@@ -5,7 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 const BYTES_BUCKETS = [256, 1024, 16 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024, 16 * 1024 * 1024];
 
 export class AgentMetrics {
@@ -35,7 +35,7 @@ export class AgentMetrics {
 
   readonly coldStartPhase = new Histogram({
     name: 'esb_agent_cold_start_phase_duration_seconds',
-    help: 'Duration of each EnsureContainer phase (pull, unpack, create, network, start).',
+    help: 'Duration of each EnsureContainer phase (pull, unpack, snapshot, network, create, task_create, start).',
     labelNames: ['phase'] as const,
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],

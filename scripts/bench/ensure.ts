@@ -169,7 +169,7 @@ function breakDownConcurrent(s: Samples, stack: TestStack, call: { ms: number; i
 }
 
 /** Sorts the spans of one sequential Ensure into phases (ms) and adds them to `s`. */
-function breakDown(s: Samples, stack: TestStack, call: { ms: number; id: string; t0: number; t1: number }, spans: readonly RpcSpan[], hist: { network: number; create: number; start: number }, logFrom: number): void {
+function breakDown(s: Samples, stack: TestStack, call: { ms: number; id: string; t0: number; t1: number }, spans: readonly RpcSpan[], hist: Record<'snapshot' | 'network' | 'create' | 'task_create' | 'start', number>, logFrom: number): void {
   const find = (prefix: string): RpcSpan | undefined => spans.find((x) => x.what.startsWith(prefix) && x.start >= call.t0 && x.start <= call.t1);
   const getImage = find('get image ');
   const lease = find('create lease ');
@@ -195,9 +195,7 @@ function breakDown(s: Samples, stack: TestStack, call: { ms: number; id: string;
   s.add('lease delete', dur(leaseDel));
   s.add('reply (gRPC out)', call.t1 - leaseDel.end);
   s.add('gaps between steps', taskStart.start - taskCreate.end + (leaseDel.start - taskStart.end) + (prepare.start - lease.end));
-  s.add('hist: create', hist.create);
-  s.add('hist: network', hist.network);
-  s.add('hist: start', hist.start);
+  for (const [k, v] of Object.entries(hist)) s.add(`hist: ${k}`, v);
   // CNI timings from the agent's debug log.
   const lines = stack.logs.lines.slice(logFrom).filter((l) => l['containerId'] === call.id);
   const add = lines.find((l) => l['msg'] === 'CNI ADD');
@@ -377,7 +375,7 @@ async function main(): Promise<void> {
       }
       const h1 = await phaseSums(stack);
       agentSeq.push(call.ms);
-      breakDown(phases, stack, call, rpcSpans, { network: delta(h1, h0, 'network'), create: delta(h1, h0, 'create'), start: delta(h1, h0, 'start') }, logFrom);
+      breakDown(phases, stack, call, rpcSpans, { snapshot: delta(h1, h0, 'snapshot'), network: delta(h1, h0, 'network'), create: delta(h1, h0, 'create'), task_create: delta(h1, h0, 'task_create'), start: delta(h1, h0, 'start') }, logFrom);
       await agentDestroy(stack, call.id);
 
       const c = await ctrStart(env, ctrPhases);
@@ -488,9 +486,11 @@ async function main(): Promise<void> {
     console.log('## cold-start histogram phases (esb_agent_cold_start_phase_duration_seconds), sequential');
     printTable([
       ['phase', 'n', 'p50', 'p95', 'min', 'max'],
+      summaryRow('snapshot (lease + id + snapshot prepare)', phases.get('hist: snapshot')),
       summaryRow('network (netns + CNI ADD)', phases.get('hist: network')),
-      summaryRow('create (lease → container record; includes network)', phases.get('hist: create')),
-      summaryRow('start (task create + start)', phases.get('hist: start')),
+      summaryRow('create (worker files + spec + container record)', phases.get('hist: create')),
+      summaryRow('task_create (shim + runc create)', phases.get('hist: task_create')),
+      summaryRow('start (task start)', phases.get('hist: start')),
     ]);
     console.log('');
     console.log(`## agent phases at concurrency ${CONCURRENCY} (per call)`);

@@ -12,6 +12,8 @@ export interface WriteAtomicOptions {
   /** false: fail with EEXIST instead of replacing an existing file. Default true. */
   readonly overwrite?: boolean;
   readonly mode?: number;
+  /** fsync before the rename. Default true; hot-path caches that tolerate loss pass false. */
+  readonly sync?: boolean;
 }
 
 /**
@@ -21,13 +23,13 @@ export interface WriteAtomicOptions {
  * Leaves no temp file behind on any failure.
  */
 export async function writeFileAtomic(file: string, data: string | Uint8Array, opts: WriteAtomicOptions = {}): Promise<boolean> {
-  const { overwrite = true, mode = 0o644 } = opts;
+  const { overwrite = true, mode = 0o644, sync = true } = opts;
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   const fh = await fs.open(tmp, 'wx', mode);
   try {
     try {
       await fh.writeFile(data);
-      await fh.sync();
+      if (sync) await fh.sync();
     } finally {
       await fh.close();
     }

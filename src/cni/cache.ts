@@ -52,7 +52,9 @@ export async function writeCache(cacheDir: string, entry: CachedAttachment): Pro
   };
   try {
     await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-    await writeFileAtomic(file, JSON.stringify(doc), { mode: 0o600 });
+    // No fsync (libcni does none either): a torn entry after a power cut reads as corrupt and
+    // is DEL'd by reconciliation, while ADD stays off the disk-flush path.
+    await writeFileAtomic(file, JSON.stringify(doc), { mode: 0o600, sync: false });
   } catch (err) {
     throw new AgentError('INTERNAL', `cannot write CNI cache ${file}: ${errorText(err)}`, { cause: err });
   }

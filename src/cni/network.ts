@@ -200,11 +200,20 @@ export class CniNetwork {
       }
       if (!(await isNetnsHandle(att.netns))) throw new AgentError('FAILED_PRECONDITION', `netns ${att.netns} for ${att.containerId} does not exist`);
       try {
-        const lo = await this.#addList(loopback, att, LOOPBACK_IFNAME, rt, signal);
-        await writeCache(this.#cacheDir, this.#entry(loopback, att, LOOPBACK_IFNAME, rt, lo));
-        const raw = await this.#addList(list, att, this.ifName, rt, signal);
-        const result = parseResult(raw, `CNI network ${list.name} ADD`);
-        await writeCache(this.#cacheDir, this.#entry(list, att, this.ifName, rt, raw));
+        // Loopback and the main network touch different interfaces: attach both at once, as
+        // go-cni does, but let both settle before any undo (an undo racing an ADD leaks).
+        const [loR, rawR] = await Promise.allSettled([
+          this.#addList(loopback, att, LOOPBACK_IFNAME, rt, signal).then(async (lo) => {
+            await writeCache(this.#cacheDir, this.#entry(loopback, att, LOOPBACK_IFNAME, rt, lo));
+          }),
+          this.#addList(list, att, this.ifName, rt, signal).then(async (raw) => {
+            await writeCache(this.#cacheDir, this.#entry(list, att, this.ifName, rt, raw));
+            return raw;
+          }),
+        ]);
+        if (loR.status === 'rejected') throw loR.reason;
+        if (rawR.status === 'rejected') throw rawR.reason;
+        const result = parseResult(rawR.value, `CNI network ${list.name} ADD`);
         this.#log.info({ containerId: att.containerId, netns: att.netns, network: list.name, ifName: this.ifName, ip: ipOrUndefined(result, this.ifName), ms: elapsed(t0) }, 'CNI ADD');
         return result;
       } catch (err) {

@@ -174,6 +174,7 @@ export class ContainerdRuntime implements Runtime {
       }
       if (!mounts) throw new AgentError('INTERNAL', `could not find a free worker id after ${ID_ATTEMPTS} attempts`);
       const wid = id;
+      phase('snapshot', t);
       throwIfAborted(signal, 'EnsureContainer');
 
       // The netns and CNI ADD run while the user is resolved from the snapshot.
@@ -196,6 +197,7 @@ export class ContainerdRuntime implements Runtime {
       const user = userR.value;
       throwIfAborted(signal, 'EnsureContainer');
 
+      t = performance.now();
       undo.push('remove worker files', () => removeWorkerFiles(cfg.stateDir, wid));
       const files = await writeWorkerFiles(cfg.stateDir, wid, wid.slice(0, 63), net.ip, cfg.cni.dnsServer);
       const spec = buildWorkerSpec({
@@ -233,6 +235,8 @@ export class ContainerdRuntime implements Runtime {
         await deleteTask(c, wid, { signal: s });
       });
       await createTask(c, { containerId: wid, rootfs: mounts, stdout: `file://${files.log}` }, {});
+      phase('task_create', t);
+      t = performance.now();
       this.workers.put({
         id: wid,
         name: wid,
@@ -254,11 +258,12 @@ export class ContainerdRuntime implements Runtime {
       throwIfAborted(signal, 'EnsureContainer');
       await startTask(c, wid, {});
       phase('start', t);
-      // The container record now roots the snapshot; the lease has done its job.
-      await deleteLease(c, lease, {}).catch((err: unknown) => {
+      undo.clear();
+      // The container record now roots the snapshot; the lease has done its job. Deleted off
+      // the reply path: a lease that outlives a crash expires by itself.
+      void deleteLease(c, lease, {}).catch((err: unknown) => {
         log.warn({ err, lease }, 'could not delete the ensure lease; it expires by itself');
       });
-      undo.clear();
       // The task may already have exited (its exit event can beat Start's reply): only a
       // worker still without a status becomes RUNNING here.
       if (this.workers.get(wid)?.status === 'UNKNOWN') this.workers.update(wid, { status: 'RUNNING' });

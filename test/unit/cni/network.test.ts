@@ -11,6 +11,16 @@ import { spawnPlugin, type PluginExec } from '../../../src/cni/exec.js';
 import { CniNetwork, type CniNetworkOptions } from '../../../src/cni/network.js';
 import { FakePlugins, type FakeCall } from '../../fixtures/cni/fake-plugins.js';
 
+/**
+ * Loopback and the main network are attached concurrently, so the loopback ADD may land
+ * anywhere among the chain's ADDs: compare with it moved to the front (the chain's own order
+ * and every DEL's order stay checked).
+ */
+function loopbackFirst(calls: string[]): string[] {
+  const i = calls.indexOf('loopback ADD lo');
+  return i < 0 ? calls : ['loopback ADD lo', ...calls.slice(0, i), ...calls.slice(i + 1)];
+}
+
 /** A real netns handle that the fakes never touch: this process's own. */
 const NETNS = '/proc/self/ns/net';
 const ENV_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
@@ -129,7 +139,7 @@ test('add(): loopback (ifname lo) first, then the list in order with prevResult 
   assert.deepEqual(result.dns, RESULT_B.dns);
 
   const calls = await s.fakes.calls();
-  assert.deepEqual(summary(calls), ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b ADD eth0']);
+  assert.deepEqual(loopbackFirst(summary(calls)), ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b ADD eth0']);
   const [lo, a, b] = calls as [FakeCall, FakeCall, FakeCall];
   assert.deepEqual(lo.stdin, { cniVersion: '1.0.0', name: 'cni-loopback', type: 'loopback' });
   assert.deepEqual(a.stdin, { cniVersion: '1.0.0', name: 'testnet', type: 'plug-a', ipam: { type: 'ipam-x' } });
@@ -271,7 +281,7 @@ test('add() failing mid-chain runs DEL for every plugin in reverse, leaves no ca
   await s.fakes.set('plug-b', 'ADD.error', { cniVersion: '1.0.0', code: 7, msg: 'invalid network config', details: 'bad ipam' });
   await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('INTERNAL', /^CNI plugin plug-b ADD failed: invalid network config: bad ipam \(code 7\)$/));
   const calls = await s.fakes.calls();
-  assert.deepEqual(summary(calls), ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b ADD eth0', 'plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo']);
+  assert.deepEqual(loopbackFirst(summary(calls)), ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b ADD eth0', 'plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo']);
   for (const c of calls.filter((x) => x.command === 'DEL')) assert.equal(hasPrev(c), false);
   assert.deepEqual(await fs.readdir(path.join(s.cacheDir, 'results')), []);
   assert.deepEqual(await cniErrors(s.metrics), { ADD: 1 });
@@ -290,7 +300,7 @@ test('add(): a plugin printing an invalid result stops the chain → INTERNAL, u
   const n = await s.network();
   await s.fakes.set('plug-a', 'result', { cniVersion: '1.0.0', ips: [{ address: 'nope' }] });
   await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('INTERNAL', /plug-a ADD returned an invalid CNI result/));
-  assert.deepEqual(summary(await s.fakes.calls()), ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo']);
+  assert.deepEqual(loopbackFirst(summary(await s.fakes.calls())), ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo']);
 });
 
 test('add() aborted mid-chain: the running plugin is killed, everything is undone without the caller\'s signal → CANCELLED', async (t) => {
@@ -305,7 +315,7 @@ test('add() aborted mid-chain: the running plugin is killed, everything is undon
   await assert.rejects(p, isAgentError('CANCELLED', /cancelled/));
   assert.ok(Date.now() - t0 < 5000);
   const calls = await s.fakes.calls();
-  assert.deepEqual(summary(calls), ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b ADD eth0', 'plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo']);
+  assert.deepEqual(loopbackFirst(summary(calls)), ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b ADD eth0', 'plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo']);
   assert.throws(() => process.kill(calls[2]!.pid, 0)); // the sleeping plugin is gone
   assert.deepEqual(await fs.readdir(path.join(s.cacheDir, 'results')), []);
   assert.deepEqual(await cniErrors(s.metrics), {}); // a cancel is not a plugin failure
@@ -367,7 +377,7 @@ test('calls for one container id run one after another; different ids run in par
   await s.fakes.clearCalls();
   await Promise.all([n.add({ containerId: 'w5', netns: NETNS }), n.del({ containerId: 'w5', netns: NETNS })]);
   assert.deepEqual(
-    summary(await s.fakes.calls()),
+    loopbackFirst(summary(await s.fakes.calls())),
     ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b ADD eth0', 'plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo'],
   );
 });
