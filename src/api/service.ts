@@ -21,32 +21,11 @@ import type { PauseContainerResponse } from '../gen/agent/esb/agent/v1/PauseCont
 import type { ResumeContainerRequest__Output } from '../gen/agent/esb/agent/v1/ResumeContainerRequest.js';
 import type { ResumeContainerResponse } from '../gen/agent/esb/agent/v1/ResumeContainerResponse.js';
 import type { WorkerInfo as WorkerInfoMessage } from '../gen/agent/esb/agent/v1/WorkerInfo.js';
+import type { InvokeRequest, InvokeResponse, InvokeTarget } from '../proxy/types.js';
 import type { RpcContext } from './status.js';
 import { validateContainerRef, validateDestroy, validateEnsure, validateInvoke, validateOwner } from './validate.js';
 
-/** The worker an invocation goes to; always taken from the agent's state, never the request. */
-export interface InvokeTarget {
-  readonly id: string;
-  readonly ipAddress: string;
-  readonly port: number;
-  /** A text when the worker has stopped meanwhile (checked between readiness retries). */
-  readonly stoppedReason?: (() => string | undefined) | undefined;
-}
-
-/** One HTTP request to a worker, already validated (path starts with '/', timeout > 0). */
-export interface InvokeRequest {
-  readonly path: string;
-  readonly payload: Buffer;
-  readonly headers: Readonly<Record<string, string>>;
-  readonly timeoutMs: number;
-}
-
-/** The worker's answer, whatever its HTTP status (4xx/5xx are not errors). */
-export interface InvokeResponse {
-  readonly statusCode: number;
-  readonly headers: Readonly<Record<string, string>>;
-  readonly body: Buffer;
-}
+export type { InvokeRequest, InvokeResponse, InvokeTarget } from '../proxy/types.js';
 
 /**
  * Sends one request to a worker (implemented in src/proxy/invoke.ts). Throws AgentError:

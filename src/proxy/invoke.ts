@@ -18,6 +18,7 @@
  *   new worker after UNAVAILABLE, DEADLINE_EXCEEDED or NOT_FOUND, so a connection lost after
  *   sending is INTERNAL, never UNAVAILABLE.
  */
+import type { InvokeRequest, InvokeResponse, InvokeTarget } from './types.js';
 import net from 'node:net';
 import { Client, type Dispatcher } from 'undici';
 import { AgentError, abortError, errorText, type ErrorCode } from '../errors.js';
@@ -63,34 +64,7 @@ const NOT_READY_CODES: ReadonlySet<string> = new Set([
 /** undici errors that mean the dispatcher was closed under us (closeWorker/close raced). */
 const CLOSED_CODES: ReadonlySet<string> = new Set(['UND_ERR_DESTROYED', 'UND_ERR_CLOSED']);
 
-/** The worker to call; comes from the agent's own state, never from the request (no SSRF). */
-export interface InvokeTarget {
-  readonly id: string;
-  readonly ipAddress: string;
-  readonly port: number;
-  /**
-   * Asked between readiness retries: a text when the worker has stopped (e.g. it crashed
-   * before listening), so the call fails FAILED_PRECONDITION at once instead of retrying a
-   * dead address until the timeout.
-   */
-  readonly stoppedReason?: (() => string | undefined) | undefined;
-}
-
-export interface InvokeRequest {
-  /** Origin-form path, already defaulted and normalised by the caller. */
-  readonly path: string;
-  readonly payload: Buffer;
-  readonly headers: Readonly<Record<string, string>>;
-  /** Bound on the whole call (queue, readiness, request, body); ≤ 0 → the default. */
-  readonly timeoutMs: number;
-}
-
-export interface InvokeResponse {
-  readonly statusCode: number;
-  /** Lower-case names, hop-by-hop removed, repeated values joined with `, `. */
-  readonly headers: Record<string, string>;
-  readonly body: Buffer;
-}
+export type { InvokeRequest, InvokeResponse, InvokeTarget } from './types.js';
 
 /** Time source for deadlines and backoff; tests may inject one. */
 export interface InvokerClock {

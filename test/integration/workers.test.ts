@@ -11,6 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { defaultConflist } from '../../src/cni/conflist.js';
+import { ContainerdClient } from '../../src/runtime/containerd/client.js';
+import { findLeaks } from '../harness/leaks.js';
 import { CNI_BIN_DIR, leakCount, startStack, type TestStack } from '../harness/stack.js';
 import { manifestFor, MEDIA_TYPES, pushImage, type BuiltImage } from '../harness/images.js';
 import { FakePlugins } from '../fixtures/cni/fake-plugins.js';
@@ -74,6 +76,17 @@ async function pushVariant(reg: RegistryInstance, base: BuiltImage, repo: string
 async function expectNoLeaks(stack: TestStack, what: string): Promise<void> {
   const leaks = await stack.leaks();
   assert.equal(leakCount(leaks), 0, `${what} left: ${JSON.stringify(leaks)}`);
+}
+
+/** Like expectNoLeaks, for another containerd namespace of the same stack. */
+async function expectNoLeaksIn(stack: TestStack, namespace: string): Promise<void> {
+  const c = new ContainerdClient({ socket: stack.ctd.socket, namespace });
+  try {
+    const leaks = await findLeaks({ client: c, snapshotter: 'overlayfs', idPrefix: stack.idPrefix, bridge: stack.bridge, netDir: stack.netDir, networkName: stack.networkName, stateDir: stack.stateDir });
+    assert.equal(leakCount(leaks), 0, `${namespace} left: ${JSON.stringify(leaks)}`);
+  } finally {
+    c.close();
+  }
 }
 
 describe('containerd workers: Ensure / Destroy / List on real containerd, runc, CNI and registry', () => {
@@ -223,15 +236,7 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
       await stack.registry.restart();
       // Give the cancelled pull's background cleanup a moment, then check that namespace.
       await new Promise((r) => setTimeout(r, 500));
-      const { ContainerdClient } = await import('../../src/runtime/containerd/client.js');
-      const { findLeaks } = await import('../harness/leaks.js');
-      const c = new ContainerdClient({ socket: stack.ctd.socket, namespace: ns });
-      try {
-        const leaks = await findLeaks({ client: c, snapshotter: 'overlayfs', idPrefix: stack.idPrefix, bridge: stack.bridge, netDir: stack.netDir, networkName: stack.networkName, stateDir: stack.stateDir });
-        assert.equal(leakCount(leaks), 0, JSON.stringify(leaks));
-      } finally {
-        c.close();
-      }
+      await expectNoLeaksIn(stack, ns);
     } finally {
       await stack.stopAgent();
       await stack.startAgent();
@@ -317,15 +322,7 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
       const answers = await Promise.all(workers.map((w) => invokeDirect(w.ip_address, { action: 'echo', id: w.id })));
       assert.ok(answers.every((a) => a.status === 200));
       await Promise.all(workers.map((w) => destroy(w.id)));
-      const { ContainerdClient } = await import('../../src/runtime/containerd/client.js');
-      const { findLeaks } = await import('../harness/leaks.js');
-      const c = new ContainerdClient({ socket: stack.ctd.socket, namespace: ns });
-      try {
-        const leaks = await findLeaks({ client: c, snapshotter: 'overlayfs', idPrefix: stack.idPrefix, bridge: stack.bridge, netDir: stack.netDir, networkName: stack.networkName, stateDir: stack.stateDir });
-        assert.equal(leakCount(leaks), 0, JSON.stringify(leaks));
-      } finally {
-        c.close();
-      }
+      await expectNoLeaksIn(stack, ns);
       console.log(`# 32 concurrent ensures took ${ensureMs} ms`);
     } finally {
       await stack.stopAgent();
