@@ -131,7 +131,7 @@ test('load(): missing conflist → FAILED_PRECONDITION; the reserved loopback na
   await assert.rejects(s.network(), isAgentError('INVALID_ARGUMENT', /reserved/));
 });
 
-test('add(): loopback (ifname lo) first, then the list in order with prevResult chaining and filtered runtimeConfig', async (t) => {
+test('add(): loopback (ifname lo) alongside the list, the list in order in order with prevResult chaining and filtered runtimeConfig', async (t) => {
   const s = await setup(t);
   const n = await s.network();
   const result = await n.add({ containerId: 'w1', netns: NETNS }, { cniArgs: [['IgnoreUnknown', '1']], capabilityArgs: { portMappings: PORTS, bandwidth: { rate: 1 } } });
@@ -140,7 +140,12 @@ test('add(): loopback (ifname lo) first, then the list in order with prevResult 
 
   const calls = await s.fakes.calls();
   assert.deepEqual(loopbackFirst(summary(calls)), ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b ADD eth0']);
-  const [lo, a, b] = calls as [FakeCall, FakeCall, FakeCall];
+  const byType = (type: string): FakeCall => {
+    const c = calls.find((x) => x.stdin?.['type'] === type);
+    assert.ok(c, `no ${type} call`);
+    return c;
+  };
+  const [lo, a, b] = [byType('loopback'), byType('plug-a'), byType('plug-b')];
   assert.deepEqual(lo.stdin, { cniVersion: '1.0.0', name: 'cni-loopback', type: 'loopback' });
   assert.deepEqual(a.stdin, { cniVersion: '1.0.0', name: 'testnet', type: 'plug-a', ipam: { type: 'ipam-x' } });
   assert.deepEqual(b.stdin, { cniVersion: '1.0.0', name: 'testnet', type: 'plug-b', runtimeConfig: { portMappings: PORTS }, prevResult: RESULT_A });
