@@ -20,6 +20,7 @@ import { errorText } from './errors.js';
 import { createLogger, type Logger } from './log.js';
 import { AgentMetrics } from './metrics.js';
 import { createRuntime } from './runtime/index.js';
+import { IdleSweeper } from './runtime/idle-sweep.js';
 import type { Runtime } from './runtime/runtime.js';
 
 /**
@@ -103,6 +104,8 @@ export async function startAgent(env: Env, opts: StartAgentOptions = {}): Promis
     await runtime.close().catch(() => undefined);
     throw err;
   }
+  const idleSweeper = new IdleSweeper({ runtime, ttlSeconds: config.workerIdleTtlSeconds, log, metrics });
+  idleSweeper.start();
   log.info(
     { grpcPort, metricsPort, runtime: runtime.kind, tls: config.tls !== undefined, reflection: config.reflection, healthy: server.health.serving },
     'esb-agent serving',
@@ -113,6 +116,7 @@ export async function startAgent(env: Env, opts: StartAgentOptions = {}): Promis
     log.info({ shutdownPolicy: config.shutdownPolicy, graceMs: config.shutdownGraceMs }, 'esb-agent shutting down');
     await server.shutdown();
     await metricsServer.close();
+    await idleSweeper.stop();
     const failures: unknown[] = [];
     if (config.shutdownPolicy === 'destroy') {
       try {

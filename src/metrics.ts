@@ -85,8 +85,20 @@ export class AgentMetrics {
 
   readonly reconcileRemoved = new Counter({
     name: 'esb_agent_reconcile_removed_total',
-    help: 'Leftover objects removed by start-up reconciliation, by kind.',
+    help: 'Leftover objects of half-made workers removed by reconciliation (at start-up and after containerd came back), by kind.',
     labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+
+  readonly workerLogRotations = new Counter({
+    name: 'esb_agent_worker_log_rotations_total',
+    help: 'Worker log files rotated because they outgrew AGENT_WORKER_LOG_MAX_BYTES.',
+    registers: [this.registry],
+  });
+
+  readonly idleDestroyed = new Counter({
+    name: 'esb_agent_idle_destroyed_total',
+    help: 'Workers destroyed by the idle sweep (AGENT_WORKER_IDLE_TTL_SECONDS).',
     registers: [this.registry],
   });
 

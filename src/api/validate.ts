@@ -194,7 +194,9 @@ const HTTP_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
  * path: blank → the RIE path; a missing leading '/' is added. The agent appends it to the
  * worker's own origin, so anything that could change the target is refused: a scheme or `//`
  * authority, `..` segments (also percent-encoded), backslashes, whitespace and control
- * characters, and `#` (fragments are never sent).
+ * characters, `#` (fragments are never sent), and non-ASCII characters (a request target is
+ * ASCII: the proxy would refuse them later, after the ownership checks, and with another code
+ * order than every other malformed field).
  */
 export function validateInvokePath(raw: string): string {
   const p = raw.trim();
@@ -205,6 +207,9 @@ export function validateInvokePath(raw: string): string {
   }
   if (/[\s\\#]/.test(p) || controlCharIndex(p) >= 0) {
     throw invalid(`path ${quote(p)} contains whitespace, a backslash, '#' or a control character; percent-encode such characters`);
+  }
+  if (/[^\x20-\x7e]/.test(p)) {
+    throw invalid(`path ${quote(p)} contains a non-ASCII character; percent-encode it (UTF-8)`);
   }
   const withSlash = p.startsWith('/') ? p : `/${p}`;
   const pathPart = withSlash.split('?', 1)[0] ?? '';
@@ -224,7 +229,9 @@ export function validateInvokePath(raw: string): string {
 
 /**
  * headers: at most LIMITS.invokeHeaders, LIMITS.invokeHeaderBytes in all; names are HTTP tokens,
- * values have no CR, LF or NUL (they would split or end the header line: request smuggling).
+ * values have no CR, LF or NUL (they would split or end the header line: request smuggling),
+ * and only the characters an HTTP/1.1 field value can carry: tab, printable ASCII and
+ * U+0080–U+00FF (undici's rule; anything else would fail later in the proxy).
  */
 export function validateInvokeHeaders(headers: Readonly<Record<string, string>>): Record<string, string> {
   const entries = Object.entries(headers);
@@ -233,6 +240,9 @@ export function validateInvokeHeaders(headers: Readonly<Record<string, string>>)
   for (const [name, value] of entries) {
     if (!HTTP_TOKEN.test(name)) throw invalid(`header name ${quote(name)} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_\`|~ only)`);
     if (/[\r\n\0]/.test(value)) throw invalid(`header ${quote(name)} has a value with CR, LF or NUL; header values must be a single line`);
+    if (/[^\t\x20-\x7e\x80-\xff]/.test(value)) {
+      throw invalid(`header ${quote(name)} has a value with a control character or a character above U+00FF; send printable text (percent- or base64-encode the rest)`);
+    }
     total += Buffer.byteLength(name) + Buffer.byteLength(value);
   }
   if (total > LIMITS.invokeHeaderBytes) throw invalid(`headers are ${total} bytes in all; the limit is ${LIMITS.invokeHeaderBytes} bytes`);

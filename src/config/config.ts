@@ -82,6 +82,8 @@ export interface Config {
   readonly shutdownGraceMs: number;
   /** 0 = off. Workers unused for longer are destroyed (issue 6). */
   readonly workerIdleTtlSeconds: number;
+  /** Size cap of each worker's stdout/stderr log in bytes; 0 = no cap (issue 6 §5). */
+  readonly workerLogMaxBytes: number;
   readonly docker: {
     /** `unix:///path` or `tcp://host:port`, as given. */
     readonly host: string;
@@ -177,6 +179,7 @@ export function loadConfig(env: Env): Config {
     shutdownPolicy: readEnum<ShutdownPolicy>(env, 'AGENT_SHUTDOWN_POLICY', 'keep', ['keep', 'destroy']),
     shutdownGraceMs: readInt(env, 'AGENT_SHUTDOWN_GRACE_MS', 30_000, 0, 10 * 60_000),
     workerIdleTtlSeconds: readInt(env, 'AGENT_WORKER_IDLE_TTL_SECONDS', 0, 0, 365 * 24 * 3600),
+    workerLogMaxBytes: readInt(env, 'AGENT_WORKER_LOG_MAX_BYTES', 10 * MIB, 0, 64 * 1024 * MIB),
     docker: Object.freeze({
       host: dockerHost,
       network: readString(env, 'CONTAINERS_NETWORK') ?? 'bridge',
@@ -194,5 +197,5 @@ export const CONFIG_VARIABLES = [
   'AGENT_INVOKE_DEFAULT_TIMEOUT_MS', 'AGENT_GRPC_TLS_DISABLED', 'AGENT_GRPC_CERT_PATH',
   'AGENT_GRPC_KEY_PATH', 'AGENT_GRPC_CA_CERT_PATH', 'AGENT_GRPC_REFLECTION', 'AGENT_METRICS_PORT',
   'AGENT_LOG_LEVEL', 'LOG_LEVEL', 'AGENT_LOG_FORMAT', 'AGENT_SHUTDOWN_POLICY', 'AGENT_SHUTDOWN_GRACE_MS',
-  'AGENT_WORKER_IDLE_TTL_SECONDS', 'DOCKER_HOST', 'CONTAINERS_NETWORK',
+  'AGENT_WORKER_IDLE_TTL_SECONDS', 'AGENT_WORKER_LOG_MAX_BYTES', 'DOCKER_HOST', 'CONTAINERS_NETWORK',
 ] as const;

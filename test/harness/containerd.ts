@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, rmdirSync, 
 import os from 'node:os';
 import path from 'node:path';
 import { ContainerdClient } from '../../src/runtime/containerd/client.js';
+import { killAndRemoveCgroup, listWorkerCgroups } from '../../src/cgroups/worker-cgroups.js';
 import { startDaemon, stopDaemon, waitFor, type Daemon } from './process.js';
 
 export interface ContainerdInstance {
@@ -128,6 +129,8 @@ export async function wipe(socket: string): Promise<void> {
       } finally {
         c.close();
       }
+      // Processes no task accounts for (a cut-off task create leaves `runc init` behind).
+      for (const [, dirs] of await listWorkerCgroups(name)) await killAndRemoveCgroup(dirs).catch(() => undefined);
       removeNamespaceCgroups(name);
     }
   } finally {

@@ -9,6 +9,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { ContainerdClient } from '../../src/runtime/containerd/client.js';
 import { listSnapshotKeys } from './containerd.js';
+import { listWorkerCgroups } from '../../src/cgroups/worker-cgroups.js';
 
 export interface LeakReport {
   containers: string[];
@@ -21,6 +22,8 @@ export interface LeakReport {
   ipReservations: string[];
   cniCache: string[];
   workerDirs: string[];
+  /** Worker cgroups (ids) under the namespace's cgroup parent: a live or leaked process's home. */
+  cgroups: string[];
 }
 
 export interface LeakScope {
@@ -56,7 +59,8 @@ export async function findLeaks(s: LeakScope): Promise<LeakReport> {
   const ipReservations = dirEntries(path.join(s.netDir, s.networkName)).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f));
   const cniCache = dirEntries(path.join(s.stateDir, 'cni-cache', 'results'));
   const workerDirs = dirEntries(path.join(s.stateDir, 'workers'));
-  return { containers, tasks, snapshots, leases, netns, veths, ipReservations, cniCache, workerDirs };
+  const cgroups = [...(await listWorkerCgroups(c.namespace)).keys()];
+  return { containers, tasks, snapshots, leases, netns, veths, ipReservations, cniCache, workerDirs, cgroups };
 }
 
 /** Total number of leaked objects. */

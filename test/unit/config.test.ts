@@ -53,6 +53,7 @@ describe('loadConfig defaults (spec §5)', () => {
     ['AGENT_LOG_LEVEL', c.logLevel, 'info'],
     ['AGENT_LOG_FORMAT', c.logFormat, 'json'],
     ['AGENT_SHUTDOWN_POLICY', c.shutdownPolicy, 'keep'],
+    ['AGENT_WORKER_LOG_MAX_BYTES', c.workerLogMaxBytes, 10_485_760],
     ['DOCKER_HOST', c.docker.host, 'unix:///var/run/docker.sock'],
     ['CONTAINERS_NETWORK', c.docker.network, 'bridge'],
   ];
@@ -129,6 +130,8 @@ describe('loadConfig rejects bad values, naming the variable', () => {
     [{ AGENT_SHUTDOWN_GRACE_MS: 'soon' }, 'AGENT_SHUTDOWN_GRACE_MS'],
     [{ AGENT_METRICS_PORT: '70000' }, 'AGENT_METRICS_PORT'],
     [{ AGENT_DEFAULT_MEMORY_MB: '1' }, 'AGENT_DEFAULT_MEMORY_MB'],
+    [{ AGENT_WORKER_LOG_MAX_BYTES: '-1' }, 'AGENT_WORKER_LOG_MAX_BYTES'],
+    [{ AGENT_WORKER_LOG_MAX_BYTES: '10MiB' }, 'AGENT_WORKER_LOG_MAX_BYTES'],
     [{ CONTAINERD_SOCKET: 'run/containerd.sock' }, 'CONTAINERD_SOCKET'],
     [{ CONTAINER_REGISTRY: 'https://registry:5010' }, 'CONTAINER_REGISTRY'],
     [{ DOCKER_HOST: 'http://localhost:2375' }, 'DOCKER_HOST'],

@@ -165,6 +165,10 @@ export class ContainerdClient {
       // No keepalive pings: useless on a unix socket, and under 5 min they earn a GOAWAY
       // (too_many_pings) from containerd's gRPC-Go server (containerd-api.md §1.1).
       'grpc.enable_retries': 0,
+      // grpc-js backs reconnects off up to 120 s by default; on a local socket that would
+      // keep the agent UNAVAILABLE for minutes after containerd is back. Retry often instead.
+      'grpc.initial_reconnect_backoff_ms': 200,
+      'grpc.max_reconnect_backoff_ms': 2000,
     };
     const target = `unix://${socket}`;
     const first = new (ctor('version', 'Version'))(target, grpc.credentials.createInsecure(), channelOptions);

@@ -33,7 +33,11 @@ import { buildWorkerSpec } from './spec/spec.js';
 import { resolveUser } from './spec/users.js';
 import { createTask, deleteTask, getTask, killAndWait, pauseTask, requireStatus, resumeTask, startTask, type TaskProcess } from './tasks.js';
 import { UndoStack } from './undo.js';
-import { removeWorkerFiles, writeWorkerFiles } from './worker-files.js';
+import { createWorkerDir, removeWorkerFiles, writeWorkerFiles } from './worker-files.js';
+import { reconcile, type ReconcileResult } from './reconcile.js';
+import { KILL_WAIT_MS, teardownWorker } from './teardown.js';
+import { LastUsedFile } from '../last-used-file.js';
+import { WorkerLogCap } from './worker-log-cap.js';
 
 export interface ContainerdRuntimeDeps {
   readonly log: Logger;
@@ -42,10 +46,10 @@ export interface ContainerdRuntimeDeps {
 
 /** Rollback and destroy run on their own clock, whatever the caller's deadline was. */
 const CLEANUP_DEADLINE_MS = 60_000;
-/** How long a SIGKILLed worker may take to stop before destroy reports an error. */
-const KILL_WAIT_MS = 10_000;
 /** A lease protects a new snapshot until the container record roots it. */
 const ENSURE_LEASE_TTL_MS = 15 * 60_000;
+/** Pause between the two start-up reconciliation passes after a crash. */
+const RECONCILE_SETTLE_MS = 3000;
 /** Attempts at a fresh id suffix when one clashes with an existing worker. */
 const ID_ATTEMPTS = 5;
 const nowSeconds = (): number => Math.floor(Date.now() / 1000);
@@ -77,8 +81,18 @@ export class ContainerdRuntime implements Runtime {
   readonly #events: EventWatcher;
   /** Ids being destroyed: their events no longer resurrect them. */
   readonly #destroying = new Set<string>();
+  /** Ids an Ensure is building or rolling back: reconciliation leaves them alone. */
+  readonly #creating = new Set<string>();
+  /** last_used_at of every worker, kept across restarts. */
+  readonly #lastUsed: LastUsedFile;
+  /** Saved last_used_at times, read at start(). */
+  #savedLastUsed = new Map<string, number>();
+  /** Event-stream (re)subscriptions so far: every one after the first follows an outage. */
+  #subscriptions = 0;
   /** Serialises state-changing calls per worker (destroy vs pause vs resume). */
   readonly #locks = new Map<string, Promise<unknown>>();
+  /** Rotates worker logs over AGENT_WORKER_LOG_MAX_BYTES; runs between start() and close(). */
+  #logCap: WorkerLogCap | undefined;
 
   constructor(config: Config, deps: ContainerdRuntimeDeps) {
     this.#config = config;
@@ -103,13 +117,14 @@ export class ContainerdRuntime implements Runtime {
       log: deps.log,
       metrics: deps.metrics,
     });
+    this.#lastUsed = new LastUsedFile(config.stateDir, this.#log, () => new Map(this.workers.list().map((w) => [w.id, w.lastUsedAt])));
     this.#events = new EventWatcher({
       client: this.client,
       log: this.#log,
       onEvent: (e) => {
         this.#onTaskEvent(e);
       },
-      onResync: () => this.#resync(),
+      onResync: () => this.#onSubscribed(),
     });
   }
 
@@ -129,8 +144,28 @@ export class ContainerdRuntime implements Runtime {
     const wrote = await ensureConflist({ ...this.#config.cni, name: defaultNetworkName(this.#config.brand) }, {});
     if (wrote) this.#log.info({ confFile: this.#config.cni.confFile }, 'generated the default CNI network config');
     await this.#cni.load();
+    // Before the table is built and before any RPC: nothing is in flight, so every half-made
+    // worker and every lease of ours is a leftover of an earlier run.
+    const first = await this.reconcile({ leases: true });
+    if (first.total > 0) {
+      // There was a crash. Calls the dead agent had in flight may still be finishing inside
+      // containerd (a task create, say); let them land, then sweep once more.
+      await new Promise((r) => setTimeout(r, RECONCILE_SETTLE_MS));
+      await this.reconcile({ leases: false });
+    }
+    this.#savedLastUsed = await this.#lastUsed.load();
     await this.#events.start();
+    this.#lastUsed.start();
     this.#log.info({ workers: this.workers.size, network: this.#cni.name }, 'worker table rebuilt from containerd');
+    this.#logCap = new WorkerLogCap({
+      stateDir: this.#config.stateDir,
+      maxBytes: this.#config.workerLogMaxBytes,
+      log: this.#log,
+      onRotate: () => {
+        this.#metrics.workerLogRotations.inc();
+      },
+    });
+    this.#logCap.start();
   }
 
   // ---------------------------------------------------------------- ensure
@@ -161,15 +196,31 @@ export class ContainerdRuntime implements Runtime {
       undo.push('delete lease', () => deleteLease(c, lease, {}));
       let mounts: Awaited<ReturnType<typeof prepareSnapshot>> | undefined;
       for (let attempt = 0; attempt < ID_ATTEMPTS && !mounts; attempt++) {
-        id = workerId(cfg.brand, cfg.env, req.functionName);
-        const snapshotKey = id;
-        const drop = undo.push(`remove snapshot ${snapshotKey}`, (s) => removeSnapshot(c, sn, snapshotKey, { signal: s }));
+        const candidate = workerId(cfg.brand, cfg.env, req.functionName);
+        // The state dir entry comes first: it marks everything made under this id as ours for
+        // reconciliation, and an existing one is a clash.
         try {
-          mounts = await prepareSnapshot(c, sn, snapshotKey, image.chainId, { lease });
+          await createWorkerDir(cfg.stateDir, candidate);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+          log.warn({ id: candidate }, 'worker id clash in the state dir; retrying with a new suffix');
+          continue;
+        }
+        id = candidate;
+        this.#creating.add(candidate);
+        const dropFiles = undo.push('remove worker files', () => removeWorkerFiles(cfg.stateDir, candidate));
+        const dropSnapshot = undo.push(`remove snapshot ${candidate}`, (s) => removeSnapshot(c, sn, candidate, { signal: s }));
+        try {
+          mounts = await prepareSnapshot(c, sn, candidate, image.chainId, { lease });
         } catch (err) {
           if (!isAlreadyExists(err)) throw err;
-          drop(); // someone else's snapshot: never remove it
-          log.warn({ id }, 'worker id clash; retrying with a new suffix');
+          // Someone else's snapshot: never remove it, and give up the id at once so that no
+          // state dir entry ever claims it.
+          dropSnapshot();
+          dropFiles();
+          await removeWorkerFiles(cfg.stateDir, candidate);
+          this.#creating.delete(candidate);
+          log.warn({ id: candidate }, 'worker id clash; retrying with a new suffix');
         }
       }
       if (!mounts) throw new AgentError('INTERNAL', `could not find a free worker id after ${ID_ATTEMPTS} attempts`);
@@ -198,7 +249,6 @@ export class ContainerdRuntime implements Runtime {
       throwIfAborted(signal, 'EnsureContainer');
 
       t = performance.now();
-      undo.push('remove worker files', () => removeWorkerFiles(cfg.stateDir, wid));
       const files = await writeWorkerFiles(cfg.stateDir, wid, wid.slice(0, 63), net.ip, cfg.cni.dnsServer);
       const spec = buildWorkerSpec({
         namespace: c.namespace,
@@ -274,6 +324,9 @@ export class ContainerdRuntime implements Runtime {
       const cause = signal.aborted ? abortError(signal, 'EnsureContainer') : err;
       log.warn({ id, err: errorText(cause), rollbackFailures: failed }, 'EnsureContainer failed; rolled back');
       throw cause instanceof AgentError ? cause : new AgentError('INTERNAL', `EnsureContainer failed: ${errorText(cause)}`, { cause });
+    } finally {
+      // After a failed rollback whatever is left is reconciliation's (logged above).
+      this.#creating.delete(id);
     }
   }
 
@@ -301,15 +354,7 @@ export class ContainerdRuntime implements Runtime {
         // Never touch what is not ours (contract §2).
         throw new AgentError('NOT_FOUND', `container ${id} is not managed by this agent`);
       }
-      const netns = rec?.labels[LABELS.netns];
-      const stopped = await killAndWait(c, id, KILL_WAIT_MS, { signal });
-      if (!stopped) throw new AgentError('INTERNAL', `worker ${id} did not stop within ${KILL_WAIT_MS} ms of SIGKILL`);
-      await deleteTask(c, id, { signal });
-      await this.#cni.del({ containerId: id, netns: netns ?? '' }, { signal });
-      await removeNetns(id);
-      await deleteContainer(c, id, { signal });
-      await removeSnapshot(c, cfg.containerd.snapshotter, id, { signal });
-      await removeWorkerFiles(cfg.stateDir, id);
+      await teardownWorker(this.#teardownDeps(), id, signal);
       this.workers.delete(id);
       this.#log.info({ id, existed: rec !== undefined }, 'worker destroyed');
     } finally {
@@ -438,13 +483,42 @@ export class ContainerdRuntime implements Runtime {
     }
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    await this.#logCap?.stop();
+    await this.#lastUsed.close();
     this.#events.close();
     this.client.close();
-    return Promise.resolve();
   }
 
   // ---------------------------------------------------------------- state upkeep
+
+  #teardownDeps(): { client: ContainerdClient; cni: CniNetwork; snapshotter: string; stateDir: string } {
+    return { client: this.client, cni: this.#cni, snapshotter: this.#config.containerd.snapshotter, stateDir: this.#config.stateDir };
+  }
+
+  /**
+   * Removes half-made workers (see reconcile.ts). Runs at start-up (with `leases`) and after
+   * every reconnection to containerd: an Ensure or Destroy cut off by an outage could not
+   * finish its rollback. Ids an RPC is working on are skipped.
+   */
+  reconcile(opts: { leases: boolean }): Promise<ReconcileResult> {
+    return reconcile(
+      { ...this.#teardownDeps(), env: this.#config.env, runtimeName: this.#config.containerd.runtime, log: this.#log, metrics: this.#metrics },
+      { leases: opts.leases, busy: (id) => this.#creating.has(id) || this.#destroying.has(id) || this.#locks.has(id), signal: AbortSignal.timeout(CLEANUP_DEADLINE_MS) },
+    );
+  }
+
+  /**
+   * Called after every event-stream subscription. The first builds the worker table; later
+   * ones follow a containerd outage: rebuild the table, then clean up what the outage left.
+   */
+  async #onSubscribed(): Promise<void> {
+    const first = this.#subscriptions++ === 0;
+    await this.#resync();
+    if (first) return;
+    this.#log.info({ workers: this.workers.size }, 'containerd is back; worker table resynced');
+    await this.reconcile({ leases: false });
+  }
 
   /** Rebuilds the worker table from containerd: managed containers + their tasks. */
   async #resync(): Promise<void> {
@@ -485,7 +559,7 @@ export class ContainerdRuntime implements Runtime {
       ownerId,
       status: statusOf(task),
       createdAt,
-      lastUsedAt: Math.max(prev?.lastUsedAt ?? 0, createdAt),
+      lastUsedAt: Math.max(prev?.lastUsedAt ?? 0, this.#savedLastUsed.get(rec.id) ?? 0, createdAt),
       ipAddress: l[LABELS.ip] ?? '',
       port: WORKER_PORT,
       exitCode: task?.status === 'STOPPED' ? task.exit_status : (prev?.exitCode ?? 0),

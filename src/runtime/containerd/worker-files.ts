@@ -4,7 +4,7 @@
  * set per worker, each written atomically (temp + rename), never rewritten under a live worker
  * (the reference agent truncated one shared resolv.conf on every Ensure: W16).
  */
-import { mkdir, rename, rm, writeFile, readdir } from 'node:fs/promises';
+import { mkdir, rename, rm, stat, writeFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 
 export interface WorkerFiles {
@@ -29,6 +29,26 @@ async function writeAtomic(file: string, content: string): Promise<void> {
   await rename(tmp, file);
 }
 
+/**
+ * Claims `id` in the state dir: creates its directory, failing with EEXIST when it is taken.
+ * Ensure does this before it makes anything else, so every netns, CNI attachment and snapshot
+ * the agent creates has a directory here until it is gone again: that is how start-up
+ * reconciliation tells this agent's leftovers from other agents' objects on the same host.
+ */
+export async function createWorkerDir(stateDir: string, id: string): Promise<void> {
+  await mkdir(workersDir(stateDir), { recursive: true, mode: 0o755 });
+  await mkdir(workerFiles(stateDir, id).dir, { mode: 0o755 });
+}
+
+export async function workerDirExists(stateDir: string, id: string): Promise<boolean> {
+  try {
+    return (await stat(workerFiles(stateDir, id).dir)).isDirectory();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
 /** Writes resolv.conf and hosts for a worker; returns the paths. */
 export async function writeWorkerFiles(stateDir: string, id: string, hostname: string, ip: string, dnsServer: string): Promise<WorkerFiles> {
   const f = workerFiles(stateDir, id);
@@ -40,7 +60,8 @@ export async function writeWorkerFiles(stateDir: string, id: string, hostname: s
 
 /** Removes a worker's files (idempotent). */
 export async function removeWorkerFiles(stateDir: string, id: string): Promise<void> {
-  await rm(workerFiles(stateDir, id).dir, { recursive: true, force: true });
+  // Retries: the log-cap sweeper (worker-log-cap.ts) may create output.log.1 while this runs (ENOTEMPTY).
+  await rm(workerFiles(stateDir, id).dir, { recursive: true, force: true, maxRetries: 3 });
 }
 
 /** Ids that have a file set (for reconciliation of files left by a crash). */

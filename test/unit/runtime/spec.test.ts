@@ -34,6 +34,29 @@ test('defaultSpec matches containerd client defaults', () => {
   assert.equal(s.mounts.length, 7);
 });
 
+test('hardening (issue 6 §5): every worker spec masks and write-protects /proc, limits memory and pids, adds no capability', () => {
+  for (const memoryMb of [16, 128, 262_144]) {
+    const s = buildWorkerSpec({ ...base, memoryMb });
+    assert.equal(s.linux.resources.memory?.limit, memoryMb * 1024 * 1024, 'memory limit always set, to the request');
+    assert.equal(s.linux.resources.pids?.limit, WORKER_PIDS_LIMIT);
+    assert.equal(s.process.noNewPrivileges, true);
+    for (const set of [s.process.capabilities.bounding, s.process.capabilities.effective, s.process.capabilities.permitted]) {
+      assert.deepEqual([...set].sort(), [...DEFAULT_CAPABILITIES].sort());
+    }
+    assert.ok(!DEFAULT_CAPABILITIES.includes('CAP_SYS_ADMIN') && !DEFAULT_CAPABILITIES.includes('CAP_NET_ADMIN'));
+    assert.equal(s.linux.seccomp?.defaultAction, 'SCMP_ACT_ERRNO');
+    assert.deepEqual([...s.linux.maskedPaths].sort(), [
+      '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/sched_debug', '/proc/scsi',
+      '/proc/timer_list', '/proc/timer_stats', '/sys/devices/virtual/powercap', '/sys/firmware',
+    ]);
+    assert.deepEqual([...s.linux.readonlyPaths].sort(), ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger']);
+    // Own namespaces for everything but the user namespace; the network one is the worker's netns.
+    assert.deepEqual(s.linux.namespaces.map((n) => n.type).sort(), ['ipc', 'mount', 'network', 'pid', 'uts']);
+    assert.ok(s.linux.namespaces.every((n) => n.type === 'network' ? n.path === base.netnsPath : n.path === undefined), 'no host namespace joined');
+    assert.ok(s.mounts.find((m) => m.destination === '/sys')?.options.includes('ro'), '/sys is read-only');
+  }
+});
+
 test('buildWorkerSpec: image config, then request env wins, limits, netns, files, seccomp', () => {
   const s = buildWorkerSpec(base);
   assert.deepEqual(s.process.args, ['/usr/bin/node', '/w.mjs']);

@@ -58,9 +58,11 @@ export function defaultSpec(namespace: string, id: string): OciSpec {
       },
       cgroupsPath: `/${namespace}/${id}`,
       namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network' }],
+      // containerd 1.6's list plus /sys/devices/virtual/powercap, which containerd ≥ 1.7 and
+      // docker also mask: its RAPL energy counters leak other tenants' activity (CVE-2020-8694).
       maskedPaths: [
         '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
-        '/proc/timer_stats', '/proc/sched_debug', '/sys/firmware', '/proc/scsi',
+        '/proc/timer_stats', '/proc/sched_debug', '/sys/firmware', '/sys/devices/virtual/powercap', '/proc/scsi',
       ],
       readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
     },
