@@ -3,13 +3,14 @@
  * behind. It starts a private containerd, a private registry and a test CNI network (all under
  * temp dirs, via the test harness), builds and pushes the sample function image, starts the
  * agent in-process (TLS off, ephemeral ports on 127.0.0.1 clients), and then drives the agent
- * through its gRPC API the way the gateway does:
+ * through its gRPC API with `esb-agent ctl` (a child process per call, `-o json`), making the
+ * calls the gateway makes:
  *
  *   EnsureContainer → InvokeWorker → PauseContainer → InvokeWorker (paused: FAILED_PRECONDITION)
  *   → ResumeContainer → InvokeWorker → GetContainerMetrics → ListContainers → DestroyContainer
  *
- * Each step prints one header line (`==> [n/N] <RPC> ... <outcome> (<ms>)`), the request and
- * the reply as JSON (bytes shown as text). Everything is stopped at the end, also on failure
+ * Each step prints one header line (`==> [n/N] <RPC> ... <outcome> (<ms>)`), the `esb-agent
+ * ctl` command line and its JSON output (bytes shown as text). Everything is stopped at the end, also on failure
  * and on SIGINT/SIGTERM. Exit 0 with a final "quickstart OK" line; 1 on any failure; 130/143
  * when interrupted. Network: only 127.0.0.1 (containerd socket, registry, agent) and the IP of
  * the worker it creates.
@@ -17,9 +18,10 @@
  *   bash scripts/quickstart.sh          (as root; installs packages first)
  *   node --import tsx scripts/quickstart.ts
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import * as grpc from '@grpc/grpc-js';
-import type { AgentMethod } from '../test/helpers/grpc.js';
+import { PROJECT_ROOT } from '../src/paths.js';
 import { leakCount, startStack, type TestStack } from '../test/harness/stack.js';
 
 const OWNER = 'quickstart';
@@ -88,6 +90,7 @@ function onSignal(sig: NodeJS.Signals): void {
     process.exit(sig === 'SIGINT' ? 130 : 143);
   }
   exitSignal = sig;
+  ctlChild?.kill('SIGTERM');
   process.stderr.write(`\nquickstart: ${sig} received: stopping everything (send it again to exit at once)\n`);
   interrupted.abort(new QuickstartError(`interrupted by ${sig}`));
 }
@@ -106,47 +109,86 @@ interface RpcFailure {
   readonly details: string;
 }
 
-/** One RPC as a step: header with the outcome and time, the request, then the reply. */
-async function rpc<Res>(stack: TestStack, title: string, method: AgentMethod, req: object): Promise<Res> {
-  const t0 = performance.now();
-  let res: Res;
-  try {
-    res = await untilInterrupted(stack.call<Res>(method, req, { deadlineMs: CALL_DEADLINE_MS }));
-  } catch (err) {
-    const e = err as Partial<grpc.ServiceError>;
-    if (typeof e.code === 'number') {
-      header(title, `FAILED: ${grpc.status[e.code]}`, t0);
-      say(`request: ${json(req, 0)}`);
-      say(json({ code: grpc.status[e.code], details: e.details }));
-      throw new QuickstartError(`${method} failed with ${grpc.status[e.code]}: ${e.details ?? ''}`);
-    }
-    throw err;
-  }
-  header(title, 'OK', t0);
-  say(`request: ${json(req, 0)}`);
-  say(json(res));
-  return res;
+/** The `esb-agent` command from source (quickstart.sh runs before any build). */
+const CLI_ENTRY = path.join(PROJECT_ROOT, 'test', 'helpers', 'cli-entry.ts');
+/** The ctl call running now, killed on SIGINT/SIGTERM. */
+let ctlChild: ChildProcess | undefined;
+
+interface CtlRun {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** The command as an operator would type it. */
+  readonly shown: string;
 }
 
-/** An RPC that must fail with `expected`: prints the code and message. */
-async function rpcExpectingError(stack: TestStack, title: string, method: AgentMethod, req: object, expected: grpc.status): Promise<RpcFailure> {
+/** Runs `esb-agent ctl --addr … --insecure --owner quickstart -o json <args>` as a child process. */
+function ctl(stack: TestStack, args: readonly string[]): Promise<CtlRun> {
+  const agent = stack.agent;
+  if (!agent) throw new QuickstartError('the agent is not running');
+  const common = ['ctl', '--addr', `127.0.0.1:${agent.grpcPort}`, '--insecure', '--owner', OWNER, '--deadline', `${CALL_DEADLINE_MS}ms`, '-o', 'json'];
+  const shown = ['esb-agent', ...common, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(' ');
+  const env = { ...process.env };
+  delete env['NODE_TEST_CONTEXT'];
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, ...common, ...args], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    ctlChild = child;
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => {
+      ctlChild = undefined;
+      resolve({ code, stdout, stderr, shown });
+    });
+  });
+}
+
+/** One ctl call as a step: header with the outcome and time, the command, then its JSON output. */
+async function rpc<Res>(stack: TestStack, title: string, args: readonly string[]): Promise<Res> {
   const t0 = performance.now();
-  try {
-    const res = await untilInterrupted(stack.call(method, req, { deadlineMs: CALL_DEADLINE_MS }));
-    header(title, 'unexpectedly OK', t0);
-    say(json(res));
-    throw new QuickstartError(`${method} succeeded, expected ${grpc.status[expected]}`);
-  } catch (err) {
-    const e = err as Partial<grpc.ServiceError>;
-    if (typeof e.code !== 'number') throw err;
-    const failure = { code: grpc.status[e.code], details: e.details ?? '' };
-    const as = e.code === expected ? `${failure.code} (as expected)` : `${failure.code}, expected ${grpc.status[expected]}`;
-    header(title, as, t0);
-    say(`request: ${json(req, 0)}`);
-    say(json(failure));
-    if (e.code !== expected) throw new QuickstartError(`${method} failed with ${failure.code}, expected ${grpc.status[expected]}`);
-    return failure;
+  const run = await untilInterrupted(ctl(stack, args));
+  if (run.code !== 0) {
+    const failure = parseFailure(run);
+    header(title, `FAILED: ${failure.code} (exit ${run.code})`, t0);
+    say(`$ ${run.shown}`);
+    say(run.stdout.trimEnd());
+    throw new QuickstartError(`${args[0] ?? 'ctl'} failed with ${failure.code}: ${failure.details}`);
   }
+  header(title, 'OK', t0);
+  say(`$ ${run.shown}`);
+  say(run.stdout.trimEnd());
+  return JSON.parse(run.stdout) as Res;
+}
+
+/** The `{"error": …}` ctl prints with -o json, or its stderr when there is none. */
+function parseFailure(run: CtlRun): RpcFailure {
+  try {
+    const e = (JSON.parse(run.stdout) as { error?: RpcFailure }).error;
+    if (e) return e;
+  } catch {
+    // not JSON: a usage or local error, described on stderr
+  }
+  return { code: `exit ${run.code ?? 'signal'}`, details: run.stderr.trim() };
+}
+
+/** A ctl call that must fail with `expected` (a gRPC code name): prints the code and message. */
+async function rpcExpectingError(stack: TestStack, title: string, args: readonly string[], expected: string): Promise<RpcFailure> {
+  const t0 = performance.now();
+  const run = await untilInterrupted(ctl(stack, args));
+  if (run.code === 0) {
+    header(title, 'unexpectedly OK', t0);
+    say(run.stdout.trimEnd());
+    throw new QuickstartError(`${args[0] ?? 'ctl'} succeeded, expected ${expected}`);
+  }
+  const failure = parseFailure(run);
+  const as = failure.code === expected ? `${failure.code} (as expected, exit ${run.code})` : `${failure.code}, expected ${expected}`;
+  header(title, as, t0);
+  say(`$ ${run.shown}`);
+  say(run.stdout.trimEnd());
+  if (failure.code !== expected) throw new QuickstartError(`${args[0] ?? 'ctl'} failed with ${failure.code}, expected ${expected}`);
+  return failure;
 }
 
 interface WorkerInfo {
@@ -158,7 +200,8 @@ interface WorkerInfo {
 interface InvokeReply {
   status_code: number;
   headers: Record<string, string>;
-  body: Buffer;
+  /** ctl -o json prints a UTF-8 body as text. */
+  body: string;
 }
 interface MetricsReply {
   metrics: { state: string; memory_max: string; memory_current: string; cpu_usage_ns: string } | null;
@@ -167,23 +210,16 @@ interface ListReply {
   containers: { container_id: string; status: string; function_name: string; owner_id: string }[];
 }
 
-function invokeRequest(id: string, payload: object): object {
-  return {
-    container_id: id,
-    owner_id: OWNER,
-    // Blank → the RIE path /2015-03-31/functions/function/invocations, as the agent defaults it.
-    path: '',
-    payload: Buffer.from(JSON.stringify(payload)),
-    headers: { 'Content-Type': 'application/json' },
-    timeout_ms: INVOKE_TIMEOUT_MS,
-  };
+/** `ctl invoke` arguments (blank path → the RIE path /2015-03-31/functions/function/invocations). */
+function invokeArgs(id: string, payload: object): string[] {
+  return ['invoke', id, '--data', JSON.stringify(payload), '--timeout-ms', String(INVOKE_TIMEOUT_MS)];
 }
 
 async function invokeEcho(stack: TestStack, title: string, id: string, message: string): Promise<void> {
   const payload = { action: 'echo', message };
-  const res = await rpc<InvokeReply>(stack, title, 'InvokeWorker', invokeRequest(id, payload));
+  const res = await rpc<InvokeReply>(stack, title, invokeArgs(id, payload));
   check(res.status_code === 200, `InvokeWorker status_code 200, got ${res.status_code}`);
-  check(res.body.toString('utf8') === JSON.stringify(payload), 'the worker echoed the payload back');
+  check(res.body === JSON.stringify(payload), 'the worker echoed the payload back');
 }
 
 /** The part of /metrics about RPCs and cold starts, from the agent's own Prometheus endpoint. */
@@ -201,34 +237,31 @@ async function demo(stack: TestStack): Promise<void> {
   if (!agent) throw new QuickstartError('the agent did not start');
 
   // Step 2. EnsureContainer: what the gateway sends on a cold start.
-  const ensureReq = {
-    function_name: FUNCTION_NAME,
-    image: stack.images.worker,
-    env: {
-      AWS_LAMBDA_FUNCTION_NAME: FUNCTION_NAME,
-      AWS_LAMBDA_FUNCTION_VERSION: '$LATEST',
-      AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(MEMORY_MB),
-      AWS_LAMBDA_FUNCTION_TIMEOUT: '30',
-      AWS_REGION: 'ap-northeast-1',
-    },
-    owner_id: OWNER,
-  };
-  const worker = await rpc<WorkerInfo>(stack, 'EnsureContainer: pull, unpack, netns + CNI ADD, create, start', 'EnsureContainer', ensureReq);
+  const ensureArgs = [
+    'ensure', FUNCTION_NAME,
+    '--image', stack.images.worker,
+    '--memory', String(MEMORY_MB),
+    '--env', `AWS_LAMBDA_FUNCTION_NAME=${FUNCTION_NAME}`,
+    '--env', 'AWS_LAMBDA_FUNCTION_VERSION=$LATEST',
+    '--env', 'AWS_LAMBDA_FUNCTION_TIMEOUT=30',
+    '--env', 'AWS_REGION=ap-northeast-1',
+  ];
+  const worker = await rpc<WorkerInfo>(stack, 'EnsureContainer: pull, unpack, netns + CNI ADD, create, start', ensureArgs);
   check(worker.id.startsWith(stack.idPrefix), `worker id starts with ${stack.idPrefix}`);
   check(worker.ip_address !== '' && worker.port === 8080, 'WorkerInfo has an IP and port 8080');
   const id = worker.id;
 
   // Steps 3–7. Invoke, pause, invoke while paused (refused), resume, invoke.
   await invokeEcho(stack, 'InvokeWorker (echo payload; waits for the worker to listen)', id, 'hello from the quickstart');
-  const paused = await rpc<{ success: boolean }>(stack, 'PauseContainer (cgroup freezer)', 'PauseContainer', { container_id: id, owner_id: OWNER });
+  const paused = await rpc<{ success: boolean }>(stack, 'PauseContainer (cgroup freezer)', ['pause', id]);
   check(paused.success, 'PauseContainer success');
-  await rpcExpectingError(stack, 'InvokeWorker while paused', 'InvokeWorker', invokeRequest(id, { action: 'echo', message: 'refused' }), grpc.status.FAILED_PRECONDITION);
-  const resumed = await rpc<{ success: boolean }>(stack, 'ResumeContainer', 'ResumeContainer', { container_id: id, owner_id: OWNER });
+  await rpcExpectingError(stack, 'InvokeWorker while paused', invokeArgs(id, { action: 'echo', message: 'refused' }), 'FAILED_PRECONDITION');
+  const resumed = await rpc<{ success: boolean }>(stack, 'ResumeContainer', ['resume', id]);
   check(resumed.success, 'ResumeContainer success');
   await invokeEcho(stack, 'InvokeWorker (after resume)', id, 'hello again');
 
   // Step 8. Metrics from the worker's cgroup.
-  const m = await rpc<MetricsReply>(stack, 'GetContainerMetrics (from the cgroup)', 'GetContainerMetrics', { container_id: id, owner_id: OWNER });
+  const m = await rpc<MetricsReply>(stack, 'GetContainerMetrics (from the cgroup)', ['metrics', id]);
   const limit = String(MEMORY_MB * 1024 * 1024);
   const metrics = m.metrics;
   if (!metrics) throw new QuickstartError('GetContainerMetrics returned no metrics');
@@ -237,11 +270,11 @@ async function demo(stack: TestStack): Promise<void> {
   say(`memory_max ${metrics.memory_max} bytes = ${MEMORY_MB} MiB (AWS_LAMBDA_FUNCTION_MEMORY_SIZE); working set ${(Number(metrics.memory_current) / 1048576).toFixed(1)} MiB`);
 
   // Step 9. The caller's containers.
-  const list = await rpc<ListReply>(stack, 'ListContainers (this owner only)', 'ListContainers', { owner_id: OWNER });
+  const list = await rpc<ListReply>(stack, 'ListContainers (this owner only)', ['list']);
   check(list.containers.length === 1 && list.containers[0]?.container_id === id, 'ListContainers lists exactly the new worker');
 
   // Steps 10–11. Destroy, then prove that nothing is left: containerd objects, netns, veth, IP, CNI cache, files.
-  const destroyed = await rpc<{ success: boolean }>(stack, 'DestroyContainer', 'DestroyContainer', { function_name: FUNCTION_NAME, container_id: id, owner_id: OWNER });
+  const destroyed = await rpc<{ success: boolean }>(stack, 'DestroyContainer', ['destroy', id, '--function', FUNCTION_NAME]);
   check(destroyed.success, 'DestroyContainer success');
 
   const t0 = performance.now();

@@ -5,6 +5,7 @@ set -euo pipefail
 pkgs=(
   containerd runc containernetworking-plugins iproute2 iptables   # the agent's runtime stack
   busybox-static docker-registry                                  # test images, registry
+  docker.io                                                        # the docker runtime's tests (private dockerd)
   openssl ca-certificates                                         # test certificates
   golang-github-containerd-containerd-dev golang-github-containerd-cgroups-dev golang-github-gogo-protobuf-dev  # vendored protos' source
   systemd                                                          # systemd-analyze verify of the unit
@@ -15,8 +16,29 @@ for p in "${pkgs[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
+  installs_docker=0
+  own_policy=0
+  for p in "${missing[@]}"; do
+    if [ "$p" = docker.io ]; then installs_docker=1; fi
+  done
+  if [ "$installs_docker" = 1 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    own_policy=1
+    # Installing docker.io would start the host's dockerd (docker0, iptables rules). Only our own
+    # install is held back: a docker that already runs is never touched.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ "$installs_docker" = 1 ]; then
+    # Installed, not enabled: the tests start their own dockerd on private paths.
+    systemctl disable docker.service docker.socket >/dev/null 2>&1 || true
+  fi
+  if [ "$own_policy" = 1 ]; then
+    rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
+  fi
 fi
 # Node ≥ 20.18 is required (undici 7); the machine image ships it.
 node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<18)) { console.error("node >= 20.18 required, found "+process.version); process.exit(1) }'

@@ -159,7 +159,7 @@ function breakDownConcurrent(s: Samples, stack: TestStack, call: { ms: number; i
   const dur = (x: RpcSpan): number => x.end - x.start;
   s.add('total', call.ms);
   s.add('request → snapshot prepared (gRPC, image check, lease, snapshot)', prepare.end - call.t0);
-  s.add('netns + CNI ADD + files', container.start - prepare.end);
+  s.add('netns + files + spec (CNI ADD runs on)', container.start - prepare.end);
   const add = stack.logs.lines.slice(logFrom).find((l) => l['containerId'] === call.id && l['msg'] === 'CNI ADD');
   if (typeof add?.['ms'] === 'number') s.add('  CNI ADD (log)', add['ms']);
   s.add('container create', dur(container));
@@ -169,7 +169,7 @@ function breakDownConcurrent(s: Samples, stack: TestStack, call: { ms: number; i
 }
 
 /** Sorts the spans of one sequential Ensure into phases (ms) and adds them to `s`. */
-function breakDown(s: Samples, stack: TestStack, call: { ms: number; id: string; t0: number; t1: number }, spans: readonly RpcSpan[], hist: Record<'snapshot' | 'network' | 'create' | 'task_create' | 'start', number>, logFrom: number): void {
+function breakDown(s: Samples, stack: TestStack, call: { ms: number; id: string; t0: number; t1: number }, spans: readonly RpcSpan[], hist: Record<'snapshot' | 'netns' | 'network' | 'create' | 'task_create' | 'start', number>, logFrom: number): void {
   const find = (prefix: string): RpcSpan | undefined => spans.find((x) => x.what.startsWith(prefix) && x.start >= call.t0 && x.start <= call.t1);
   const getImage = find('get image ');
   const lease = find('create lease ');
@@ -187,24 +187,25 @@ function breakDown(s: Samples, stack: TestStack, call: { ms: number; id: string;
   s.add('image check (cached)', lease.start - getImage.start);
   s.add('lease create', dur(lease));
   s.add('snapshot prepare', dur(prepare));
-  s.add('netns + CNI ADD', hist.network);
-  s.add('files + spec (after network)', container.start - prepare.end - hist.network);
-  s.add('container create', dur(container));
-  s.add('task create', dur(taskCreate));
-  s.add('task start', dur(taskStart));
+  s.add('netns create (+ user lookup)', hist.netns);
+  // CNI ADD runs alongside files → container create → task create; the block ends when both did.
+  const blockStart = prepare.end + hist.netns;
+  s.add('[CNI ADD ∥ container + task create] + hosts entry', taskStart.start - blockStart);
+  s.add('  CNI ADD (hist network)', hist.network);
+  s.add('  files + spec', container.start - blockStart);
+  s.add('  container create', dur(container));
+  s.add('  task create', dur(taskCreate));
+  s.add('task start (∥ IP label)', dur(taskStart));
   s.add('lease delete', dur(leaseDel));
   s.add('reply (gRPC out)', call.t1 - leaseDel.end);
-  s.add('gaps between steps', taskStart.start - taskCreate.end + (leaseDel.start - taskStart.end) + (prepare.start - lease.end));
+  s.add('gaps between steps', leaseDel.start - taskStart.end + (prepare.start - lease.end));
   for (const [k, v] of Object.entries(hist)) s.add(`hist: ${k}`, v);
   // CNI timings from the agent's debug log.
   const lines = stack.logs.lines.slice(logFrom).filter((l) => l['containerId'] === call.id);
   const add = lines.find((l) => l['msg'] === 'CNI ADD');
-  if (typeof add?.['ms'] === 'number') {
-    s.add('  CNI ADD (log)', add['ms']);
-    s.add('  netns create (network - CNI ADD)', hist.network - add['ms']);
-  }
+  if (typeof add?.['ms'] === 'number') s.add('    CNI ADD (log)', add['ms']);
   for (const l of lines) {
-    if (l['msg'] === 'CNI plugin ran' && l['command'] === 'ADD' && typeof l['ms'] === 'number') s.add(`    plugin ${String(l['plugin'])} ADD`, l['ms']);
+    if (l['msg'] === 'CNI plugin ran' && l['command'] === 'ADD' && typeof l['ms'] === 'number') s.add(`      plugin ${String(l['plugin'])} ADD`, l['ms']);
   }
   // Image-check RPCs.
   const stat = find('stat snapshot ');
@@ -375,7 +376,7 @@ async function main(): Promise<void> {
       }
       const h1 = await phaseSums(stack);
       agentSeq.push(call.ms);
-      breakDown(phases, stack, call, rpcSpans, { snapshot: delta(h1, h0, 'snapshot'), network: delta(h1, h0, 'network'), create: delta(h1, h0, 'create'), task_create: delta(h1, h0, 'task_create'), start: delta(h1, h0, 'start') }, logFrom);
+      breakDown(phases, stack, call, rpcSpans, { snapshot: delta(h1, h0, 'snapshot'), netns: delta(h1, h0, 'netns'), network: delta(h1, h0, 'network'), create: delta(h1, h0, 'create'), task_create: delta(h1, h0, 'task_create'), start: delta(h1, h0, 'start') }, logFrom);
       await agentDestroy(stack, call.id);
 
       const c = await ctrStart(env, ctrPhases);
@@ -459,16 +460,17 @@ async function main(): Promise<void> {
       '  snapshots.Stat',
       'lease create',
       'snapshot prepare',
-      'netns + CNI ADD',
-      '  netns create (network - CNI ADD)',
-      '  CNI ADD (log)',
-      '    plugin loopback ADD',
-      '    plugin bridge ADD',
-      '    plugin portmap ADD',
-      'files + spec (after network)',
-      'container create',
-      'task create',
-      'task start',
+      'netns create (+ user lookup)',
+      '[CNI ADD ∥ container + task create] + hosts entry',
+      '  CNI ADD (hist network)',
+      '    CNI ADD (log)',
+      '      plugin loopback ADD',
+      '      plugin bridge ADD',
+      '      plugin portmap ADD',
+      '  files + spec',
+      '  container create',
+      '  task create',
+      'task start (∥ IP label)',
       'lease delete',
       'reply (gRPC out)',
       'gaps between steps',
@@ -487,15 +489,16 @@ async function main(): Promise<void> {
     printTable([
       ['phase', 'n', 'p50', 'p95', 'min', 'max'],
       summaryRow('snapshot (lease + id + snapshot prepare)', phases.get('hist: snapshot')),
-      summaryRow('network (netns + CNI ADD)', phases.get('hist: network')),
+      summaryRow('netns (netns create ∥ user lookup)', phases.get('hist: netns')),
+      summaryRow('network (CNI ADD, alongside create + task_create)', phases.get('hist: network')),
       summaryRow('create (worker files + spec + container record)', phases.get('hist: create')),
       summaryRow('task_create (shim + runc create)', phases.get('hist: task_create')),
-      summaryRow('start (task start)', phases.get('hist: start')),
+      summaryRow('start (hosts entry + IP label ∥ task start)', phases.get('hist: start')),
     ]);
     console.log('');
     console.log(`## agent phases at concurrency ${CONCURRENCY} (per call)`);
     const crows: Cell[][] = [['phase', 'n', 'p50', 'p95', 'min', 'max']];
-    for (const name of ['request → snapshot prepared (gRPC, image check, lease, snapshot)', 'netns + CNI ADD + files', '  CNI ADD (log)', 'container create', 'task create', 'task start', 'task started → reply', 'total']) {
+    for (const name of ['request → snapshot prepared (gRPC, image check, lease, snapshot)', 'netns + files + spec (CNI ADD runs on)', '  CNI ADD (log)', 'container create', 'task create', 'task start', 'task started → reply', 'total']) {
       const v = concPhases.get(name);
       if (v.length > 0) crows.push(summaryRow(name, v));
     }

@@ -153,6 +153,7 @@ export function createAgentService({ runtime, invoker, invokeDefaultTimeoutMs }:
     },
 
     async pauseContainer(req, ctx) {
+      if (!runtime.canPause) return runtime.pause(req.container_id, { signal: ctx.signal }).then(() => ({ success: true }));
       const { containerId, ownerId } = validateContainerRef(req);
       ownedWorker(runtime, containerId, ownerId);
       await runtime.pause(containerId, { signal: ctx.signal });
@@ -160,6 +161,7 @@ export function createAgentService({ runtime, invoker, invokeDefaultTimeoutMs }:
     },
 
     async resumeContainer(req, ctx) {
+      if (!runtime.canPause) return runtime.resume(req.container_id, { signal: ctx.signal }).then(() => ({ success: true }));
       const { containerId, ownerId } = validateContainerRef(req);
       ownedWorker(runtime, containerId, ownerId);
       await runtime.resume(containerId, { signal: ctx.signal });

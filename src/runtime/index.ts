@@ -5,6 +5,7 @@ import type { Config } from '../config/config.js';
 import type { Logger } from '../log.js';
 import type { AgentMetrics } from '../metrics.js';
 import { ContainerdRuntime } from './containerd/runtime.js';
+import { DockerRuntime } from './docker/runtime.js';
 import type { Runtime } from './runtime.js';
 
 export function createRuntime(config: Config, deps: { log: Logger; metrics: AgentMetrics }): Runtime {
@@ -12,6 +13,6 @@ export function createRuntime(config: Config, deps: { log: Logger; metrics: Agen
     case 'containerd':
       return new ContainerdRuntime(config, deps);
     case 'docker':
-      throw new Error('AGENT_RUNTIME=docker is not available yet');
+      return new DockerRuntime(config, deps);
   }
 }

@@ -67,6 +67,11 @@ export interface CallOptions {
 
 export interface Runtime {
   readonly kind: 'containerd' | 'docker';
+  /**
+   * False when the backend cannot freeze workers (docker): Pause/Resume then answer
+   * UNIMPLEMENTED whatever the arguments (contract §3), before validation or ownership checks.
+   */
+  readonly canPause: boolean;
   /** Connects, prepares the backend and rebuilds the worker table. Throws when unreachable. */
   start(): Promise<void>;
   /** Creates and starts a new worker; on any failure nothing is left behind. */

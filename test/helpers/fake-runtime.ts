@@ -33,6 +33,7 @@ type Override<F> = F | undefined;
 
 export class FakeRuntime implements Runtime {
   readonly kind = 'containerd' as const;
+  canPause = true;
   readonly workers = new Map<string, WorkerState>();
   readonly calls: FakeCall[] = [];
   readonly touched: string[] = [];

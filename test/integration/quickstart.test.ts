@@ -1,8 +1,9 @@
 /**
  * The README's promises: its first two commands are the quickstart and the CI entry point, it
  * documents every configuration variable and metric, and `bash scripts/quickstart.sh` really
- * runs the agent's main job end to end (ensure → invoke → pause → invoke refused → resume →
- * invoke → metrics → list → destroy) and leaves nothing behind, also when interrupted (SIGINT).
+ * runs the agent's main job end to end through `esb-agent ctl` (ensure → invoke → pause →
+ * invoke refused → resume → invoke → metrics → list → destroy) and leaves nothing behind, also
+ * when interrupted (SIGINT).
  * Runs the real script as a child process, as root (setup-host.sh is fast once installed).
  */
 import assert from 'node:assert/strict';
@@ -155,7 +156,7 @@ describe('bash scripts/quickstart.sh', () => {
       ['EnsureContainer: ', 'OK'],
       ['InvokeWorker (echo payload', 'OK'],
       ['PauseContainer', 'OK'],
-      ['InvokeWorker while paused', 'FAILED_PRECONDITION (as expected)'],
+      ['InvokeWorker while paused', 'FAILED_PRECONDITION (as expected, exit 19)'],
       ['ResumeContainer', 'OK'],
       ['InvokeWorker (after resume)', 'OK'],
       ['GetContainerMetrics', 'OK'],
@@ -173,7 +174,10 @@ describe('bash scripts/quickstart.sh', () => {
 
     assert.equal(run.stdout.match(/"status_code": 200,/g)?.length, 2, 'two successful invocations');
     assert.ok(run.stdout.includes('"body": "{\\"action\\":\\"echo\\",\\"message\\":\\"hello from the quickstart\\"}"'), 'the echoed payload, shown as text');
-    assert.match(run.stdout, /"code": "FAILED_PRECONDITION",\n {2}"details": "container \S+ is paused; resume it before invoking"/);
+    assert.match(run.stdout, /"code": "FAILED_PRECONDITION",\n {4}"code_number": 9,\n {4}"details": "container \S+ is paused; resume it before invoking"/);
+    // Every call went through the operator CLI, as a separate process.
+    const commands = run.stdout.split('\n').filter((l) => l.startsWith('$ esb-agent ctl '));
+    assert.deepEqual(commands.map((l) => /-o json (\w+)/.exec(l)?.[1]), ['ensure', 'invoke', 'pause', 'invoke', 'resume', 'invoke', 'metrics', 'list', 'destroy']);
     assert.ok(run.stdout.includes('"memory_max": "134217728"'), 'memory_max = 128 MiB');
     assert.match(run.stdout, /"status": "RUNNING"/);
     assert.match(run.stdout, /esb_agent_rpc_total\{method="InvokeWorker",code="FAILED_PRECONDITION"\} 1/);

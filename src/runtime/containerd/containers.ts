@@ -78,6 +78,11 @@ export async function deleteContainer(c: ContainerdClient, id: string, opts: Req
   }
 }
 
+/** Sets one label of a container record (an update mask keeps every other field). */
+export async function setContainerLabel(c: ContainerdClient, id: string, key: string, value: string, opts: RequestOptions): Promise<void> {
+  await c.call('containers', 'Update', { container: { id, labels: { [key]: value } }, update_mask: { paths: [`labels.${key}`] } }, { ...opts, what: `label container ${id}` });
+}
+
 /** Containers matching a containerd filter (e.g. naming.managedFilter). */
 export async function listContainers(c: ContainerdClient, filter: string, opts: RequestOptions): Promise<ContainerRecord[]> {
   const res = await c.call('containers', 'List', { filters: [filter] }, { ...opts, what: 'list containers' });

@@ -86,7 +86,8 @@ export async function reconcile(d: ReconcileDeps, o: ReconcileOptions): Promise<
   const candidates = new Map<string, string>(); // id → why
   for (const rec of containers) {
     if (!isManaged(rec.labels, d.env)) continue;
-    const complete = rec.labels[LABELS.owner] !== undefined && rec.labels[LABELS.function] !== undefined;
+    // The IP label is set last by Ensure (after CNI ADD): without it the Ensure never finished.
+    const complete = rec.labels[LABELS.owner] !== undefined && rec.labels[LABELS.function] !== undefined && (rec.labels[LABELS.ip] ?? '') !== '';
     if (complete && started.has(rec.id)) live.add(rec.id);
     else candidates.set(rec.id, complete ? 'container without a started task' : 'container with incomplete labels');
   }

@@ -2,8 +2,9 @@
  * ContainerdRuntime: the product runtime. It owns the order of operations; each step is a
  * one-call leaf in containers.ts, tasks.ts, leases.ts, image/, cni/. Ensure:
  *
- *   image (pull/unpack) → id → [snapshot ∥ netns + CNI ADD] → worker files → container record
- *   → task create → task start → worker table
+ *   image (pull/unpack) → id (state dir entry) → snapshot → netns
+ *   → [CNI ADD ∥ worker files → container record → task create] → hosts entry
+ *   → [IP label ∥ task start] → worker table
  *
  * Every created object registers its undo before it is made; any failure or cancel undoes in
  * reverse on a detached deadline. CNI ADD happens before the function's process starts (W3),
@@ -24,7 +25,7 @@ import { WORKER_PORT, type CallOptions, type EnsureRequest, type Runtime, type W
 import { WorkerTable } from '../workers.js';
 import { memoryMbFor } from '../limits.js';
 import { ContainerdClient } from './client.js';
-import { createContainer, deleteContainer, listContainers, prepareSnapshot, removeSnapshot, timestampSeconds, type ContainerRecord } from './containers.js';
+import { createContainer, deleteContainer, listContainers, prepareSnapshot, removeSnapshot, setContainerLabel, timestampSeconds, type ContainerRecord } from './containers.js';
 import { EventWatcher, type TaskEvent } from './events.js';
 import { ImageService } from './image/image-service.js';
 import { defaultImageRef, parseReference } from './image/reference.js';
@@ -33,7 +34,7 @@ import { buildWorkerSpec } from './spec/spec.js';
 import { resolveUser } from './spec/users.js';
 import { createTask, deleteTask, getTask, killAndWait, pauseTask, requireStatus, resumeTask, startTask, type TaskProcess } from './tasks.js';
 import { UndoStack } from './undo.js';
-import { createWorkerDir, removeWorkerFiles, writeWorkerFiles } from './worker-files.js';
+import { addHostsEntry, createWorkerDir, removeWorkerFiles, writeWorkerFiles } from './worker-files.js';
 import { reconcile, type ReconcileResult } from './reconcile.js';
 import { KILL_WAIT_MS, teardownWorker } from './teardown.js';
 import { LastUsedFile } from '../last-used-file.js';
@@ -71,6 +72,7 @@ function statusOf(p: TaskProcess | undefined): WorkerStatus {
 
 export class ContainerdRuntime implements Runtime {
   readonly kind = 'containerd' as const;
+  readonly canPause = true;
   readonly client: ContainerdClient;
   readonly workers: WorkerTable;
   readonly #config: Config;
@@ -228,65 +230,78 @@ export class ContainerdRuntime implements Runtime {
       phase('snapshot', t);
       throwIfAborted(signal, 'EnsureContainer');
 
-      // The netns and CNI ADD run while the user is resolved from the snapshot.
-      const tNet = performance.now();
+      // Network and container are built side by side. The netns must exist before runc
+      // creates the task (the task joins it), but CNI ADD only has to finish before Start runs
+      // the function's process (W3): the ADD runs alongside container + task create.
+      t = performance.now();
       undo.push(`remove netns ${wid}`, () => removeNetns(wid));
-      const network = (async () => {
-        const netnsPath = await createNetns(wid);
-        undo.push(`CNI DEL ${wid}`, (s) => this.#cni.del({ containerId: wid, netns: netnsPath }, { signal: s }));
-        const result = await this.#cni.add({ containerId: wid, netns: netnsPath }, { signal });
-        phase('network', tNet);
-        return { netnsPath, ip: containerIpv4(result, this.#cni.ifName) };
-      })();
-      const userP = resolveUser(image.config.config?.User, mounts);
-      // Both must settle before going on or rolling back: undoing while the other branch
-      // still runs would race CNI DEL against ADD and leak the IP.
-      const [netR, userR] = await Promise.allSettled([network, userP]);
-      if (netR.status === 'rejected') throw netR.reason;
+      const [nsR, userR] = await Promise.allSettled([createNetns(wid), resolveUser(image.config.config?.User, mounts)]);
+      if (nsR.status === 'rejected') throw nsR.reason;
       if (userR.status === 'rejected') throw userR.reason;
-      const net = netR.value;
+      const netnsPath = nsR.value;
       const user = userR.value;
+      phase('netns', t);
       throwIfAborted(signal, 'EnsureContainer');
 
-      t = performance.now();
-      const files = await writeWorkerFiles(cfg.stateDir, wid, wid.slice(0, 63), net.ip, cfg.cni.dnsServer);
-      const spec = buildWorkerSpec({
-        namespace: c.namespace,
-        id: wid,
-        image: image.config.config ?? {},
-        user,
-        env: envList,
-        memoryMb,
-        netnsPath: net.netnsPath,
-        resolvConfPath: files.resolvConf,
-        hostsPath: files.hosts,
-        hostname: wid,
+      const tNet = performance.now();
+      undo.push(`CNI DEL ${wid}`, (s) => this.#cni.del({ containerId: wid, netns: netnsPath }, { signal: s }));
+      const network = this.#cni.add({ containerId: wid, netns: netnsPath }, { signal }).then((result) => {
+        phase('network', tNet);
+        return containerIpv4(result, this.#cni.ifName);
       });
       const createdAt = nowSeconds();
-      const labels = workerLabels({
-        functionName: req.functionName,
-        env: cfg.env,
-        ownerId: req.ownerId,
-        createdAt,
-        ip: net.ip,
-        netns: net.netnsPath,
-        cniNetwork: this.#cni.name,
-        memoryMb,
-        image: image.name,
-      });
-      undo.push(`delete container ${wid}`, (s) => deleteContainer(c, wid, { signal: s }));
-      await createContainer(c, { id: wid, labels, image: image.name, runtime: cfg.containerd.runtime, spec, snapshotter: sn, snapshotKey: wid }, { lease });
-      phase('create', t);
+      const hostname = wid.slice(0, 63);
+      const container = (async () => {
+        let tc = performance.now();
+        const files = await writeWorkerFiles(cfg.stateDir, wid, cfg.cni.dnsServer);
+        const spec = buildWorkerSpec({
+          namespace: c.namespace,
+          id: wid,
+          image: image.config.config ?? {},
+          user,
+          env: envList,
+          memoryMb,
+          netnsPath,
+          resolvConfPath: files.resolvConf,
+          hostsPath: files.hosts,
+          hostname: wid,
+        });
+        // The IP label is set once CNI ADD has answered; reconciliation treats a record
+        // without it as half-made.
+        const labels = workerLabels({
+          functionName: req.functionName,
+          env: cfg.env,
+          ownerId: req.ownerId,
+          createdAt,
+          ip: '',
+          netns: netnsPath,
+          cniNetwork: this.#cni.name,
+          memoryMb,
+          image: image.name,
+        });
+        undo.push(`delete container ${wid}`, (s) => deleteContainer(c, wid, { signal: s }));
+        await createContainer(c, { id: wid, labels, image: image.name, runtime: cfg.containerd.runtime, spec, snapshotter: sn, snapshotKey: wid }, { lease });
+        phase('create', tc);
+        throwIfAborted(signal, 'EnsureContainer');
+        tc = performance.now();
+        undo.push(`delete task ${wid}`, async (s) => {
+          await killAndWait(c, wid, KILL_WAIT_MS, { signal: s });
+          await deleteTask(c, wid, { signal: s });
+        });
+        await createTask(c, { containerId: wid, rootfs: mounts, stdout: `file://${files.log}` }, {});
+        phase('task_create', tc);
+        return files;
+      })();
+      // Both must settle before going on or rolling back: undoing while the other branch
+      // still runs would race CNI DEL against ADD (a leaked IP) or a delete against a create.
+      const [ipR, filesR] = await Promise.allSettled([network, container]);
+      if (ipR.status === 'rejected') throw ipR.reason;
+      if (filesR.status === 'rejected') throw filesR.reason;
+      const ip = ipR.value;
       throwIfAborted(signal, 'EnsureContainer');
 
       t = performance.now();
-      undo.push(`delete task ${wid}`, async (s) => {
-        await killAndWait(c, wid, KILL_WAIT_MS, { signal: s });
-        await deleteTask(c, wid, { signal: s });
-      });
-      await createTask(c, { containerId: wid, rootfs: mounts, stdout: `file://${files.log}` }, {});
-      phase('task_create', t);
-      t = performance.now();
+      await addHostsEntry(filesR.value, ip, hostname);
       this.workers.put({
         id: wid,
         name: wid,
@@ -295,7 +310,7 @@ export class ContainerdRuntime implements Runtime {
         status: 'UNKNOWN',
         createdAt,
         lastUsedAt: createdAt,
-        ipAddress: net.ip,
+        ipAddress: ip,
         port: WORKER_PORT,
         exitCode: 0,
         exitTime: 0,
@@ -306,7 +321,11 @@ export class ContainerdRuntime implements Runtime {
         return Promise.resolve();
       });
       throwIfAborted(signal, 'EnsureContainer');
-      await startTask(c, wid, {});
+      // The label (W1: the IP survives restarts) and Start are independent; a failure of either
+      // rolls back both.
+      const [labelR, startR] = await Promise.allSettled([setContainerLabel(c, wid, LABELS.ip, ip, {}), startTask(c, wid, {})]);
+      if (labelR.status === 'rejected') throw labelR.reason;
+      if (startR.status === 'rejected') throw startR.reason;
       phase('start', t);
       undo.clear();
       // The container record now roots the snapshot; the lease has done its job. Deleted off
@@ -317,8 +336,8 @@ export class ContainerdRuntime implements Runtime {
       // The task may already have exited (its exit event can beat Start's reply): only a
       // worker still without a status becomes RUNNING here.
       if (this.workers.get(wid)?.status === 'UNKNOWN') this.workers.update(wid, { status: 'RUNNING' });
-      log.info({ id: wid, ip: net.ip, image: image.name, memoryMb }, 'worker started');
-      return { id: wid, name: wid, ipAddress: net.ip, port: WORKER_PORT };
+      log.info({ id: wid, ip, image: image.name, memoryMb }, 'worker started');
+      return { id: wid, name: wid, ipAddress: ip, port: WORKER_PORT };
     } catch (err) {
       const failed = await undo.run(log, CLEANUP_DEADLINE_MS);
       const cause = signal.aborted ? abortError(signal, 'EnsureContainer') : err;
@@ -560,7 +579,8 @@ export class ContainerdRuntime implements Runtime {
       status: statusOf(task),
       createdAt,
       lastUsedAt: Math.max(prev?.lastUsedAt ?? 0, this.#savedLastUsed.get(rec.id) ?? 0, createdAt),
-      ipAddress: l[LABELS.ip] ?? '',
+      // An Ensure in progress sets the IP label last; its table entry already has the IP.
+      ipAddress: (l[LABELS.ip] ?? '') !== '' ? (l[LABELS.ip] ?? '') : (prev?.ipAddress ?? ''),
       port: WORKER_PORT,
       exitCode: task?.status === 'STOPPED' ? task.exit_status : (prev?.exitCode ?? 0),
       exitTime: task?.status === 'STOPPED' ? timestampSeconds(task.exited_at) : (prev?.exitTime ?? 0),

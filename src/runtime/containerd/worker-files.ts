@@ -4,7 +4,7 @@
  * set per worker, each written atomically (temp + rename), never rewritten under a live worker
  * (the reference agent truncated one shared resolv.conf on every Ensure: W16).
  */
-import { mkdir, rename, rm, stat, writeFile, readdir } from 'node:fs/promises';
+import { appendFile, mkdir, rename, rm, stat, writeFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 
 export interface WorkerFiles {
@@ -49,13 +49,25 @@ export async function workerDirExists(stateDir: string, id: string): Promise<boo
   }
 }
 
-/** Writes resolv.conf and hosts for a worker; returns the paths. */
-export async function writeWorkerFiles(stateDir: string, id: string, hostname: string, ip: string, dnsServer: string): Promise<WorkerFiles> {
+/**
+ * Writes resolv.conf and hosts for a worker; returns the paths. The worker's own IP is not
+ * known yet when its task is created (CNI ADD runs alongside): `addHostsEntry` adds it later.
+ */
+export async function writeWorkerFiles(stateDir: string, id: string, dnsServer: string): Promise<WorkerFiles> {
   const f = workerFiles(stateDir, id);
   await mkdir(f.dir, { recursive: true, mode: 0o755 });
   await writeAtomic(f.resolvConf, `nameserver ${dnsServer}\n`);
-  await writeAtomic(f.hosts, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${ip}\t${hostname}\n`);
+  await writeAtomic(f.hosts, '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n');
   return f;
+}
+
+/**
+ * Adds the worker's own `ip hostname` line to its hosts file, in place: the task already
+ * bind-mounted this inode, so a rename would not reach the worker. Called before the task
+ * starts, when nothing reads the file yet.
+ */
+export async function addHostsEntry(f: WorkerFiles, ip: string, hostname: string): Promise<void> {
+  await appendFile(f.hosts, `${ip}\t${hostname}\n`);
 }
 
 /** Removes a worker's files (idempotent). */

@@ -80,6 +80,18 @@ describe('EnsureContainer', () => {
   });
 });
 
+test('a runtime that cannot pause (docker): Pause/Resume → its UNIMPLEMENTED whatever the arguments', async () => {
+  const { runtime, svc } = setup();
+  runtime.canPause = false;
+  runtime.onPause = () => Promise.reject(new AgentError('UNIMPLEMENTED', 'PauseContainer is not implemented by the docker runtime'));
+  runtime.onResume = () => Promise.reject(new AgentError('UNIMPLEMENTED', 'ResumeContainer is not implemented by the docker runtime'));
+  for (const req of [{ container_id: 'w-a1', owner_id: A }, { container_id: 'nope', owner_id: A }, { container_id: 'w-b1', owner_id: A }, { container_id: '', owner_id: '' }]) {
+    await rejectsWith(svc.pauseContainer(req, ctx()), 'UNIMPLEMENTED', /docker runtime/);
+    await rejectsWith(svc.resumeContainer(req, ctx()), 'UNIMPLEMENTED', /docker runtime/);
+  }
+  assert.deepEqual(runtime.calls.map((c) => c.method), Array.from({ length: 4 }, () => ['pause', 'resume']).flat());
+});
+
 describe('ownership (Pause, Resume, GetContainerMetrics, InvokeWorker)', () => {
   const rpcs = ['pauseContainer', 'resumeContainer', 'getContainerMetrics', 'invokeWorker'] as const;
   for (const rpc of rpcs) {

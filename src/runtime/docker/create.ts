@@ -1,0 +1,65 @@
+/**
+ * The `POST /containers/create` body of a worker: the same limits as a containerd worker
+ * (spec §3 — memory without extra swap, cpu shares scaled with memory, pids limit, RLIMIT_NOFILE,
+ * no-new-privileges; dockerd's own default seccomp profile and its 14 default capabilities,
+ * which are containerd's list too) and the same labels (spec §4), attached to
+ * CONTAINERS_NETWORK. Entrypoint, cmd, workdir, user and env come from the image; the request
+ * env is added and wins (dockerd merges `Env` over the image's).
+ */
+import { defaultSpec, withCpuSharesForMemory, WORKER_NOFILE, WORKER_PIDS_LIMIT } from '../containerd/spec/spec.js';
+import { workerLabels, type LabelInput } from '../naming.js';
+
+export interface WorkerContainerInput {
+  readonly id: string;
+  /** Name dockerd knows the image by (pull.ts dockerImageName). */
+  readonly image: string;
+  /** Request env, as sent. */
+  readonly env: Readonly<Record<string, string>>;
+  readonly memoryMb: number;
+  readonly network: string;
+  readonly labels: Omit<LabelInput, 'ip' | 'netns' | 'cniNetwork'>;
+}
+
+/** Each worker's json-file log is capped so a chatty function cannot fill dockerd's disk. */
+const LOG_MAX_SIZE = '10m';
+const LOG_MAX_FILES = '2';
+
+/** cpu.shares for a memory size: the containerd spec's rule, so both runtimes weigh workers alike. */
+export function cpuSharesFor(memoryMb: number): number {
+  const spec = defaultSpec('docker', 'cpu-shares');
+  withCpuSharesForMemory(memoryMb)(spec);
+  return spec.linux.resources.cpu?.shares ?? 1024;
+}
+
+/**
+ * The labels of a docker worker: containerd's set. The IP and netns labels are left out: on
+ * docker the IP lives in the endpoint of CONTAINERS_NETWORK and the netns is dockerd's.
+ */
+export function dockerWorkerLabels(input: WorkerContainerInput): Record<string, string> {
+  const all = workerLabels({ ...input.labels, ip: '', netns: '', cniNetwork: input.network });
+  return Object.fromEntries(Object.entries(all).filter(([, v]) => v !== ''));
+}
+
+/** The Engine API create body of one worker. */
+export function workerContainerBody(input: WorkerContainerInput): Record<string, unknown> {
+  const memoryBytes = input.memoryMb * 1024 * 1024;
+  return {
+    Image: input.image,
+    Hostname: input.id.slice(0, 63).replace(/[^A-Za-z0-9-]+$/, ''),
+    Env: Object.entries(input.env).map(([k, v]) => `${k}=${v}`),
+    Labels: dockerWorkerLabels(input),
+    HostConfig: {
+      Memory: memoryBytes,
+      // Equal to Memory: no swap on top of the limit, as on containerd.
+      MemorySwap: memoryBytes,
+      CpuShares: cpuSharesFor(input.memoryMb),
+      PidsLimit: WORKER_PIDS_LIMIT,
+      Ulimits: [{ Name: 'nofile', Soft: WORKER_NOFILE, Hard: WORKER_NOFILE }],
+      SecurityOpt: ['no-new-privileges'],
+      NetworkMode: input.network,
+      RestartPolicy: { Name: 'no' },
+      LogConfig: { Type: 'json-file', Config: { 'max-size': LOG_MAX_SIZE, 'max-file': LOG_MAX_FILES } },
+    },
+    NetworkingConfig: { EndpointsConfig: { [input.network]: {} } },
+  };
+}

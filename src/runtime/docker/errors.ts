@@ -1,0 +1,78 @@
+/**
+ * Docker Engine API failures → AgentError codes (spec §2). Pure functions, so every mapping is
+ * unit-tested against the messages dockerd really sends (test/unit/runtime/docker-errors.test.ts).
+ * The reference agent turned all of these into Internal (W12); each gets its true code here.
+ */
+import { AgentError, type ErrorCode } from '../../errors.js';
+
+/** Engine API error bodies are `{"message": "..."}`; anything else is shown as text. */
+export function engineMessage(body: string): string {
+  try {
+    const j = JSON.parse(body) as unknown;
+    if (typeof j === 'object' && j !== null && typeof (j as { message?: unknown }).message === 'string') return (j as { message: string }).message;
+  } catch {
+    // not JSON
+  }
+  return body.trim().slice(0, 500);
+}
+
+/** Registry failures dockerd reports inside a 500 (or a progress-stream error line). */
+const REGISTRY_DENIED = /unauthorized|authentication required|no basic auth credentials|access.* denied|denied: |forbidden|incorrect username or password/i;
+const REGISTRY_MISSING = /manifest unknown|not found|repository does not exist|name unknown|no matching manifest/i;
+const REGISTRY_DOWN = /connection refused|no such host|i\/o timeout|timeout exceeded|TLS handshake timeout|connection reset|server misbehaving|network is unreachable|toomanyrequests|503 Service Unavailable|502 Bad Gateway|unexpected EOF|dial tcp/i;
+
+/** The code of an Engine API error status with dockerd's message. */
+export function engineErrorCode(status: number, message: string): ErrorCode {
+  switch (status) {
+    case 400:
+      return 'INVALID_ARGUMENT';
+    case 401:
+    case 403:
+      return 'PERMISSION_DENIED';
+    case 404:
+      return 'NOT_FOUND';
+    case 409:
+      // "Conflict. The container name "/x" is already in use" vs. state conflicts
+      // ("removal ... already in progress", "container is paused").
+      return /already in use|already exists/i.test(message) ? 'ALREADY_EXISTS' : 'FAILED_PRECONDITION';
+    case 501:
+      return 'UNIMPLEMENTED';
+    case 502:
+    case 503:
+    case 504:
+      return 'UNAVAILABLE';
+    default:
+      return 'INTERNAL';
+  }
+}
+
+/**
+ * The code of a failed pull: an HTTP error of `/images/create` (before the stream starts) or an
+ * `error` line of its progress stream (status 0). dockerd wraps registry answers in a 500, so
+ * the message decides.
+ */
+export function pullErrorCode(status: number, message: string): ErrorCode {
+  if (status === 404) return 'NOT_FOUND';
+  if (REGISTRY_DENIED.test(message)) return 'PERMISSION_DENIED';
+  if (REGISTRY_DOWN.test(message)) return 'UNAVAILABLE';
+  if (REGISTRY_MISSING.test(message)) return 'NOT_FOUND';
+  if (status === 400) return 'INVALID_ARGUMENT';
+  return status === 0 ? 'INTERNAL' : engineErrorCode(status, message);
+}
+
+/** Socket-level failures before or while talking to dockerd: the daemon is not there. */
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRESET', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+
+/** True for an error that means dockerd could not be reached (or hung up). */
+export function isUnreachable(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && UNREACHABLE_CODES.has(code)) return true;
+  const cause = (err as { cause?: unknown } | null)?.cause;
+  return cause !== undefined && cause !== err && isUnreachable(cause);
+}
+
+/** An AgentError for dockerd's answer `status` + `body` to `what`. */
+export function engineError(what: string, status: number, body: string): AgentError {
+  const message = engineMessage(body);
+  return new AgentError(engineErrorCode(status, message), `${what}: dockerd answered ${status}: ${message}`);
+}

@@ -1,0 +1,136 @@
+/**
+ * The docker twin of stack.ts: a private dockerd with its test network (dockerd.ts), a real
+ * registry with the test images pushed, and an in-process agent with AGENT_RUNTIME=docker (TLS
+ * off) plus a gRPC client. `stop()` removes everything: workers, network, bridge, daemon,
+ * registry, temp dirs.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { startAgent, type RunningAgent } from '../../src/main.js';
+import { agentClient, unaryCall, type AgentMethod, type AgentServiceClient } from '../helpers/grpc.js';
+import { LogCapture } from '../helpers/logs.js';
+import { dockerLeakCount, findDockerLeaks, startDockerd, type DockerdInstance, type DockerLeakReport } from './dockerd.js';
+import { pushTestImages, type PushedTestImages } from './images.js';
+import { startRegistry, type RegistryInstance } from './registry.js';
+
+export interface DockerStackOptions {
+  /** Extra agent environment (overrides the stack's). */
+  readonly env?: Record<string, string>;
+  /** Start the agent right away (default true). */
+  readonly startAgent?: boolean;
+}
+
+export interface DockerTestStack {
+  readonly tmp: string;
+  readonly dockerd: DockerdInstance;
+  readonly registry: RegistryInstance;
+  readonly images: PushedTestImages;
+  /** Unique ENV label: worker ids start with `esb-<envName>-`. */
+  readonly envName: string;
+  readonly idPrefix: string;
+  readonly subnet: string;
+  readonly env: Record<string, string>;
+  readonly logs: LogCapture;
+  agent: RunningAgent | undefined;
+  client: AgentServiceClient | undefined;
+  startAgent(extraEnv?: Record<string, string>): Promise<void>;
+  /** Stops the in-process agent (workers stay, per the default keep policy). */
+  stopAgent(): Promise<void>;
+  call<Res = Record<string, unknown>>(method: AgentMethod, req: object, opts?: { deadlineMs?: number }): Promise<Res>;
+  callError(method: AgentMethod, req: object, opts?: { deadlineMs?: number }): Promise<{ name: string; details: string }>;
+  leaks(): Promise<DockerLeakReport>;
+  stop(): Promise<void>;
+}
+
+/** Starts the whole stack. Register `t.after(() => stack.stop())` right after. */
+export async function startDockerStack(opts: DockerStackOptions = {}): Promise<DockerTestStack> {
+  const tag = randomBytes(3).toString('hex');
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'esb-dstack-'));
+  const envName = `d${tag}`;
+  const logs = new LogCapture();
+  const cleanups: (() => Promise<void> | void)[] = [
+    () => {
+      rmSync(tmp, { recursive: true, force: true });
+    },
+  ];
+  const runCleanups = async (): Promise<void> => {
+    for (const fn of cleanups.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        console.error('docker stack cleanup step failed:', err);
+      }
+    }
+    cleanups.length = 0;
+  };
+  try {
+    const dockerd = await startDockerd();
+    cleanups.push(() => dockerd.stop());
+    const registry = await startRegistry();
+    cleanups.push(() => registry.stop());
+    const images = await pushTestImages(registry);
+    const env: Record<string, string> = {
+      PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+      HOME: tmp,
+      PORT: '0',
+      AGENT_METRICS_PORT: '0',
+      AGENT_RUNTIME: 'docker',
+      ENV: envName,
+      DOCKER_HOST: dockerd.host,
+      CONTAINERS_NETWORK: dockerd.network.name,
+      AGENT_STATE_DIR: path.join(tmp, 'state'),
+      CONTAINER_REGISTRY: `${registry.host}/esb-test`,
+      ESB_TAG: 'v1',
+      AGENT_GRPC_TLS_DISABLED: '1',
+      AGENT_SHUTDOWN_GRACE_MS: '5000',
+      AGENT_LOG_LEVEL: 'debug',
+      ...opts.env,
+    };
+    const stack: DockerTestStack = {
+      tmp, dockerd, registry, images, envName, idPrefix: `esb-${envName}-`, subnet: dockerd.network.subnet, env, logs,
+      agent: undefined,
+      client: undefined,
+      async startAgent(extraEnv = {}) {
+        if (stack.agent) throw new Error('agent already running');
+        stack.agent = await startAgent({ ...env, ...extraEnv }, { logDestination: logs, healthPollMs: 200 });
+        stack.client = agentClient(`127.0.0.1:${stack.agent.grpcPort}`, grpc.credentials.createInsecure());
+      },
+      async stopAgent() {
+        stack.client?.close();
+        stack.client = undefined;
+        const a = stack.agent;
+        stack.agent = undefined;
+        await a?.stop();
+      },
+      call(method, req, o) {
+        if (!stack.client) throw new Error('agent not started');
+        return unaryCall(stack.client, method, req, o);
+      },
+      async callError(method, req, o) {
+        try {
+          await stack.call(method, req, o);
+        } catch (err) {
+          const e = err as grpc.ServiceError;
+          return { name: grpc.status[e.code], details: e.details };
+        }
+        throw new Error(`${method} succeeded but was expected to fail`);
+      },
+      leaks: () => findDockerLeaks(dockerd, envName),
+      async stop() {
+        await stack.stopAgent();
+        await runCleanups();
+      },
+    };
+    cleanups.push(() => stack.stopAgent());
+    if (opts.startAgent !== false) await stack.startAgent();
+    return stack;
+  } catch (err) {
+    await runCleanups();
+    throw err;
+  }
+}
+
+export { dockerLeakCount };
