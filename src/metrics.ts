@@ -35,7 +35,7 @@ export class AgentMetrics {
 
   readonly coldStartPhase = new Histogram({
     name: 'esb_agent_cold_start_phase_duration_seconds',
-    help: 'Duration of each EnsureContainer phase (pull, unpack, snapshot, netns, network, create, task_create, start; network runs alongside create and task_create).',
+    help: 'Duration of each EnsureContainer phase (pull, unpack, snapshot, netns, network, create, task_create, start; network runs alongside task_create).',
     labelNames: ['phase'] as const,
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],

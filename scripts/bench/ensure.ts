@@ -188,9 +188,9 @@ function breakDown(s: Samples, stack: TestStack, call: { ms: number; id: string;
   s.add('lease create', dur(lease));
   s.add('snapshot prepare', dur(prepare));
   s.add('netns create (+ user lookup)', hist.netns);
-  // CNI ADD runs alongside files → container create → task create; the block ends when both did.
+  // files → container create → task create, with CNI ADD starting once task create is sent; the block ends when both did.
   const blockStart = prepare.end + hist.netns;
-  s.add('[CNI ADD ∥ container + task create] + hosts entry', taskStart.start - blockStart);
+  s.add('files + container create → [task create ∥ CNI ADD] + hosts entry', taskStart.start - blockStart);
   s.add('  CNI ADD (hist network)', hist.network);
   s.add('  files + spec', container.start - blockStart);
   s.add('  container create', dur(container));
@@ -461,7 +461,7 @@ async function main(): Promise<void> {
       'lease create',
       'snapshot prepare',
       'netns create (+ user lookup)',
-      '[CNI ADD ∥ container + task create] + hosts entry',
+      'files + container create → [task create ∥ CNI ADD] + hosts entry',
       '  CNI ADD (hist network)',
       '    CNI ADD (log)',
       '      plugin loopback ADD',
@@ -490,7 +490,7 @@ async function main(): Promise<void> {
       ['phase', 'n', 'p50', 'p95', 'min', 'max'],
       summaryRow('snapshot (lease + id + snapshot prepare)', phases.get('hist: snapshot')),
       summaryRow('netns (netns create ∥ user lookup)', phases.get('hist: netns')),
-      summaryRow('network (CNI ADD, alongside create + task_create)', phases.get('hist: network')),
+      summaryRow('network (CNI ADD, alongside task_create)', phases.get('hist: network')),
       summaryRow('create (worker files + spec + container record)', phases.get('hist: create')),
       summaryRow('task_create (shim + runc create)', phases.get('hist: task_create')),
       summaryRow('start (hosts entry + IP label ∥ task start)', phases.get('hist: start')),

@@ -2,9 +2,9 @@
  * ContainerdRuntime: the product runtime. It owns the order of operations; each step is a
  * one-call leaf in containers.ts, tasks.ts, leases.ts, image/, cni/. Ensure:
  *
- *   image (pull/unpack) → id (state dir entry) → snapshot → netns
- *   → [CNI ADD ∥ worker files → container record → task create] → hosts entry
- *   → [IP label ∥ task start] → worker table
+ *   image (pull/unpack) → id (state dir entry) → snapshot → netns → worker files
+ *   → container record → [task create ∥ CNI ADD] → hosts entry → [IP label ∥ task start]
+ *   → worker table
  *
  * Every created object registers its undo before it is made; any failure or cancel undoes in
  * reverse on a detached deadline. CNI ADD happens before the function's process starts (W3),
@@ -243,54 +243,68 @@ export class ContainerdRuntime implements Runtime {
       phase('netns', t);
       throwIfAborted(signal, 'EnsureContainer');
 
-      const tNet = performance.now();
-      undo.push(`CNI DEL ${wid}`, (s) => this.#cni.del({ containerId: wid, netns: netnsPath }, { signal: s }));
-      const network = this.#cni.add({ containerId: wid, netns: netnsPath }, { signal }).then((result) => {
+      // CNI ADD starts once Tasks.Create is on the wire: the plugins are processes, and each
+      // spawn stalls this event loop for milliseconds, which must not hold back the longest
+      // step (the task create inside containerd). A container step that fails first means
+      // the network is never attached.
+      let openGate!: (run: boolean) => void;
+      const gate = new Promise<boolean>((r) => (openGate = r));
+      const network = gate.then(async (run) => {
+        if (!run) return undefined;
+        const tNet = performance.now();
+        undo.push(`CNI DEL ${wid}`, (s) => this.#cni.del({ containerId: wid, netns: netnsPath }, { signal: s }));
+        const result = await this.#cni.add({ containerId: wid, netns: netnsPath }, { signal });
         phase('network', tNet);
         return containerIpv4(result, this.#cni.ifName);
       });
       const createdAt = nowSeconds();
       const hostname = wid.slice(0, 63);
       const container = (async () => {
-        let tc = performance.now();
-        const files = await writeWorkerFiles(cfg.stateDir, wid, cfg.cni.dnsServer);
-        const spec = buildWorkerSpec({
-          namespace: c.namespace,
-          id: wid,
-          image: image.config.config ?? {},
-          user,
-          env: envList,
-          memoryMb,
-          netnsPath,
-          resolvConfPath: files.resolvConf,
-          hostsPath: files.hosts,
-          hostname: wid,
-        });
-        // The IP label is set once CNI ADD has answered; reconciliation treats a record
-        // without it as half-made.
-        const labels = workerLabels({
-          functionName: req.functionName,
-          env: cfg.env,
-          ownerId: req.ownerId,
-          createdAt,
-          ip: '',
-          netns: netnsPath,
-          cniNetwork: this.#cni.name,
-          memoryMb,
-          image: image.name,
-        });
-        undo.push(`delete container ${wid}`, (s) => deleteContainer(c, wid, { signal: s }));
-        await createContainer(c, { id: wid, labels, image: image.name, runtime: cfg.containerd.runtime, spec, snapshotter: sn, snapshotKey: wid }, { lease });
-        phase('create', tc);
-        throwIfAborted(signal, 'EnsureContainer');
-        tc = performance.now();
-        undo.push(`delete task ${wid}`, async (s) => {
-          await killAndWait(c, wid, KILL_WAIT_MS, { signal: s });
-          await deleteTask(c, wid, { signal: s });
-        });
-        await createTask(c, { containerId: wid, rootfs: mounts, stdout: `file://${files.log}` }, {});
-        phase('task_create', tc);
-        return files;
+        try {
+          let tc = performance.now();
+          const files = await writeWorkerFiles(cfg.stateDir, wid, cfg.cni.dnsServer);
+          const spec = buildWorkerSpec({
+            namespace: c.namespace,
+            id: wid,
+            image: image.config.config ?? {},
+            user,
+            env: envList,
+            memoryMb,
+            netnsPath,
+            resolvConfPath: files.resolvConf,
+            hostsPath: files.hosts,
+            hostname: wid,
+          });
+          // The IP label is set once CNI ADD has answered; reconciliation treats a record
+          // without it as half-made.
+          const labels = workerLabels({
+            functionName: req.functionName,
+            env: cfg.env,
+            ownerId: req.ownerId,
+            createdAt,
+            ip: '',
+            netns: netnsPath,
+            cniNetwork: this.#cni.name,
+            memoryMb,
+            image: image.name,
+          });
+          undo.push(`delete container ${wid}`, (s) => deleteContainer(c, wid, { signal: s }));
+          await createContainer(c, { id: wid, labels, image: image.name, runtime: cfg.containerd.runtime, spec, snapshotter: sn, snapshotKey: wid }, { lease });
+          phase('create', tc);
+          throwIfAborted(signal, 'EnsureContainer');
+          tc = performance.now();
+          undo.push(`delete task ${wid}`, async (s) => {
+            await killAndWait(c, wid, KILL_WAIT_MS, { signal: s });
+            await deleteTask(c, wid, { signal: s });
+          });
+          const taskCreated = createTask(c, { containerId: wid, rootfs: mounts, stdout: `file://${files.log}` }, {});
+          openGate(true);
+          await taskCreated;
+          phase('task_create', tc);
+          return files;
+        } finally {
+          openGate(false); // no effect once open
+        }
       })();
       // Both must settle before going on or rolling back: undoing while the other branch
       // still runs would race CNI DEL against ADD (a leaked IP) or a delete against a create.
@@ -298,6 +312,7 @@ export class ContainerdRuntime implements Runtime {
       if (ipR.status === 'rejected') throw ipR.reason;
       if (filesR.status === 'rejected') throw filesR.reason;
       const ip = ipR.value;
+      if (ip === undefined) throw new AgentError('INTERNAL', `EnsureContainer ${wid}: the network was never attached`);
       throwIfAborted(signal, 'EnsureContainer');
 
       t = performance.now();
