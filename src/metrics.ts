@@ -102,6 +102,11 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  /** Records one EnsureContainer phase that began at `t0` (performance.now()). */
+  observePhase(phase: string, t0: number): void {
+    this.coldStartPhase.observe({ phase }, (performance.now() - t0) / 1000);
+  }
+
   constructor({ defaultMetrics = true }: { defaultMetrics?: boolean } = {}) {
     if (defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }

@@ -86,6 +86,19 @@ export async function removeCache(cacheDir: string, networkName: string, contain
 }
 
 /**
+ * Removes the temp files of cache writes that a killed process never finished (writes leave
+ * none behind otherwise). Only safe while nothing writes the cache: at start-up. Returns the
+ * names removed.
+ */
+export async function removeCacheTempFiles(cacheDir: string): Promise<string[]> {
+  const dir = resultsDir(cacheDir);
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  const temps = names.filter((n) => n.startsWith('.') && n.endsWith('.tmp'));
+  for (const n of temps) await fs.rm(path.join(dir, n), { force: true });
+  return temps;
+}
+
+/**
  * Every decodable entry in the cache dir (temp files and foreign files skipped; `bad` gets the
  * names of files that could not be decoded). [] when the directory does not exist.
  */

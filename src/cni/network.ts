@@ -22,7 +22,7 @@ import { performance } from 'node:perf_hooks';
 import { AgentError, abortError, errorText } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { AgentMetrics } from '../metrics.js';
-import { listCache, readCache, removeCache, writeCache, resultsDir, type CachedAttachment } from './cache.js';
+import { listCache, readCache, removeCache, removeCacheTempFiles, writeCache, resultsDir, type CachedAttachment } from './cache.js';
 import { cniVersionAtLeast, loadNetworkList, parseNetworkList, type CniNetworkList, type CniPluginConf } from './conflist.js';
 import { findPlugin, formatCniArgs, pluginStdin, pluginVersions, runPlugin, spawnPlugin, type CniCommand, type PluginExec, type PluginRunner } from './exec.js';
 import { isNetnsHandle } from './netns.js';
@@ -298,6 +298,11 @@ export class CniNetwork {
    * sorted: what start-up reconciliation compares with the live workers, DEL'ing the rest.
    * Undecodable files are logged and skipped.
    */
+  /** Removes temp files of cache writes a killed agent left (start-up only). Returns their names. */
+  removeStaleTempFiles(): Promise<string[]> {
+    return removeCacheTempFiles(this.#cacheDir);
+  }
+
   async listCachedAttachments(): Promise<CniAttachment[]> {
     const list = this.list;
     const entries = await listCache(this.#cacheDir, (file) => {

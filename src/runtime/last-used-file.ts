@@ -6,7 +6,7 @@
  * interval of touches, and the idle sweep never sees a busy worker as idle because its clock
  * fell back to `created_at`.
  */
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 
@@ -30,6 +30,11 @@ export class LastUsedFile {
 
   /** The saved times; empty when there is no file or it is unreadable (logged). */
   async load(): Promise<Map<string, number>> {
+    // A write cut off by a crash leaves its temp file (named after the dead process).
+    const dir = path.dirname(this.#file);
+    for (const n of await readdir(dir).catch(() => [] as string[])) {
+      if (n.startsWith(`${LAST_USED_FILE}.tmp-`)) await rm(path.join(dir, n), { force: true });
+    }
     let text: string;
     try {
       text = await readFile(this.#file, 'utf8');

@@ -3,6 +3,7 @@
  * times), rebuilt from runtime labels at start-up and kept current by the runtime's events.
  * ListContainers and the ownership checks read it; no runtime call per request (W17).
  */
+import type { AgentMetrics } from '../metrics.js';
 import type { WorkerState, WorkerStatus } from './runtime.js';
 
 export type WorkerRecord = WorkerState;
@@ -66,4 +67,12 @@ export class WorkerTable {
     for (const w of this.#workers.values()) counts[w.status]++;
     return counts;
   }
+}
+
+/** A worker table that keeps the esb_agent_workers{state} gauge current. */
+export function gaugedWorkerTable(metrics: AgentMetrics): WorkerTable {
+  const table: WorkerTable = new WorkerTable(() => {
+    for (const [state, n] of Object.entries(table.countByStatus())) metrics.workers.set({ state }, n);
+  });
+  return table;
 }

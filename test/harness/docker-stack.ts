@@ -8,9 +8,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import * as grpc from '@grpc/grpc-js';
-import { startAgent, type RunningAgent } from '../../src/main.js';
-import { agentClient, unaryCall, type AgentMethod, type AgentServiceClient } from '../helpers/grpc.js';
+import type { RunningAgent } from '../../src/main.js';
+import type { AgentMethod, AgentServiceClient } from '../helpers/grpc.js';
+import { InProcessAgent } from './in-process-agent.js';
 import { LogCapture } from '../helpers/logs.js';
 import { dockerLeakCount, findDockerLeaks, startDockerd, type DockerdInstance, type DockerLeakReport } from './dockerd.js';
 import { pushTestImages, type PushedTestImages } from './images.js';
@@ -89,41 +89,14 @@ export async function startDockerStack(opts: DockerStackOptions = {}): Promise<D
       AGENT_LOG_LEVEL: 'debug',
       ...opts.env,
     };
-    const stack: DockerTestStack = {
+    const stack: DockerTestStack = Object.assign(new InProcessAgent(env, logs), {
       tmp, dockerd, registry, images, envName, idPrefix: `esb-${envName}-`, subnet: dockerd.network.subnet, env, logs,
-      agent: undefined,
-      client: undefined,
-      async startAgent(extraEnv = {}) {
-        if (stack.agent) throw new Error('agent already running');
-        stack.agent = await startAgent({ ...env, ...extraEnv }, { logDestination: logs, healthPollMs: 200 });
-        stack.client = agentClient(`127.0.0.1:${stack.agent.grpcPort}`, grpc.credentials.createInsecure());
-      },
-      async stopAgent() {
-        stack.client?.close();
-        stack.client = undefined;
-        const a = stack.agent;
-        stack.agent = undefined;
-        await a?.stop();
-      },
-      call(method, req, o) {
-        if (!stack.client) throw new Error('agent not started');
-        return unaryCall(stack.client, method, req, o);
-      },
-      async callError(method, req, o) {
-        try {
-          await stack.call(method, req, o);
-        } catch (err) {
-          const e = err as grpc.ServiceError;
-          return { name: grpc.status[e.code], details: e.details };
-        }
-        throw new Error(`${method} succeeded but was expected to fail`);
-      },
       leaks: () => findDockerLeaks(dockerd, envName),
       async stop() {
         await stack.stopAgent();
         await runCleanups();
       },
-    };
+    });
     cleanups.push(() => stack.stopAgent());
     if (opts.startAgent !== false) await stack.startAgent();
     return stack;

@@ -10,12 +10,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 import { defaultConflist } from '../../src/cni/conflist.js';
 import { removeNetns } from '../../src/cni/netns.js';
-import { startAgent, type RunningAgent } from '../../src/main.js';
+import type { RunningAgent } from '../../src/main.js';
 import { ContainerdClient } from '../../src/runtime/containerd/client.js';
-import { agentClient, unaryCall, type AgentMethod, type AgentServiceClient } from '../helpers/grpc.js';
+import type { AgentMethod, AgentServiceClient } from '../helpers/grpc.js';
+import { InProcessAgent } from './in-process-agent.js';
 import { LogCapture } from '../helpers/logs.js';
 import { startContainerd, type ContainerdInstance } from './containerd.js';
 import { pushTestImages, type PushedTestImages } from './images.js';
@@ -156,41 +156,14 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
     cleanups.push(() => {
       containerd.close();
     });
-    const stack: TestStack = {
+    const stack: TestStack = Object.assign(new InProcessAgent(env, logs), {
       tmp, ctd, registry, images, envName, idPrefix: `esb-${envName}-`, namespace, bridge, subnet, networkName, netDir, stateDir, confFile, env, logs, containerd,
-      agent: undefined,
-      client: undefined,
-      async startAgent(extraEnv = {}) {
-        if (stack.agent) throw new Error('agent already running');
-        stack.agent = await startAgent({ ...env, ...extraEnv }, { logDestination: logs, healthPollMs: 200 });
-        stack.client = agentClient(`127.0.0.1:${stack.agent.grpcPort}`, grpc.credentials.createInsecure());
-      },
-      async stopAgent() {
-        stack.client?.close();
-        stack.client = undefined;
-        const a = stack.agent;
-        stack.agent = undefined;
-        await a?.stop();
-      },
-      call(method, req, o) {
-        if (!stack.client) throw new Error('agent not started');
-        return unaryCall(stack.client, method, req, o);
-      },
-      async callError(method, req, o) {
-        try {
-          await stack.call(method, req, o);
-        } catch (err) {
-          const e = err as grpc.ServiceError;
-          return { name: grpc.status[e.code], details: e.details };
-        }
-        throw new Error(`${method} succeeded but was expected to fail`);
-      },
       leaks: () => findLeaks({ client: containerd, snapshotter: 'overlayfs', idPrefix: `esb-${envName}-`, bridge, netDir, networkName, stateDir }),
       async stop() {
         await stack.stopAgent();
         await runCleanups();
       },
-    };
+    });
     cleanups.push(() => stack.stopAgent());
     if (opts.startAgent !== false) await stack.startAgent();
     return stack;

@@ -21,18 +21,8 @@ import { manifestFor, MEDIA_TYPES, pushImage, pushTestImages, type BuiltImage } 
 import { waitFor } from '../harness/process.js';
 import { startRegistry, type RegistryInstance } from '../harness/registry.js';
 import { makeHtpasswd } from '../harness/token-server.js';
+import type { WorkerReply as Worker, ContainerStateReply as ContainerState } from '../helpers/replies.js';
 
-interface Worker {
-  id: string;
-  name: string;
-  ip_address: string;
-  port: number;
-}
-interface ContainerState {
-  container_id: string;
-  status: string;
-  created_at: string;
-}
 interface Inspect {
   Name: string;
   Config: { Labels: Record<string, string>; Hostname: string };

@@ -14,6 +14,8 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { leakCount, startStack, type TestStack } from '../harness/stack.js';
+import type { ContainerStateReply as ContainerState, InvokeReply } from '../helpers/replies.js';
+import { eventually } from '../harness/process.js';
 
 const OWNER = 'warm-owner';
 const MIB = 1024 * 1024;
@@ -23,22 +25,6 @@ interface WorkerInfo {
   name: string;
   ip_address: string;
   port: number;
-}
-
-interface InvokeReply {
-  status_code: number;
-  headers: Record<string, string>;
-  body: Buffer;
-}
-
-interface ContainerState {
-  container_id: string;
-  function_name: string;
-  status: string;
-  last_used_at: string;
-  container_name: string;
-  created_at: string;
-  owner_id: string;
 }
 
 interface ContainerMetrics {
@@ -146,22 +132,6 @@ describe('warm path: pause, resume, metrics and invoke on real workers', () => {
   async function listed(id: string): Promise<ContainerState | undefined> {
     const r = await s().call<{ containers: ContainerState[] }>('ListContainers', { owner_id: OWNER });
     return r.containers.find((c) => c.container_id === id);
-  }
-
-  /** Polls `fn` until it returns a value (not undefined) or `timeoutMs` passes; returns the last try's error. */
-  async function eventually<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-    const end = Date.now() + timeoutMs;
-    let last: unknown;
-    for (;;) {
-      try {
-        const v = await fn();
-        if (v !== undefined) return v;
-      } catch (err) {
-        last = err;
-      }
-      if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
-      await sleep(100);
-    }
   }
 
   /** Every payload id reached the worker at most once (exactly once for `exact`). */
@@ -379,7 +349,6 @@ describe('warm path: pause, resume, metrics and invoke on real workers', () => {
       assert.ok(took < 3000, `took ${Math.round(took)} ms`);
     },
   );
-
 
   test('invoke right after Ensure succeeds; 10 concurrent invokes reach the worker one at a time', async (t) => {
     const ensure = workers(t);

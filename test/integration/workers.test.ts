@@ -18,21 +18,7 @@ import { manifestFor, MEDIA_TYPES, pushImage, type BuiltImage } from '../harness
 import { FakePlugins } from '../fixtures/cni/fake-plugins.js';
 import { makeHtpasswd } from '../harness/token-server.js';
 import { startRegistry, type RegistryInstance } from '../harness/registry.js';
-
-interface Worker {
-  id: string;
-  name: string;
-  ip_address: string;
-  port: number;
-}
-interface ContainerState {
-  container_id: string;
-  function_name: string;
-  status: string;
-  owner_id: string;
-  created_at: string;
-  last_used_at: string;
-}
+import type { WorkerReply as Worker, ContainerStateReply as ContainerState } from '../helpers/replies.js';
 
 const OWNER = 'gateway-a';
 const INVOKE_PATH = '/2015-03-31/functions/function/invocations';

@@ -31,7 +31,7 @@ import { deleteTask, killAndWait } from './tasks.js';
 import { KILL_WAIT_MS, teardownWorker, type TeardownDeps } from './teardown.js';
 import { listWorkerFileIds } from './worker-files.js';
 
-export type ReconcileKind = 'container' | 'task' | 'snapshot' | 'netns' | 'cni_attachment' | 'worker_files' | 'lease' | 'cgroup';
+export type ReconcileKind = 'container' | 'task' | 'snapshot' | 'netns' | 'cni_attachment' | 'worker_files' | 'lease' | 'cgroup' | 'temp_file';
 
 export interface ReconcileDeps extends TeardownDeps {
   /** The ENV label value this agent manages. */
@@ -46,10 +46,15 @@ export interface ReconcileOptions {
   /** Ids an RPC is creating or destroying right now: never touched. */
   readonly busy: (id: string) => boolean;
   /**
-   * Also delete the agent's leases. Only at start-up: a lease protects an Ensure or pull in
-   * flight, and later ones expire by themselves.
+   * Start-up: also delete the agent's leases and the temp files of interrupted cache writes.
+   * Only safe when nothing is in flight: a lease protects an Ensure or pull in progress.
    */
-  readonly leases: boolean;
+  readonly startup: boolean;
+  /**
+   * Leases this agent failed to delete (containerd was away): deleted now, and dropped from
+   * the set once gone.
+   */
+  readonly undeletedLeases?: Set<string>;
   readonly signal: AbortSignal;
 }
 
@@ -67,7 +72,7 @@ const PARALLEL_TEARDOWNS = 4;
 export async function reconcile(d: ReconcileDeps, o: ReconcileOptions): Promise<ReconcileResult> {
   const log = d.log.child({ op: 'reconcile' });
   const c = d.client;
-  const removed: Record<ReconcileKind, number> = { container: 0, task: 0, snapshot: 0, netns: 0, cni_attachment: 0, worker_files: 0, lease: 0, cgroup: 0 };
+  const removed: Record<ReconcileKind, number> = { container: 0, task: 0, snapshot: 0, netns: 0, cni_attachment: 0, worker_files: 0, lease: 0, cgroup: 0, temp_file: 0 };
   const count = (kind: ReconcileKind, n = 1): void => {
     if (n <= 0) return;
     removed[kind] += n;
@@ -120,7 +125,22 @@ export async function reconcile(d: ReconcileDeps, o: ReconcileOptions): Promise<
 
   await removeContainerlessDebris(d, o, log, count, failed);
 
-  if (o.leases) {
+  for (const lease of o.undeletedLeases ?? []) {
+    try {
+      await deleteLease(c, lease, { signal: o.signal });
+      o.undeletedLeases?.delete(lease);
+      count('lease');
+      log.info({ lease }, 'deleted a lease that could not be deleted while containerd was away');
+    } catch (err) {
+      log.warn({ lease, err: errorText(err) }, 'still cannot delete a lease; it expires by itself');
+    }
+  }
+
+  if (o.startup) {
+    const temps = await d.cni.removeStaleTempFiles();
+    count('temp_file', temps.length);
+    if (temps.length > 0) log.warn({ files: temps }, 'removed temp files of CNI cache writes an earlier run did not finish');
+
     const leases = (await c.call('leases', 'List', { filters: [] }, { signal: o.signal, what: 'list leases' })).leases;
     for (const l of leases) {
       if (l.labels[LEASE_OWNER_LABEL] === undefined) continue;

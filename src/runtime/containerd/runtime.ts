@@ -22,13 +22,14 @@ import { createNetns, removeNetns } from '../../cni/netns.js';
 import { decodeCgroupMetrics } from '../../cgroups/metrics.js';
 import { LABELS, isManaged, managedFilter, workerId, workerLabels } from '../naming.js';
 import { WORKER_PORT, type CallOptions, type EnsureRequest, type Runtime, type WorkerInfo, type WorkerMetrics, type WorkerState, type WorkerStatus } from '../runtime.js';
-import { WorkerTable } from '../workers.js';
+import { gaugedWorkerTable, type WorkerTable } from '../workers.js';
+import { KeyedLock } from '../keyed-lock.js';
 import { memoryMbFor } from '../limits.js';
 import { ContainerdClient } from './client.js';
 import { createContainer, deleteContainer, listContainers, prepareSnapshot, removeSnapshot, setContainerLabel, timestampSeconds, type ContainerRecord } from './containers.js';
 import { EventWatcher, type TaskEvent } from './events.js';
 import { ImageService } from './image/image-service.js';
-import { defaultImageRef, parseReference } from './image/reference.js';
+import { requestedImageRef } from './image/reference.js';
 import { createLease, deleteLease } from './leases.js';
 import { buildWorkerSpec } from './spec/spec.js';
 import { resolveUser } from './spec/users.js';
@@ -89,10 +90,12 @@ export class ContainerdRuntime implements Runtime {
   readonly #lastUsed: LastUsedFile;
   /** Saved last_used_at times, read at start(). */
   #savedLastUsed = new Map<string, number>();
+  /** Ensure leases whose deletion failed (containerd away); reconciliation retries them. */
+  readonly #undeletedLeases = new Set<string>();
   /** Event-stream (re)subscriptions so far: every one after the first follows an outage. */
   #subscriptions = 0;
   /** Serialises state-changing calls per worker (destroy vs pause vs resume). */
-  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #locks = new KeyedLock();
   /** Rotates worker logs over AGENT_WORKER_LOG_MAX_BYTES; runs between start() and close(). */
   #logCap: WorkerLogCap | undefined;
 
@@ -101,9 +104,7 @@ export class ContainerdRuntime implements Runtime {
     this.#log = deps.log.child({ module: 'containerd' });
     this.#metrics = deps.metrics;
     this.client = new ContainerdClient({ socket: config.containerd.socket, namespace: config.containerd.namespace });
-    this.workers = new WorkerTable(() => {
-      this.#updateGauge();
-    });
+    this.workers = gaugedWorkerTable(deps.metrics);
     this.#images = new ImageService({
       client: this.client,
       snapshotter: config.containerd.snapshotter,
@@ -148,12 +149,12 @@ export class ContainerdRuntime implements Runtime {
     await this.#cni.load();
     // Before the table is built and before any RPC: nothing is in flight, so every half-made
     // worker and every lease of ours is a leftover of an earlier run.
-    const first = await this.reconcile({ leases: true });
+    const first = await this.reconcile({ startup: true });
     if (first.total > 0) {
       // There was a crash. Calls the dead agent had in flight may still be finishing inside
       // containerd (a task create, say); let them land, then sweep once more.
       await new Promise((r) => setTimeout(r, RECONCILE_SETTLE_MS));
-      await this.reconcile({ leases: false });
+      await this.reconcile({ startup: false });
     }
     this.#savedLastUsed = await this.#lastUsed.load();
     await this.#events.start();
@@ -175,15 +176,14 @@ export class ContainerdRuntime implements Runtime {
   async ensure(req: EnsureRequest, { signal }: CallOptions): Promise<WorkerInfo> {
     const cfg = this.#config;
     const memoryMb = memoryMbFor(req.env, cfg.defaultMemoryMb);
-    const ref = req.image.trim() === '' ? defaultImageRef(req.functionName, cfg.registry.defaultRegistry, cfg.tag) : req.image.trim();
-    parseReference(ref);
+    const ref = requestedImageRef(req.image, req.functionName, cfg.registry.defaultRegistry, cfg.tag);
     const envList = Object.entries(req.env).map(([k, v]) => `${k}=${v}`);
     const log = this.#log.child({ op: 'ensure', function: req.functionName, owner: req.ownerId });
     const undo = new UndoStack();
     const c = this.client;
     const sn = cfg.containerd.snapshotter;
     const phase = (name: string, t0: number): void => {
-      this.#metrics.coldStartPhase.observe({ phase: name }, (performance.now() - t0) / 1000);
+      this.#metrics.observePhase(name, t0);
     };
     let id = '';
     try {
@@ -346,7 +346,8 @@ export class ContainerdRuntime implements Runtime {
       // The container record now roots the snapshot; the lease has done its job. Deleted off
       // the reply path: a lease that outlives a crash expires by itself.
       void deleteLease(c, lease, {}).catch((err: unknown) => {
-        log.warn({ err, lease }, 'could not delete the ensure lease; it expires by itself');
+        this.#undeletedLeases.add(lease);
+        log.warn({ err, lease }, 'could not delete the ensure lease; retried when containerd is back (or it expires by itself)');
       });
       // The task may already have exited (its exit event can beat Start's reply): only a
       // worker still without a status becomes RUNNING here.
@@ -368,7 +369,7 @@ export class ContainerdRuntime implements Runtime {
 
   async destroy(id: string, _opts: CallOptions): Promise<void> {
     // Destroy finishes even if the caller goes away: a half-destroyed worker helps nobody.
-    await this.#exclusive(id, () => this.#destroy(id));
+    await this.#locks.run(id, () => this.#destroy(id));
   }
 
   async #destroy(id: string): Promise<void> {
@@ -406,7 +407,7 @@ export class ContainerdRuntime implements Runtime {
   // ---------------------------------------------------------------- pause / resume
 
   async pause(id: string, { signal }: CallOptions): Promise<void> {
-    await this.#exclusive(id, async () => {
+    await this.#locks.run(id, async () => {
       const p = requireStatus(id, await getTask(this.client, id, { signal }), ['RUNNING', 'PAUSED', 'PAUSING'], 'pause');
       if (p.status === 'RUNNING') {
         try {
@@ -425,7 +426,7 @@ export class ContainerdRuntime implements Runtime {
   }
 
   async resume(id: string, { signal }: CallOptions): Promise<void> {
-    await this.#exclusive(id, async () => {
+    await this.#locks.run(id, async () => {
       const p = requireStatus(id, await getTask(this.client, id, { signal }), ['RUNNING', 'PAUSED', 'PAUSING'], 'resume');
       if (p.status !== 'RUNNING') {
         try {
@@ -535,10 +536,10 @@ export class ContainerdRuntime implements Runtime {
    * every reconnection to containerd: an Ensure or Destroy cut off by an outage could not
    * finish its rollback. Ids an RPC is working on are skipped.
    */
-  reconcile(opts: { leases: boolean }): Promise<ReconcileResult> {
+  reconcile(opts: { startup: boolean }): Promise<ReconcileResult> {
     return reconcile(
       { ...this.#teardownDeps(), env: this.#config.env, runtimeName: this.#config.containerd.runtime, log: this.#log, metrics: this.#metrics },
-      { leases: opts.leases, busy: (id) => this.#creating.has(id) || this.#destroying.has(id) || this.#locks.has(id), signal: AbortSignal.timeout(CLEANUP_DEADLINE_MS) },
+      { startup: opts.startup, undeletedLeases: this.#undeletedLeases, busy: (id) => this.#creating.has(id) || this.#destroying.has(id) || this.#locks.has(id), signal: AbortSignal.timeout(CLEANUP_DEADLINE_MS) },
     );
   }
 
@@ -551,7 +552,7 @@ export class ContainerdRuntime implements Runtime {
     await this.#resync();
     if (first) return;
     this.#log.info({ workers: this.workers.size }, 'containerd is back; worker table resynced');
-    await this.reconcile({ leases: false });
+    await this.reconcile({ startup: false });
   }
 
   /** Rebuilds the worker table from containerd: managed containers + their tasks. */
@@ -640,24 +641,6 @@ export class ContainerdRuntime implements Runtime {
       case 'delete':
         this.workers.update(e.containerId, { status: 'STOPPED' });
         break;
-    }
-  }
-
-  #updateGauge(): void {
-    const counts = this.workers.countByStatus();
-    for (const [state, n] of Object.entries(counts)) this.#metrics.workers.set({ state }, n);
-  }
-
-  /** Runs `fn` after any other state change of the same worker has finished. */
-  async #exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#locks.get(id) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
-    const settled = run.catch(() => undefined);
-    this.#locks.set(id, settled);
-    try {
-      return await run;
-    } finally {
-      if (this.#locks.get(id) === settled) this.#locks.delete(id);
     }
   }
 }

@@ -14,12 +14,13 @@ import type { Config } from '../../config/config.js';
 import { AgentError, abortError, errorText, isAlreadyExists, throwIfAborted } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { AgentMetrics } from '../../metrics.js';
-import { defaultImageRef, parseReference } from '../containerd/image/reference.js';
+import { requestedImageRef } from '../containerd/image/reference.js';
 import { UndoStack } from '../containerd/undo.js';
 import { memoryMbFor } from '../limits.js';
 import { isManaged, workerId } from '../naming.js';
 import { WORKER_PORT, type CallOptions, type EnsureRequest, type Runtime, type WorkerInfo, type WorkerMetrics, type WorkerState } from '../runtime.js';
-import { WorkerTable } from '../workers.js';
+import { gaugedWorkerTable, type WorkerTable } from '../workers.js';
+import { KeyedLock } from '../keyed-lock.js';
 import { createContainer, inspectContainer, listManaged, removeContainer, startContainer, workerFromSummary } from './containers.js';
 import { workerContainerBody } from './create.js';
 import { DockerEngineClient } from './engine-client.js';
@@ -53,7 +54,7 @@ export class DockerRuntime implements Runtime {
   /** Ids being destroyed: their events no longer resurrect them. */
   readonly #destroying = new Set<string>();
   /** Serialises destroys of one worker. */
-  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #locks = new KeyedLock();
 
   constructor(config: Config, deps: DockerRuntimeDeps) {
     this.#config = config;
@@ -61,9 +62,7 @@ export class DockerRuntime implements Runtime {
     this.#metrics = deps.metrics;
     this.#network = config.docker.network;
     this.client = new DockerEngineClient({ host: config.docker.host });
-    this.workers = new WorkerTable(() => {
-      this.#updateGauge();
-    });
+    this.workers = gaugedWorkerTable(deps.metrics);
     this.#images = new DockerImages({ client: this.client, pullPolicy: config.pullPolicy, dockerConfigDir: config.registry.dockerConfigDir, log: deps.log, metrics: deps.metrics });
     this.#events = new DockerEventWatcher({
       client: this.client,
@@ -107,13 +106,12 @@ export class DockerRuntime implements Runtime {
   async ensure(req: EnsureRequest, { signal }: CallOptions): Promise<WorkerInfo> {
     const cfg = this.#config;
     const memoryMb = memoryMbFor(req.env, cfg.defaultMemoryMb);
-    const ref = req.image.trim() === '' ? defaultImageRef(req.functionName, cfg.registry.defaultRegistry, cfg.tag) : req.image.trim();
-    parseReference(ref);
+    const ref = requestedImageRef(req.image, req.functionName, cfg.registry.defaultRegistry, cfg.tag);
     const log = this.#log.child({ op: 'ensure', function: req.functionName, owner: req.ownerId });
     const undo = new UndoStack();
     const c = this.client;
     const phase = (name: string, t0: number): void => {
-      this.#metrics.coldStartPhase.observe({ phase: name }, (performance.now() - t0) / 1000);
+      this.#metrics.observePhase(name, t0);
     };
     let id = '';
     try {
@@ -197,7 +195,7 @@ export class DockerRuntime implements Runtime {
 
   async destroy(id: string, _opts: CallOptions): Promise<void> {
     // Destroy finishes even if the caller goes away: a half-destroyed worker helps nobody.
-    await this.#exclusive(id, () => this.#destroy(id));
+    await this.#locks.run(id, () => this.#destroy(id));
   }
 
   async #destroy(id: string): Promise<void> {
@@ -330,24 +328,6 @@ export class DockerRuntime implements Runtime {
         this.workers.delete(e.name);
         this.#log.warn({ id: e.name }, 'worker removed outside the agent');
         break;
-    }
-  }
-
-  #updateGauge(): void {
-    const counts = this.workers.countByStatus();
-    for (const [state, n] of Object.entries(counts)) this.#metrics.workers.set({ state }, n);
-  }
-
-  /** Runs `fn` after any other state change of the same worker has finished. */
-  async #exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#locks.get(id) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
-    const settled = run.catch(() => undefined);
-    this.#locks.set(id, settled);
-    try {
-      return await run;
-    } finally {
-      if (this.#locks.get(id) === settled) this.#locks.delete(id);
     }
   }
 }

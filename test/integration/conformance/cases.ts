@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
 import type { AgentMethod } from '../../helpers/grpc.js';
 import type { PushedTestImages } from '../../harness/images.js';
+import type { WorkerReply as Worker, ContainerStateReply as ContainerState, InvokeReply } from '../../helpers/replies.js';
+import { eventually } from '../../harness/process.js';
 
 /** What a runtime's stack offers the shared cases. */
 export interface ConformanceStack {
@@ -25,21 +27,6 @@ export interface ConformanceStack {
   stop(): Promise<void>;
 }
 
-interface Worker {
-  id: string;
-  name: string;
-  ip_address: string;
-  port: number;
-}
-interface ContainerState {
-  container_id: string;
-  function_name: string;
-  status: string;
-  owner_id: string;
-  container_name: string;
-  created_at: string;
-  last_used_at: string;
-}
 interface Metrics {
   container_id: string;
   function_name: string;
@@ -52,14 +39,33 @@ interface Metrics {
   exit_time: string;
   collected_at: string;
 }
-interface InvokeReply {
-  status_code: number;
-  body: Buffer;
-}
 
 const OWNER = 'gateway-conformance';
 const OTHER = 'gateway-other';
 const MIB = 1024 * 1024;
+
+/** What a harness stack (containerd or docker) must offer to be wrapped as a ConformanceStack. */
+interface HarnessStack<Report> extends Pick<ConformanceStack, 'images' | 'idPrefix' | 'subnet' | 'call' | 'callError' | 'stop'> {
+  readonly registry: { readonly host: string };
+  leaks(): Promise<Report>;
+}
+
+/** Wraps a harness stack; `count` totals its runtime-specific leak report. */
+export function asConformanceStack<Report>(stack: HarnessStack<Report>, count: (r: Report) => number): ConformanceStack {
+  return {
+    images: stack.images,
+    registryHost: stack.registry.host,
+    idPrefix: stack.idPrefix,
+    subnet: stack.subnet,
+    call: (m, r, o) => stack.call(m, r, o),
+    callError: (m, r, o) => stack.callError(m, r, o),
+    leaks: async () => {
+      const report = await stack.leaks();
+      return { count: count(report), report };
+    },
+    stop: () => stack.stop(),
+  };
+}
 
 export function conformanceSuite(runtime: string, startStack: () => Promise<ConformanceStack>): void {
   describe(`conformance on ${runtime}`, () => {
@@ -95,16 +101,6 @@ export function conformanceSuite(runtime: string, startStack: () => Promise<Conf
       const { count, report } = await s().leaks();
       assert.equal(count, 0, `${what} left: ${JSON.stringify(report)}`);
     }
-    async function eventually<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-      const end = Date.now() + timeoutMs;
-      for (;;) {
-        const v = await fn();
-        if (v !== undefined) return v;
-        if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-
     test('Ensure from the local registry → a worker in the test subnet that InvokeWorker reaches', async () => {
       const w = await ensure({ function_name: 'conf-hello' });
       assert.match(w.id, new RegExp(`^${s().idPrefix}conf-hello-[0-9a-f]{8}$`));
@@ -170,7 +166,7 @@ export function conformanceSuite(runtime: string, startStack: () => Promise<Conf
       const m = await eventually('the OOM kill in metrics', async () => {
         const x = await metrics(w.id);
         return x.state === 'STOPPED' && BigInt(x.oom_events) >= 1n ? x : undefined;
-      });
+      }, 20_000);
       assert.equal(m.exit_code, 137);
       assert.ok(Number(m.exit_time) > 0);
       assert.equal(m.memory_current, '0');

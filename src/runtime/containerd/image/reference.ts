@@ -117,6 +117,17 @@ export function defaultImageRef(functionName: string, registry: string, tag: str
 }
 
 /**
+ * The image an EnsureContainer asks for: the request's `image` (trimmed), or for a blank one
+ * `defaultImageRef`. Checked with parseReference, so a bad reference is INVALID_ARGUMENT
+ * before any work starts.
+ */
+export function requestedImageRef(image: string, functionName: string, registry: string, tag: string): string {
+  const ref = image.trim() === '' ? defaultImageRef(functionName, registry, tag) : image.trim();
+  parseReference(ref);
+  return ref;
+}
+
+/**
  * The host name of a registry without its port (and without IPv6 brackets' port): the key of
  * the `containerd.io/distribution.source.<host>` label drops the port (containerd-api.md §2.5).
  */
