@@ -6,12 +6,12 @@
  *       [--rss-growth-mb 40] [--fd-slack 8] [--handle-slack 8]
  *
  * - Starts a private test stack (test/harness/stack.ts: containerd, registry, CNI test network)
- *   and the agent as a child process (`node --import tsx src/main.ts`, plaintext, ephemeral
- *   ports), so the figures are the agent's alone.
+ *   and the agent as a child process (scripts/soak/agent-with-gc.ts: the agent plus a SIGUSR2 →
+ *   full GC hook; plaintext, ephemeral ports), so the figures are the agent's alone.
  * - Samples the agent's RSS and open fds from /proc/<pid>/status and /proc/<pid>/fd, and its V8
  *   heap and active handles from its own /metrics (`nodejs_heap_size_used_bytes`,
  *   `nodejs_active_handles_total`): at start, after the warm-up, every 100 cycles and at the end
- *   (after a few idle seconds; the agent exposes no GC trigger, so heap figures include garbage).
+ *   (after a few idle seconds), each right after a full GC.
  * - Verdict: RSS, fds and handles at the end are back near the warm-up level (thresholds as
  *   flags), every cycle succeeded, and the harness finds zero leaked objects (containers, tasks,
  *   snapshots, leases, netns, veths, IPs, CNI cache entries, worker dirs). Exit 0 on PASS, 1 on
@@ -55,7 +55,7 @@ interface Sample {
 
 /** Starts the agent as a child; resolves with it and its ports once it logs that it listens. */
 async function startChildAgent(stack: TestStack): Promise<{ child: ChildProcess; grpcPort: number; metricsPort: number }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT_ROOT, 'src', 'main.ts')], {
+  const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', path.join(PROJECT_ROOT, 'scripts', 'soak', 'agent-with-gc.ts')], {
     cwd: PROJECT_ROOT,
     env: { ...stack.env, AGENT_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -92,6 +92,9 @@ function promValue(text: string, name: string): number {
 }
 
 async function sample(label: string, cycles: number, pid: number, metricsPort: number): Promise<Sample> {
+  // A full GC first (agent-with-gc.ts), so heap and RSS are live memory, not garbage.
+  process.kill(pid, 'SIGUSR2');
+  await new Promise((r) => setTimeout(r, 500));
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const rssKb = Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1] ?? Number.NaN);
   const fds = readdirSync(`/proc/${pid}/fd`).length;

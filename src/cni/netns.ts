@@ -13,6 +13,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { AgentError, errorText } from '../errors.js';
 import { errnoCode } from './atomic-file.js';
+import { KeyedLock } from '../keyed-lock.js';
 
 /** Where iproute2 pins named netns (its compiled-in NETNS_RUN_DIR). */
 export const NETNS_RUN_DIR = '/run/netns';
@@ -40,23 +41,10 @@ export function netnsPath(name: string): string {
 
 // Calls for one name run one after another, so that a create racing a remove of the same
 // worker cannot interleave; different names run in parallel.
-const locks = new Map<string, Promise<void>>();
+const locks = new KeyedLock('netns');
 
-async function withNameLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
-  const prev = locks.get(name) ?? Promise.resolve();
-  let release!: () => void;
-  const mine = new Promise<void>((r) => {
-    release = r;
-  });
-  const tail = prev.then(() => mine);
-  locks.set(name, tail);
-  await prev;
-  try {
-    return await fn();
-  } finally {
-    release();
-    if (locks.get(name) === tail) locks.delete(name);
-  }
+function withNameLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  return locks.run(name, undefined, fn);
 }
 
 // The first `ip netns add` on a host turns /run/netns into a shared mount point; two first

@@ -26,7 +26,8 @@ import { listCache, readCache, removeCache, removeCacheTempFiles, writeCache, re
 import { cniVersionAtLeast, loadNetworkList, parseNetworkList, type CniNetworkList, type CniPluginConf } from './conflist.js';
 import { findPlugin, formatCniArgs, pluginStdin, pluginVersions, runPlugin, spawnPlugin, type CniCommand, type PluginExec, type PluginRunner } from './exec.js';
 import { isNetnsHandle } from './netns.js';
-import { KeyedLock, Semaphore } from './concurrency.js';
+import { Semaphore } from './concurrency.js';
+import { KeyedLock } from '../keyed-lock.js';
 import { containerIpv4, isObject, parseResult, type CniResult } from './result.js';
 
 /** One worker's place on the network: CNI container id (= worker id) and netns path. */
@@ -103,7 +104,7 @@ export class CniNetwork {
   readonly #log: Logger;
   readonly #metrics: Pick<AgentMetrics, 'cniErrors'> | undefined;
   readonly #slots: Semaphore;
-  readonly #locks = new KeyedLock();
+  readonly #locks = new KeyedLock('CNI');
   #list: CniNetworkList | undefined;
   #loopback: CniNetworkList | undefined;
 

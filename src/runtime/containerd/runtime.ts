@@ -22,8 +22,8 @@ import { createNetns, removeNetns } from '../../cni/netns.js';
 import { decodeCgroupMetrics } from '../../cgroups/metrics.js';
 import { LABELS, isManaged, managedFilter, workerId, workerLabels } from '../naming.js';
 import { WORKER_PORT, type CallOptions, type EnsureRequest, type Runtime, type WorkerInfo, type WorkerMetrics, type WorkerState, type WorkerStatus } from '../runtime.js';
-import { gaugedWorkerTable, type WorkerTable } from '../workers.js';
-import { KeyedLock } from '../keyed-lock.js';
+import { TableBackedRuntime } from '../table-runtime.js';
+import { KeyedLock } from '../../keyed-lock.js';
 import { memoryMbFor } from '../limits.js';
 import { ContainerdClient } from './client.js';
 import { createContainer, deleteContainer, listContainers, prepareSnapshot, removeSnapshot, setContainerLabel, timestampSeconds, type ContainerRecord } from './containers.js';
@@ -71,11 +71,10 @@ function statusOf(p: TaskProcess | undefined): WorkerStatus {
   }
 }
 
-export class ContainerdRuntime implements Runtime {
+export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
   readonly kind = 'containerd' as const;
   readonly canPause = true;
   readonly client: ContainerdClient;
-  readonly workers: WorkerTable;
   readonly #config: Config;
   readonly #log: Logger;
   readonly #metrics: AgentMetrics;
@@ -100,11 +99,11 @@ export class ContainerdRuntime implements Runtime {
   #logCap: WorkerLogCap | undefined;
 
   constructor(config: Config, deps: ContainerdRuntimeDeps) {
+    super({ log: deps.log.child({ module: 'containerd' }), metrics: deps.metrics });
     this.#config = config;
     this.#log = deps.log.child({ module: 'containerd' });
     this.#metrics = deps.metrics;
     this.client = new ContainerdClient({ socket: config.containerd.socket, namespace: config.containerd.namespace });
-    this.workers = gaugedWorkerTable(deps.metrics);
     this.#images = new ImageService({
       client: this.client,
       snapshotter: config.containerd.snapshotter,
@@ -369,7 +368,7 @@ export class ContainerdRuntime implements Runtime {
 
   async destroy(id: string, _opts: CallOptions): Promise<void> {
     // Destroy finishes even if the caller goes away: a half-destroyed worker helps nobody.
-    await this.#locks.run(id, () => this.#destroy(id));
+    await this.#locks.run(id, undefined, () => this.#destroy(id));
   }
 
   async #destroy(id: string): Promise<void> {
@@ -397,17 +396,10 @@ export class ContainerdRuntime implements Runtime {
     }
   }
 
-  async destroyAll(_opts: CallOptions): Promise<void> {
-    const ids = this.workers.list().map((w) => w.id);
-    const results = await Promise.allSettled(ids.map((id) => this.destroy(id, { signal: AbortSignal.timeout(CLEANUP_DEADLINE_MS) })));
-    const failed = results.filter((r) => r.status === 'rejected').length;
-    this.#log.info({ destroyed: ids.length - failed, failed }, 'destroyed all workers');
-  }
-
   // ---------------------------------------------------------------- pause / resume
 
   async pause(id: string, { signal }: CallOptions): Promise<void> {
-    await this.#locks.run(id, async () => {
+    await this.#locks.run(id, undefined, async () => {
       const p = requireStatus(id, await getTask(this.client, id, { signal }), ['RUNNING', 'PAUSED', 'PAUSING'], 'pause');
       if (p.status === 'RUNNING') {
         try {
@@ -426,7 +418,7 @@ export class ContainerdRuntime implements Runtime {
   }
 
   async resume(id: string, { signal }: CallOptions): Promise<void> {
-    await this.#locks.run(id, async () => {
+    await this.#locks.run(id, undefined, async () => {
       const p = requireStatus(id, await getTask(this.client, id, { signal }), ['RUNNING', 'PAUSED', 'PAUSING'], 'resume');
       if (p.status !== 'RUNNING') {
         try {
@@ -445,18 +437,6 @@ export class ContainerdRuntime implements Runtime {
   }
 
   // ---------------------------------------------------------------- read side
-
-  get(id: string): WorkerState | undefined {
-    return this.workers.get(id);
-  }
-
-  list(): WorkerState[] {
-    return this.workers.list();
-  }
-
-  touch(id: string): void {
-    this.workers.touch(id);
-  }
 
   async metrics(id: string, { signal }: CallOptions): Promise<WorkerMetrics> {
     const known = this.workers.get(id);

@@ -18,9 +18,9 @@ import { requestedImageRef } from '../containerd/image/reference.js';
 import { UndoStack } from '../containerd/undo.js';
 import { memoryMbFor } from '../limits.js';
 import { isManaged, workerId } from '../naming.js';
-import { WORKER_PORT, type CallOptions, type EnsureRequest, type Runtime, type WorkerInfo, type WorkerMetrics, type WorkerState } from '../runtime.js';
-import { gaugedWorkerTable, type WorkerTable } from '../workers.js';
-import { KeyedLock } from '../keyed-lock.js';
+import { WORKER_PORT, type CallOptions, type EnsureRequest, type Runtime, type WorkerInfo, type WorkerMetrics } from '../runtime.js';
+import { TableBackedRuntime } from '../table-runtime.js';
+import { KeyedLock } from '../../keyed-lock.js';
 import { createContainer, inspectContainer, listManaged, removeContainer, startContainer, workerFromSummary } from './containers.js';
 import { workerContainerBody } from './create.js';
 import { DockerEngineClient } from './engine-client.js';
@@ -41,10 +41,9 @@ const START_WAIT_MS = 10_000;
 const ID_ATTEMPTS = 5;
 const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 
-export class DockerRuntime implements Runtime {
+export class DockerRuntime extends TableBackedRuntime implements Runtime {
   readonly kind = 'docker' as const;
   readonly client: DockerEngineClient;
-  readonly workers: WorkerTable;
   readonly #config: Config;
   readonly #log: Logger;
   readonly #metrics: AgentMetrics;
@@ -57,12 +56,12 @@ export class DockerRuntime implements Runtime {
   readonly #locks = new KeyedLock();
 
   constructor(config: Config, deps: DockerRuntimeDeps) {
+    super({ log: deps.log.child({ module: 'docker' }), metrics: deps.metrics });
     this.#config = config;
     this.#log = deps.log.child({ module: 'docker' });
     this.#metrics = deps.metrics;
     this.#network = config.docker.network;
     this.client = new DockerEngineClient({ host: config.docker.host });
-    this.workers = gaugedWorkerTable(deps.metrics);
     this.#images = new DockerImages({ client: this.client, pullPolicy: config.pullPolicy, dockerConfigDir: config.registry.dockerConfigDir, log: deps.log, metrics: deps.metrics });
     this.#events = new DockerEventWatcher({
       client: this.client,
@@ -195,7 +194,7 @@ export class DockerRuntime implements Runtime {
 
   async destroy(id: string, _opts: CallOptions): Promise<void> {
     // Destroy finishes even if the caller goes away: a half-destroyed worker helps nobody.
-    await this.#locks.run(id, () => this.#destroy(id));
+    await this.#locks.run(id, undefined, () => this.#destroy(id));
   }
 
   async #destroy(id: string): Promise<void> {
@@ -217,13 +216,6 @@ export class DockerRuntime implements Runtime {
     }
   }
 
-  async destroyAll(_opts: CallOptions): Promise<void> {
-    const ids = this.workers.list().map((w) => w.id);
-    const results = await Promise.allSettled(ids.map((id) => this.destroy(id, { signal: AbortSignal.timeout(CLEANUP_DEADLINE_MS) })));
-    const failed = results.filter((r) => r.status === 'rejected').length;
-    this.#log.info({ destroyed: ids.length - failed, failed }, 'destroyed all workers');
-  }
-
   // ---------------------------------------------------------------- pause / resume
 
   readonly canPause = false;
@@ -237,18 +229,6 @@ export class DockerRuntime implements Runtime {
   }
 
   // ---------------------------------------------------------------- read side
-
-  get(id: string): WorkerState | undefined {
-    return this.workers.get(id);
-  }
-
-  list(): WorkerState[] {
-    return this.workers.list();
-  }
-
-  touch(id: string): void {
-    this.workers.touch(id);
-  }
 
   async metrics(id: string, { signal }: CallOptions): Promise<WorkerMetrics> {
     const c = this.client;
