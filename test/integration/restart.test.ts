@@ -275,6 +275,24 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
     }
   });
 
+  test('containerd stopped gracefully and started again (systemctl restart containerd): a running and a paused worker keep their process and state', async () => {
+    const [run, paused] = await Promise.all([ensure('ctd-term-run'), ensure('ctd-term-paused')]);
+    await stack.call('PauseContainer', { container_id: paused.id, owner_id: OWNER });
+    const pidOf = async (id: string) => (await stack.containerd.call('tasks', 'Get', { container_id: id })).process!.pid;
+    const pids = [await pidOf(run.id), await pidOf(paused.id)];
+    await stack.ctd.pause(); // SIGTERM: containerd exits, the shims stay
+    await stack.ctd.restart();
+    await eventually('containerd answers the agent again', () => stack.call('GetContainerMetrics', { container_id: run.id, owner_id: OWNER }).catch(() => undefined), 30_000);
+    assert.deepEqual([await pidOf(run.id), await pidOf(paused.id)], pids, 'the same worker processes, not restarted ones');
+    const status = async () => Object.fromEntries((await list()).map((c) => [c.container_id, c.status]));
+    assert.deepEqual(await status(), { [run.id]: 'RUNNING', [paused.id]: 'PAUSED' });
+    await echo(run.id, 1);
+    await stack.call('ResumeContainer', { container_id: paused.id, owner_id: OWNER });
+    await echo(paused.id, 2);
+    for (const id of [run.id, paused.id]) await destroy(id);
+    assert.equal(leakCount(await stack.leaks()), 0, JSON.stringify(await stack.leaks()));
+  });
+
   test('a restart after a host-reboot-like loss of tasks removes the dead workers, IPs included', async () => {
     const w = await ensure('reboot');
     await stack.stopAgent();
