@@ -5,8 +5,9 @@
  */
 import type { Logger } from '../log.js';
 import type { AgentMetrics } from '../metrics.js';
-import type { CallOptions, WorkerState } from './runtime.js';
-import { gaugedWorkerTable, type WorkerTable } from './workers.js';
+import { WORKER_PORT, type CallOptions, type WorkerState } from './runtime.js';
+import type { UndoStack } from './undo.js';
+import { gaugedWorkerTable, nowSeconds, type WorkerTable } from './workers.js';
 
 /** Each destroy of destroyAll runs on its own clock, like a single DestroyContainer. */
 const DESTROY_ALL_EACH_MS = 60_000;
@@ -32,6 +33,35 @@ export abstract class TableBackedRuntime {
 
   touch(id: string): void {
     this.workers.touch(id);
+  }
+
+  /**
+   * Puts a worker that EnsureContainer is making into the table (status UNKNOWN until the
+   * backend reports it) and registers its removal on the Ensure's undo stack.
+   */
+  protected trackNewWorker(
+    undo: UndoStack,
+    w: Pick<WorkerState, 'id' | 'functionName' | 'ownerId' | 'createdAt' | 'ipAddress'>,
+  ): void {
+    this.workers.put({ ...w, name: w.id, status: 'UNKNOWN', lastUsedAt: w.createdAt, port: WORKER_PORT, exitCode: 0, exitTime: 0, oomKills: 0 });
+    undo.push('forget worker', () => {
+      this.workers.delete(w.id);
+      return Promise.resolve();
+    });
+  }
+
+  /** A worker's process ended (the backend's exit/die event). */
+  protected recordExit(id: string, exitCode: number, exitTime: number): void {
+    this.workers.update(id, { status: 'STOPPED', exitCode, exitTime: exitTime || nowSeconds() });
+    this.#log.info({ id, exitCode }, 'worker exited');
+  }
+
+  /** The kernel's OOM killer hit the worker (the backend's OOM event); returns the new count. */
+  protected recordOomKill(id: string): number {
+    const count = (this.workers.get(id)?.oomKills ?? 0) + 1;
+    this.workers.update(id, { oomKills: count });
+    this.#log.warn({ id }, 'worker hit its memory limit (OOM kill)');
+    return count;
   }
 
   /** Destroys every worker in parallel (AGENT_SHUTDOWN_POLICY=destroy); failures are logged. */

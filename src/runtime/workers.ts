@@ -8,7 +8,8 @@ import type { WorkerState, WorkerStatus } from './runtime.js';
 
 export type WorkerRecord = WorkerState;
 
-const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+/** Unix time in whole seconds, the unit of every time in the worker table and the API. */
+export const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 
 export class WorkerTable {
   readonly #workers = new Map<string, WorkerRecord>();

@@ -34,7 +34,8 @@ import { createLease, deleteLease } from './leases.js';
 import { buildWorkerSpec } from './spec/spec.js';
 import { resolveUser } from './spec/users.js';
 import { createTask, deleteTask, getTask, killAndWait, pauseTask, requireStatus, resumeTask, startTask, type TaskProcess } from './tasks.js';
-import { UndoStack } from './undo.js';
+import { UndoStack } from '../undo.js';
+import { nowSeconds } from '../workers.js';
 import { addHostsEntry, createWorkerDir, removeWorkerFiles, writeWorkerFiles } from './worker-files.js';
 import { reconcile, type ReconcileResult } from './reconcile.js';
 import { KILL_WAIT_MS, teardownWorker } from './teardown.js';
@@ -54,7 +55,6 @@ const ENSURE_LEASE_TTL_MS = 15 * 60_000;
 const RECONCILE_SETTLE_MS = 3000;
 /** Attempts at a fresh id suffix when one clashes with an existing worker. */
 const ID_ATTEMPTS = 5;
-const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 
 function statusOf(p: TaskProcess | undefined): WorkerStatus {
   switch (p?.status) {
@@ -316,24 +316,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
 
       t = performance.now();
       await addHostsEntry(filesR.value, ip, hostname);
-      this.workers.put({
-        id: wid,
-        name: wid,
-        functionName: req.functionName,
-        ownerId: req.ownerId,
-        status: 'UNKNOWN',
-        createdAt,
-        lastUsedAt: createdAt,
-        ipAddress: ip,
-        port: WORKER_PORT,
-        exitCode: 0,
-        exitTime: 0,
-        oomKills: 0,
-      });
-      undo.push('forget worker', () => {
-        this.workers.delete(wid);
-        return Promise.resolve();
-      });
+      this.trackNewWorker(undo, { id: wid, functionName: req.functionName, ownerId: req.ownerId, createdAt, ipAddress: ip });
       throwIfAborted(signal, 'EnsureContainer');
       // The label (W1: the IP survives restarts) and Start are independent; a failure of either
       // rolls back both.
@@ -593,15 +576,11 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
       case 'exit':
         // Only the init process's exit (exec id = container id or empty) stops the worker.
         if (e.execId === '' || e.execId === e.containerId) {
-          this.workers.update(e.containerId, { status: 'STOPPED', exitCode: e.exitStatus, exitTime: e.exitedAt || nowSeconds() });
-          this.#log.info({ id: e.containerId, exitStatus: e.exitStatus }, 'worker exited');
+          this.recordExit(e.containerId, e.exitStatus, e.exitedAt);
         }
         break;
       case 'oom': {
-        const w = this.workers.get(e.containerId);
-        const count = (w?.oomKills ?? 0) + 1;
-        this.workers.update(e.containerId, { oomKills: count });
-        this.#log.warn({ id: e.containerId }, 'worker hit its memory limit (OOM kill)');
+        const count = this.recordOomKill(e.containerId);
         // Kept in a label too: the count must survive an agent restart (contract §4), and on
         // cgroup v2 the cgroup holding the kernel's counter may be gone by then.
         const key = LABELS.oomKills;

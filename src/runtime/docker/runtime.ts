@@ -15,7 +15,8 @@ import { AgentError, abortError, errorText, isAlreadyExists, throwIfAborted } fr
 import type { Logger } from '../../log.js';
 import type { AgentMetrics } from '../../metrics.js';
 import { requestedImageRef } from '../containerd/image/reference.js';
-import { UndoStack } from '../containerd/undo.js';
+import { UndoStack } from '../undo.js';
+import { nowSeconds } from '../workers.js';
 import { memoryMbFor } from '../limits.js';
 import { isManaged, workerId } from '../naming.js';
 import { WORKER_PORT, type CallOptions, type EnsureRequest, type Runtime, type WorkerInfo, type WorkerMetrics } from '../runtime.js';
@@ -39,7 +40,6 @@ const CLEANUP_DEADLINE_MS = 60_000;
 const START_WAIT_MS = 10_000;
 /** Attempts at a fresh id suffix when a name clashes with an existing container. */
 const ID_ATTEMPTS = 5;
-const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 
 export class DockerRuntime extends TableBackedRuntime implements Runtime {
   readonly kind = 'docker' as const;
@@ -146,24 +146,7 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
       if (!created) throw new AgentError('INTERNAL', `could not find a free worker name after ${ID_ATTEMPTS} attempts`);
       const wid = id;
       phase('create', t);
-      this.workers.put({
-        id: wid,
-        name: wid,
-        functionName: req.functionName,
-        ownerId: req.ownerId,
-        status: 'UNKNOWN',
-        createdAt,
-        lastUsedAt: createdAt,
-        ipAddress: '',
-        port: WORKER_PORT,
-        exitCode: 0,
-        exitTime: 0,
-        oomKills: 0,
-      });
-      undo.push('forget worker', () => {
-        this.workers.delete(wid);
-        return Promise.resolve();
-      });
+      this.trackNewWorker(undo, { id: wid, functionName: req.functionName, ownerId: req.ownerId, createdAt, ipAddress: '' });
       throwIfAborted(signal, 'EnsureContainer');
 
       t = performance.now();
@@ -288,15 +271,11 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
         this.workers.update(e.name, { status: 'RUNNING' });
         break;
       case 'die':
-        this.workers.update(e.name, { status: 'STOPPED', exitCode: e.exitCode, exitTime: e.time || nowSeconds() });
-        this.#log.info({ id: e.name, exitCode: e.exitCode }, 'worker exited');
+        this.recordExit(e.name, e.exitCode, e.time);
         break;
-      case 'oom': {
-        const n = (this.workers.get(e.name)?.oomKills ?? 0) + 1;
-        this.workers.update(e.name, { oomKills: n });
-        this.#log.warn({ id: e.name }, 'worker hit its memory limit (OOM kill)');
+      case 'oom':
+        this.recordOomKill(e.name);
         break;
-      }
       case 'pause':
         this.workers.update(e.name, { status: 'PAUSED' });
         break;

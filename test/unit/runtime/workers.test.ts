@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { WorkerTable } from '../../../src/runtime/workers.js';
-import { UndoStack } from '../../../src/runtime/containerd/undo.js';
+import { UndoStack } from '../../../src/runtime/undo.js';
 import { silentLogger } from '../../../src/log.js';
 
 const w = (id: string, status: 'RUNNING' | 'PAUSED' | 'STOPPED' = 'RUNNING') => ({

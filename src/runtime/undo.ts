@@ -4,7 +4,7 @@
  * half-way is still undone. `run` undoes in reverse under its own deadline — never the
  * caller's signal (contract §2; the reference agent leaked here: W2).
  */
-import type { Logger } from '../../log.js';
+import type { Logger } from '../log.js';
 
 export type UndoStep = (signal: AbortSignal) => Promise<void>;
 
