@@ -102,6 +102,29 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  readonly admissionRefused = new Counter({
+    name: 'esb_agent_admission_refused_total',
+    help: 'EnsureContainer calls refused with RESOURCE_EXHAUSTED by a host-wide limit (workers: AGENT_MAX_WORKERS, memory: AGENT_MAX_TOTAL_MEMORY_MB).',
+    labelNames: ['limit'] as const,
+    registers: [this.registry],
+  });
+
+  #invokeConnections: () => number = () => 0;
+
+  readonly invokeConnections = new Gauge({
+    name: 'esb_agent_invoke_connections',
+    help: 'Workers for which the invoke proxy holds a connection entry (one per invoked worker until the worker is removed).',
+    registers: [this.registry],
+    collect: () => {
+      this.invokeConnections.set(this.#invokeConnections());
+    },
+  });
+
+  /** Makes esb_agent_invoke_connections read `count` at every scrape. */
+  countInvokeConnections(count: () => number): void {
+    this.#invokeConnections = count;
+  }
+
   /** Records one EnsureContainer phase that began at `t0` (performance.now()). */
   observePhase(phase: string, t0: number): void {
     this.coldStartPhase.observe({ phase }, (performance.now() - t0) / 1000);

@@ -84,6 +84,16 @@ export interface Config {
   readonly workerIdleTtlSeconds: number;
   /** Size cap of each worker's stdout/stderr log in bytes; 0 = no cap (issue 6 §5). */
   readonly workerLogMaxBytes: number;
+  /** The worker's filesystem: a read-only image and a /tmp tmpfs of this many MiB. */
+  readonly workerFs: {
+    readonly readonlyRootfs: boolean;
+    readonly tmpSizeMb: number;
+  };
+  /** Host-wide bounds on new workers; 0 = no limit. */
+  readonly limits: {
+    readonly maxWorkers: number;
+    readonly maxTotalMemoryMb: number;
+  };
   readonly docker: {
     /** `unix:///path` or `tcp://host:port`, as given. */
     readonly host: string;
@@ -102,6 +112,21 @@ export function safeName(s: string): string {
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const MIB = 1024 * 1024;
+/** Lambda's default ephemeral storage (/tmp), in MiB. */
+export const DEFAULT_WORKER_TMP_SIZE_MB = 512;
+/** Default AGENT_MAX_WORKERS: well above what the memory bound admits at the default 128 MiB on a small host. */
+export const DEFAULT_MAX_WORKERS = 1000;
+
+/**
+ * Default AGENT_MAX_TOTAL_MEMORY_MB: the host's memory less a reserve for the kernel, the
+ * page cache, containerd and its shims and the agent itself: 10 % of the host, at least 1 GiB
+ * (a 4 GiB host keeps 1 GiB back, a 24 GiB host 2.4 GiB). Memory limits are not overcommitted,
+ * so workers at their limits cannot push the host into its OOM killer.
+ */
+export function defaultMaxTotalMemoryMb(hostMemoryBytes: number): number {
+  const hostMb = Math.floor(hostMemoryBytes / MIB);
+  return Math.max(MIN_MEMORY_MB, hostMb - Math.max(1024, Math.floor(hostMb / 10)));
+}
 
 /** Parses and validates the whole configuration. Throws ConfigError on the first bad value. */
 export function loadConfig(env: Env): Config {
@@ -180,6 +205,14 @@ export function loadConfig(env: Env): Config {
     shutdownGraceMs: readInt(env, 'AGENT_SHUTDOWN_GRACE_MS', 30_000, 0, 10 * 60_000),
     workerIdleTtlSeconds: readInt(env, 'AGENT_WORKER_IDLE_TTL_SECONDS', 0, 0, 365 * 24 * 3600),
     workerLogMaxBytes: readInt(env, 'AGENT_WORKER_LOG_MAX_BYTES', 10 * MIB, 0, 64 * 1024 * MIB),
+    workerFs: Object.freeze({
+      readonlyRootfs: readBool(env, 'AGENT_WORKER_READONLY_ROOTFS', true),
+      tmpSizeMb: readInt(env, 'AGENT_WORKER_TMP_SIZE_MB', DEFAULT_WORKER_TMP_SIZE_MB, 1, 10 * 1024),
+    }),
+    limits: Object.freeze({
+      maxWorkers: readInt(env, 'AGENT_MAX_WORKERS', DEFAULT_MAX_WORKERS, 0, 1_000_000),
+      maxTotalMemoryMb: readInt(env, 'AGENT_MAX_TOTAL_MEMORY_MB', defaultMaxTotalMemoryMb(os.totalmem()), 0, 1024 * 1024 * 1024),
+    }),
     docker: Object.freeze({
       host: dockerHost,
       network: readString(env, 'CONTAINERS_NETWORK') ?? 'bridge',
@@ -197,5 +230,6 @@ export const CONFIG_VARIABLES = [
   'AGENT_INVOKE_DEFAULT_TIMEOUT_MS', 'AGENT_GRPC_TLS_DISABLED', 'AGENT_GRPC_CERT_PATH',
   'AGENT_GRPC_KEY_PATH', 'AGENT_GRPC_CA_CERT_PATH', 'AGENT_GRPC_REFLECTION', 'AGENT_METRICS_PORT',
   'AGENT_LOG_LEVEL', 'LOG_LEVEL', 'AGENT_LOG_FORMAT', 'AGENT_SHUTDOWN_POLICY', 'AGENT_SHUTDOWN_GRACE_MS',
-  'AGENT_WORKER_IDLE_TTL_SECONDS', 'AGENT_WORKER_LOG_MAX_BYTES', 'DOCKER_HOST', 'CONTAINERS_NETWORK',
+  'AGENT_WORKER_IDLE_TTL_SECONDS', 'AGENT_WORKER_LOG_MAX_BYTES', 'AGENT_WORKER_READONLY_ROOTFS',
+  'AGENT_WORKER_TMP_SIZE_MB', 'AGENT_MAX_WORKERS', 'AGENT_MAX_TOTAL_MEMORY_MB', 'DOCKER_HOST', 'CONTAINERS_NETWORK',
 ] as const;

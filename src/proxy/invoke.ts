@@ -166,6 +166,11 @@ export class Invoker {
   readonly #lanes = new Map<string, Lane>();
   #closed = false;
 
+  /** Workers with a lane (connection entry) right now. */
+  get connections(): number {
+    return this.#lanes.size;
+  }
+
   constructor({ maxResponseBytes, defaultTimeoutMs, log, metrics, dispatcherFactory, clock }: InvokerOptions) {
     if (!Number.isSafeInteger(maxResponseBytes) || maxResponseBytes < 0) throw new RangeError(`invalid maxResponseBytes: ${maxResponseBytes}`);
     if (!Number.isFinite(defaultTimeoutMs) || defaultTimeoutMs <= 0) throw new RangeError(`invalid defaultTimeoutMs: ${defaultTimeoutMs}`);

@@ -30,9 +30,14 @@ export const LABELS = {
 export const CREATED_BY = 'esb-agent';
 export const KIND_FUNCTION = 'function';
 
+/** `{brand}-{env}-`: what every worker id of this agent starts with. */
+export function workerIdPrefix(brand: string, env: string): string {
+  return `${[safeName(brand), safeName(env)].filter((p) => p !== '').join('-')}-`;
+}
+
 /** `{brand}-{env}-{safe(fn)}-{8 hex}` cut to ≤ 76 chars and valid for containerd. */
 export function workerId(brand: string, env: string, functionName: string, suffix: string = randomBytes(4).toString('hex')): string {
-  const prefix = [safeName(brand), safeName(env)].filter((p) => p !== '').join('-');
+  const prefix = workerIdPrefix(brand, env).slice(0, -1);
   let fn = safeName(functionName);
   if (fn === '') fn = 'fn';
   const room = MAX_ID_LENGTH - prefix.length - suffix.length - 2;

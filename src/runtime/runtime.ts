@@ -42,6 +42,8 @@ export interface WorkerState {
   readonly exitTime: number;
   /** OOM kills seen for this worker (from runtime events). */
   readonly oomKills: number;
+  /** The worker's memory limit in MiB (its label), for host-wide admission. */
+  readonly memoryMb: number;
 }
 
 /** GetContainerMetrics, one definition for every runtime and cgroup version (spec §3). */
@@ -93,6 +95,8 @@ export interface Runtime {
   ping(opts: CallOptions): Promise<boolean>;
   /** Destroys every managed worker (AGENT_SHUTDOWN_POLICY=destroy). */
   destroyAll(opts: CallOptions): Promise<void>;
+  /** Registers `fn` to be told the id of every worker that is gone from this runtime, by any path. */
+  onWorkerRemoved(fn: (id: string) => void): void;
   /** Releases connections; leaves workers running. */
   close(): Promise<void>;
 }

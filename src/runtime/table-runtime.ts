@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import type { AgentMetrics } from '../metrics.js';
 import { WORKER_PORT, type CallOptions, type WorkerState } from './runtime.js';
 import type { UndoStack } from './undo.js';
+import { Admission, type AdmissionLimits, type Reservation } from './admission.js';
 import { gaugedWorkerTable, nowSeconds, type WorkerTable } from './workers.js';
 
 /** Each destroy of destroyAll runs on its own clock, like a single DestroyContainer. */
@@ -15,10 +16,22 @@ const DESTROY_ALL_EACH_MS = 60_000;
 export abstract class TableBackedRuntime {
   readonly workers: WorkerTable;
   readonly #log: Logger;
+  readonly #admission: Admission;
 
-  protected constructor(deps: { readonly log: Logger; readonly metrics: AgentMetrics }) {
+  protected constructor(deps: { readonly log: Logger; readonly metrics: AgentMetrics; readonly limits: AdmissionLimits }) {
     this.workers = gaugedWorkerTable(deps.metrics);
     this.#log = deps.log;
+    this.#admission = new Admission(deps.limits, () => this.workers.list(), (limit) => {
+      deps.metrics.admissionRefused.inc({ limit });
+    });
+  }
+
+  /**
+   * Reserves room for a new worker under AGENT_MAX_WORKERS / AGENT_MAX_TOTAL_MEMORY_MB, or
+   * throws RESOURCE_EXHAUSTED. Call before making anything; release in the Ensure's finally.
+   */
+  protected admit(memoryMb: number): Reservation {
+    return this.#admission.reserve(memoryMb);
   }
 
   abstract destroy(id: string, opts: CallOptions): Promise<void>;
@@ -35,15 +48,23 @@ export abstract class TableBackedRuntime {
     this.workers.touch(id);
   }
 
+  onWorkerRemoved(fn: (id: string) => void): void {
+    this.workers.onRemoved(fn);
+  }
+
   /**
    * Puts a worker that EnsureContainer is making into the table (status UNKNOWN until the
-   * backend reports it) and registers its removal on the Ensure's undo stack.
+   * backend reports it), hands its admission over from `reservation` to the table, and
+   * registers its removal on the Ensure's undo stack.
    */
   protected trackNewWorker(
     undo: UndoStack,
-    w: Pick<WorkerState, 'id' | 'functionName' | 'ownerId' | 'createdAt' | 'ipAddress'>,
+    w: Pick<WorkerState, 'id' | 'functionName' | 'ownerId' | 'createdAt' | 'ipAddress' | 'memoryMb'>,
+    reservation: Reservation,
   ): void {
     this.workers.put({ ...w, name: w.id, status: 'UNKNOWN', lastUsedAt: w.createdAt, port: WORKER_PORT, exitCode: 0, exitTime: 0, oomKills: 0 });
+    // From here the table counts the worker: the Ensure's own reservation would count it twice.
+    reservation.release();
     undo.push('forget worker', () => {
       this.workers.delete(w.id);
       return Promise.resolve();

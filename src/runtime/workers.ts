@@ -14,6 +14,7 @@ export const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 export class WorkerTable {
   readonly #workers = new Map<string, WorkerRecord>();
   readonly #onChange: (() => void) | undefined;
+  readonly #removedListeners: ((id: string) => void)[] = [];
 
   constructor(onChange?: () => void) {
     this.#onChange = onChange;
@@ -58,8 +59,20 @@ export class WorkerTable {
 
   delete(id: string): boolean {
     const had = this.#workers.delete(id);
-    if (had) this.#onChange?.();
+    if (had) {
+      this.#onChange?.();
+      for (const fn of this.#removedListeners) fn(id);
+    }
     return had;
+  }
+
+  /**
+   * Calls `fn` with the id of every worker that leaves the table, whatever removed it
+   * (DestroyContainer, the idle sweep, reconciliation, a resync after the backend lost it), so
+   * that per-worker state elsewhere (the invoke proxy's connection) can never outlive it.
+   */
+  onRemoved(fn: (id: string) => void): void {
+    this.#removedListeners.push(fn);
   }
 
   /** Count of workers per status (for the esb_agent_workers gauge). */

@@ -18,6 +18,7 @@ export function fakeWorker(fields: Partial<WorkerState> & { id: string }): Worke
     exitCode: 0,
     exitTime: 0,
     oomKills: 0,
+    memoryMb: 128,
     ...fields,
   };
 }
@@ -69,8 +70,19 @@ export class FakeRuntime implements Runtime {
   destroy(id: string, opts: CallOptions): Promise<void> {
     this.calls.push({ method: 'destroy', id, signal: opts.signal });
     if (this.onDestroy) return this.onDestroy(id, opts);
-    this.workers.delete(id);
+    this.remove(id);
     return Promise.resolve();
+  }
+
+  readonly #removedListeners: ((id: string) => void)[] = [];
+
+  /** Drops a worker as any removal path would, telling onWorkerRemoved listeners. */
+  remove(id: string): void {
+    if (this.workers.delete(id)) for (const fn of this.#removedListeners) fn(id);
+  }
+
+  onWorkerRemoved(fn: (id: string) => void): void {
+    this.#removedListeners.push(fn);
   }
 
   pause(id: string, opts: CallOptions): Promise<void> {

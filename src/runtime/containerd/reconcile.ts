@@ -17,7 +17,12 @@
  * Then two kinds of debris that a Tasks.Create cut off mid-way (agent SIGKILLed, deadline)
  * leaves inside containerd 1.6 itself, in our namespace: tasks whose container record is gone
  * (they appear after containerd restarts) and `runc init` processes in worker cgroups that no
- * task accounts for. Neither has a container, so nothing else could own them.
+ * task accounts for. Neither has a container, so the agent only touches such debris when it
+ * can attribute the id to one of its own workers: the id has this agent's worker-id prefix
+ * AND this agent made it (a state dir entry, a CNI cache entry or a managed container seen in
+ * this pass, or an id an earlier pass of this process tore down). A containerd namespace may
+ * be shared with other software, and the agent runs as root: a name pattern alone is never
+ * enough to kill processes.
  */
 import type { Logger } from '../../log.js';
 import type { AgentMetrics } from '../../metrics.js';
@@ -36,6 +41,8 @@ export type ReconcileKind = 'container' | 'task' | 'snapshot' | 'netns' | 'cni_a
 export interface ReconcileDeps extends TeardownDeps {
   /** The ENV label value this agent manages. */
   readonly env: string;
+  /** Every worker id this agent makes starts with it (`<brand>-<env>-`). */
+  readonly idPrefix: string;
   /** containerd runtime name (io.containerd.runc.v2), for the placeholder of a stray task. */
   readonly runtimeName: string;
   readonly log: Logger;
@@ -55,6 +62,11 @@ export interface ReconcileOptions {
    * the set once gone.
    */
   readonly undeletedLeases?: Set<string>;
+  /**
+   * Ids earlier passes of this process tore down: debris of theirs (a task create that lands
+   * late) is still attributable to this agent although their state dir entry is gone.
+   */
+  readonly tornDown?: ReadonlySet<string>;
   readonly signal: AbortSignal;
 }
 
@@ -64,6 +76,8 @@ export interface ReconcileResult {
   readonly total: number;
   /** Ids whose teardown failed (logged); the next reconciliation retries them. */
   readonly failed: readonly string[];
+  /** Ids this pass tore down (completely or not). */
+  readonly tornDown: readonly string[];
 }
 
 /** Teardowns at once: each runs a few CNI plugins and containerd calls. */
@@ -100,6 +114,8 @@ export async function reconcile(d: ReconcileDeps, o: ReconcileOptions): Promise<
   const cachedIds = new Set(cached.map((a) => a.containerId));
   for (const id of cachedIds) if (!live.has(id) && !candidates.has(id)) candidates.set(id, 'CNI attachment without a live worker');
 
+  // Ids this agent can prove it made (see the module comment); debris is only ever removed for these.
+  const attributable = new Set<string>([...dirIds, ...cachedIds, ...candidates.keys(), ...live, ...(o.tornDown ?? [])]);
   const orphans = [...candidates].filter(([id]) => !o.busy(id));
   const failed: string[] = [];
   const queue = [...orphans];
@@ -123,7 +139,8 @@ export async function reconcile(d: ReconcileDeps, o: ReconcileOptions): Promise<
   };
   await Promise.all(Array.from({ length: Math.min(PARALLEL_TEARDOWNS, orphans.length) }, worker));
 
-  await removeContainerlessDebris(d, o, log, count, failed);
+  const ours = (id: string): boolean => id.startsWith(d.idPrefix) && attributable.has(id);
+  await removeContainerlessDebris(d, o, log, count, failed, ours);
 
   for (const lease of o.undeletedLeases ?? []) {
     try {
@@ -155,7 +172,7 @@ export async function reconcile(d: ReconcileDeps, o: ReconcileOptions): Promise<
   }
   const total = Object.values(removed).reduce((a, b) => a + b, 0);
   log.info({ live: live.size, removed, failed: failed.length, total }, total > 0 || failed.length > 0 ? 'reconciliation removed leftovers' : 'reconciliation found nothing to remove');
-  return { removed, total, failed };
+  return { removed, total, failed, tornDown: orphans.map(([id]) => id) };
 }
 
 /** Tasks without a container, then worker cgroups without a task or container (see top). */
@@ -165,6 +182,7 @@ async function removeContainerlessDebris(
   log: ReconcileDeps['log'],
   count: (kind: ReconcileKind, n?: number) => void,
   failed: string[],
+  ours: (id: string) => boolean,
 ): Promise<void> {
   const c = d.client;
   const [all, tasks] = await Promise.all([
@@ -174,6 +192,10 @@ async function removeContainerlessDebris(
   const containers = new Set(all);
   for (const id of tasks) {
     if (containers.has(id) || o.busy(id)) continue;
+    if (!ours(id)) {
+      log.debug({ id }, 'a task without a container that this agent cannot attribute to itself; left alone');
+      continue;
+    }
     try {
       await removeStrayTask(c, d, id, o.signal);
       count('task');
@@ -186,6 +208,10 @@ async function removeContainerlessDebris(
   const known = new Set([...all, ...tasks]);
   for (const [id, dirs] of await listWorkerCgroups(c.namespace)) {
     if (known.has(id) || o.busy(id)) continue;
+    if (!ours(id)) {
+      log.debug({ id }, 'a cgroup without a task that this agent cannot attribute to itself; left alone');
+      continue;
+    }
     try {
       const killed = await killAndRemoveCgroup(dirs);
       count('cgroup');

@@ -20,7 +20,7 @@ import { defaultNetworkName, ensureConflist } from '../../cni/conflist.js';
 import { containerIpv4 } from '../../cni/result.js';
 import { createNetns, removeNetns } from '../../cni/netns.js';
 import { decodeCgroupMetrics } from '../../cgroups/metrics.js';
-import { LABELS, isManaged, managedFilter, workerId, workerLabels } from '../naming.js';
+import { LABELS, isManaged, managedFilter, workerId, workerIdPrefix, workerLabels } from '../naming.js';
 import { WORKER_PORT, type CallOptions, type EnsureRequest, type Runtime, type WorkerInfo, type WorkerMetrics, type WorkerState, type WorkerStatus } from '../runtime.js';
 import { TableBackedRuntime } from '../table-runtime.js';
 import { KeyedLock } from '../../keyed-lock.js';
@@ -36,7 +36,7 @@ import { resolveUser } from './spec/users.js';
 import { createTask, deleteTask, getTask, killAndWait, pauseTask, requireStatus, resumeTask, startTask, type TaskProcess } from './tasks.js';
 import { UndoStack } from '../undo.js';
 import { nowSeconds } from '../workers.js';
-import { addHostsEntry, createWorkerDir, removeWorkerFiles, writeWorkerFiles } from './worker-files.js';
+import { addHostsEntry, createWorkerDir, removeWorkerFiles, secureWorkersDir, writeWorkerFiles } from './worker-files.js';
 import { reconcile, type ReconcileResult } from './reconcile.js';
 import { KILL_WAIT_MS, teardownWorker } from './teardown.js';
 import { LastUsedFile } from '../last-used-file.js';
@@ -53,6 +53,8 @@ const CLEANUP_DEADLINE_MS = 60_000;
 const ENSURE_LEASE_TTL_MS = 15 * 60_000;
 /** Pause between the two start-up reconciliation passes after a crash. */
 const RECONCILE_SETTLE_MS = 3000;
+/** How many torn-down ids reconciliation remembers for attributing late debris. */
+const TORN_DOWN_MEMORY = 1024;
 /** Attempts at a fresh id suffix when one clashes with an existing worker. */
 const ID_ATTEMPTS = 5;
 
@@ -89,6 +91,8 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
   readonly #lastUsed: LastUsedFile;
   /** Saved last_used_at times, read at start(). */
   #savedLastUsed = new Map<string, number>();
+  /** Ids reconciliation tore down lately (bounded): their late debris is still ours. */
+  readonly #tornDown = new Set<string>();
   /** Ensure leases whose deletion failed (containerd away); reconciliation retries them. */
   readonly #undeletedLeases = new Set<string>();
   /** Event-stream (re)subscriptions so far: every one after the first follows an outage. */
@@ -99,7 +103,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
   #logCap: WorkerLogCap | undefined;
 
   constructor(config: Config, deps: ContainerdRuntimeDeps) {
-    super({ log: deps.log.child({ module: 'containerd' }), metrics: deps.metrics });
+    super({ log: deps.log.child({ module: 'containerd' }), metrics: deps.metrics, limits: config.limits });
     this.#config = config;
     this.#log = deps.log.child({ module: 'containerd' });
     this.#metrics = deps.metrics;
@@ -146,6 +150,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
     const wrote = await ensureConflist({ ...this.#config.cni, name: defaultNetworkName(this.#config.brand) }, {});
     if (wrote) this.#log.info({ confFile: this.#config.cni.confFile }, 'generated the default CNI network config');
     await this.#cni.load();
+    await secureWorkersDir(this.#config.stateDir);
     // Before the table is built and before any RPC: nothing is in flight, so every half-made
     // worker and every lease of ours is a leftover of an earlier run.
     const first = await this.reconcile({ startup: true });
@@ -176,6 +181,8 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
     const cfg = this.#config;
     const memoryMb = memoryMbFor(req.env, cfg.defaultMemoryMb);
     const ref = requestedImageRef(req.image, req.functionName, cfg.registry.defaultRegistry, cfg.tag);
+    // Before anything is made: a refused Ensure leaves nothing behind.
+    const admission = this.admit(memoryMb);
     const envList = Object.entries(req.env).map(([k, v]) => `${k}=${v}`);
     const log = this.#log.child({ op: 'ensure', function: req.functionName, owner: req.ownerId });
     const undo = new UndoStack();
@@ -269,6 +276,8 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
             user,
             env: envList,
             memoryMb,
+            readonlyRootfs: cfg.workerFs.readonlyRootfs,
+            tmpSizeMb: cfg.workerFs.tmpSizeMb,
             netnsPath,
             resolvConfPath: files.resolvConf,
             hostsPath: files.hosts,
@@ -316,7 +325,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
 
       t = performance.now();
       await addHostsEntry(filesR.value, ip, hostname);
-      this.trackNewWorker(undo, { id: wid, functionName: req.functionName, ownerId: req.ownerId, createdAt, ipAddress: ip });
+      this.trackNewWorker(undo, { id: wid, functionName: req.functionName, ownerId: req.ownerId, createdAt, ipAddress: ip, memoryMb }, admission);
       throwIfAborted(signal, 'EnsureContainer');
       // The label (W1: the IP survives restarts) and Start are independent; a failure of either
       // rolls back both.
@@ -344,6 +353,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
     } finally {
       // After a failed rollback whatever is left is reconciliation's (logged above).
       this.#creating.delete(id);
+      admission.release();
     }
   }
 
@@ -499,11 +509,28 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
    * every reconnection to containerd: an Ensure or Destroy cut off by an outage could not
    * finish its rollback. Ids an RPC is working on are skipped.
    */
-  reconcile(opts: { startup: boolean }): Promise<ReconcileResult> {
-    return reconcile(
-      { ...this.#teardownDeps(), env: this.#config.env, runtimeName: this.#config.containerd.runtime, log: this.#log, metrics: this.#metrics },
-      { startup: opts.startup, undeletedLeases: this.#undeletedLeases, busy: (id) => this.#creating.has(id) || this.#destroying.has(id) || this.#locks.has(id), signal: AbortSignal.timeout(CLEANUP_DEADLINE_MS) },
+  async reconcile(opts: { startup: boolean }): Promise<ReconcileResult> {
+    const cfg = this.#config;
+    const result = await reconcile(
+      { ...this.#teardownDeps(), env: cfg.env, idPrefix: workerIdPrefix(cfg.brand, cfg.env), runtimeName: cfg.containerd.runtime, log: this.#log, metrics: this.#metrics },
+      {
+        startup: opts.startup,
+        undeletedLeases: this.#undeletedLeases,
+        tornDown: this.#tornDown,
+        busy: (id) => this.#creating.has(id) || this.#destroying.has(id) || this.#locks.has(id),
+        signal: AbortSignal.timeout(CLEANUP_DEADLINE_MS),
+      },
     );
+    for (const id of result.tornDown) {
+      this.#tornDown.delete(id);
+      this.#tornDown.add(id);
+    }
+    // Oldest first out: only the debris of recent teardowns can still turn up.
+    for (const id of this.#tornDown) {
+      if (this.#tornDown.size <= TORN_DOWN_MEMORY) break;
+      this.#tornDown.delete(id);
+    }
+    return result;
   }
 
   /**
@@ -564,6 +591,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
       exitCode: task?.status === 'STOPPED' ? task.exit_status : (prev?.exitCode ?? 0),
       exitTime: task?.status === 'STOPPED' ? timestampSeconds(task.exited_at) : (prev?.exitTime ?? 0),
       oomKills: Math.max(prev?.oomKills ?? 0, Number(l[LABELS.oomKills]) || 0),
+      memoryMb: Number(l[LABELS.memoryMb]) || (prev?.memoryMb ?? 0),
     };
   }
 

@@ -4,7 +4,7 @@
  * set per worker, each written atomically (temp + rename), never rewritten under a live worker
  * (the reference agent truncated one shared resolv.conf on every Ensure: W16).
  */
-import { appendFile, mkdir, rename, rm, stat, writeFile, readdir } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, open, rename, rm, stat, writeFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 
 export interface WorkerFiles {
@@ -23,9 +23,19 @@ export function workerFiles(stateDir: string, id: string): WorkerFiles {
   return { dir, resolvConf: path.join(dir, 'resolv.conf'), hosts: path.join(dir, 'hosts'), log: path.join(dir, 'output.log') };
 }
 
+/**
+ * Modes of the state dir's worker entries. A worker's directory holds its log (what the
+ * function printed: tenant data) and is root's alone, whatever the mode of AGENT_STATE_DIR
+ * or the umask. resolv.conf and hosts stay world-readable: they are bind-mounted into the
+ * worker, whose process may run as any uid, and hold nothing secret.
+ */
+export const WORKER_DIR_MODE = 0o700;
+export const WORKER_LOG_MODE = 0o600;
+const MOUNTED_FILE_MODE = 0o644;
+
 async function writeAtomic(file: string, content: string): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}`;
-  await writeFile(tmp, content, { mode: 0o644 });
+  await writeFile(tmp, content, { mode: MOUNTED_FILE_MODE });
   await rename(tmp, file);
 }
 
@@ -36,8 +46,17 @@ async function writeAtomic(file: string, content: string): Promise<void> {
  * reconciliation tells this agent's leftovers from other agents' objects on the same host.
  */
 export async function createWorkerDir(stateDir: string, id: string): Promise<void> {
-  await mkdir(workersDir(stateDir), { recursive: true, mode: 0o755 });
-  await mkdir(workerFiles(stateDir, id).dir, { mode: 0o755 });
+  await mkdir(workersDir(stateDir), { recursive: true, mode: WORKER_DIR_MODE });
+  await mkdir(workerFiles(stateDir, id).dir, { mode: WORKER_DIR_MODE });
+}
+
+/**
+ * Puts the workers dir back to WORKER_DIR_MODE (start-up): an older agent, an operator or a
+ * restored backup may have left it wider.
+ */
+export async function secureWorkersDir(stateDir: string): Promise<void> {
+  await mkdir(workersDir(stateDir), { recursive: true, mode: WORKER_DIR_MODE });
+  await chmod(workersDir(stateDir), WORKER_DIR_MODE);
 }
 
 export async function workerDirExists(stateDir: string, id: string): Promise<boolean> {
@@ -55,9 +74,12 @@ export async function workerDirExists(stateDir: string, id: string): Promise<boo
  */
 export async function writeWorkerFiles(stateDir: string, id: string, dnsServer: string): Promise<WorkerFiles> {
   const f = workerFiles(stateDir, id);
-  await mkdir(f.dir, { recursive: true, mode: 0o755 });
+  await mkdir(f.dir, { recursive: true, mode: WORKER_DIR_MODE });
   await writeAtomic(f.resolvConf, `nameserver ${dnsServer}\n`);
   await writeAtomic(f.hosts, '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n');
+  // Made here so that its mode is ours: the shim would create it with its own (0644) and
+  // only append to an existing file.
+  await (await open(f.log, 'a', WORKER_LOG_MODE)).close();
   return f;
 }
 

@@ -48,7 +48,7 @@ export async function capLogFile(logFile: string, maxBytes: number): Promise<Log
   const rotated = rotatedLogPath(logFile);
   const tmp = `${rotated}.tmp`;
   try {
-    await pipeline(createReadStream(logFile, { start: sizeBytes - maxBytes }), createWriteStream(tmp, { mode: 0o644 }));
+    await pipeline(createReadStream(logFile, { start: sizeBytes - maxBytes }), createWriteStream(tmp, { mode: 0o600 }));
     await rename(tmp, rotated);
     await truncate(logFile, 0);
   } catch (err) {

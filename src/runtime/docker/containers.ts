@@ -63,6 +63,7 @@ export function workerFromSummary(s: DockerContainerSummary, env: string, networ
     exitCode,
     exitTime: status === 'STOPPED' ? (prev?.exitTime ?? 0) : 0,
     oomKills: prev?.oomKills ?? 0,
+    memoryMb: Number(l[LABELS.memoryMb]) || (prev?.memoryMb ?? 0),
   };
 }
 

@@ -1,12 +1,13 @@
 /**
  * The `POST /containers/create` body of a worker: the same limits as a containerd worker
- * (spec §3 — memory without extra swap, cpu shares scaled with memory, pids limit, RLIMIT_NOFILE,
- * no-new-privileges; dockerd's own default seccomp profile and its 14 default capabilities,
- * which are containerd's list too) and the same labels (spec §4), attached to
+ * (memory without extra swap, cpu shares scaled with memory, pids limit, RLIMIT_NOFILE,
+ * no-new-privileges, the agent's capability set and seccomp profile, a read-only root with a
+ * /tmp tmpfs) and the same labels, attached to
  * CONTAINERS_NETWORK. Entrypoint, cmd, workdir, user and env come from the image; the request
  * env is added and wins (dockerd merges `Env` over the image's).
  */
-import { defaultSpec, withCpuSharesForMemory, WORKER_NOFILE, WORKER_PIDS_LIMIT } from '../containerd/spec/spec.js';
+import { defaultSpec, withCpuSharesForMemory, tmpfsOptions, DEFAULT_CAPABILITIES, DROPPED_CAPABILITIES, WORKER_NOFILE, WORKER_PIDS_LIMIT } from '../containerd/spec/spec.js';
+import { defaultSeccompProfile } from '../containerd/spec/seccomp.js';
 import { workerLabels, type LabelInput } from '../naming.js';
 
 export interface WorkerContainerInput {
@@ -16,6 +17,9 @@ export interface WorkerContainerInput {
   /** Request env, as sent. */
   readonly env: Readonly<Record<string, string>>;
   readonly memoryMb: number;
+  /** AGENT_WORKER_READONLY_ROOTFS and AGENT_WORKER_TMP_SIZE_MB: the same filesystem model as containerd. */
+  readonly readonlyRootfs: boolean;
+  readonly tmpSizeMb: number;
   readonly network: string;
   readonly labels: Omit<LabelInput, 'ip' | 'netns' | 'cniNetwork'>;
 }
@@ -40,6 +44,13 @@ export function dockerWorkerLabels(input: WorkerContainerInput): Record<string, 
   return Object.fromEntries(Object.entries(all).filter(([, v]) => v !== ''));
 }
 
+/** The seccomp profile as dockerd takes it in a `seccomp=` security option (computed once). */
+let seccompText: string | undefined;
+function seccompJson(): string {
+  seccompText ??= JSON.stringify(defaultSeccompProfile(DEFAULT_CAPABILITIES));
+  return seccompText;
+}
+
 /** The Engine API create body of one worker. */
 export function workerContainerBody(input: WorkerContainerInput): Record<string, unknown> {
   const memoryBytes = input.memoryMb * 1024 * 1024;
@@ -55,7 +66,12 @@ export function workerContainerBody(input: WorkerContainerInput): Record<string,
       CpuShares: cpuSharesFor(input.memoryMb),
       PidsLimit: WORKER_PIDS_LIMIT,
       Ulimits: [{ Name: 'nofile', Soft: WORKER_NOFILE, Hard: WORKER_NOFILE }],
-      SecurityOpt: ['no-new-privileges'],
+      // The containerd worker's capability set and seccomp profile (no CAP_NET_RAW, no
+      // io_uring): dockerd's own defaults differ by version, the agent's do not.
+      CapDrop: DROPPED_CAPABILITIES.map((c) => c.replace(/^CAP_/, '')),
+      SecurityOpt: ['no-new-privileges', `seccomp=${seccompJson()}`],
+      ReadonlyRootfs: input.readonlyRootfs,
+      Tmpfs: { '/tmp': tmpfsOptions(input.tmpSizeMb).join(',') },
       NetworkMode: input.network,
       RestartPolicy: { Name: 'no' },
       LogConfig: { Type: 'json-file', Config: { 'max-size': LOG_MAX_SIZE, 'max-file': LOG_MAX_FILES } },

@@ -56,7 +56,7 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
   readonly #locks = new KeyedLock();
 
   constructor(config: Config, deps: DockerRuntimeDeps) {
-    super({ log: deps.log.child({ module: 'docker' }), metrics: deps.metrics });
+    super({ log: deps.log.child({ module: 'docker' }), metrics: deps.metrics, limits: config.limits });
     this.#config = config;
     this.#log = deps.log.child({ module: 'docker' });
     this.#metrics = deps.metrics;
@@ -106,6 +106,8 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
     const cfg = this.#config;
     const memoryMb = memoryMbFor(req.env, cfg.defaultMemoryMb);
     const ref = requestedImageRef(req.image, req.functionName, cfg.registry.defaultRegistry, cfg.tag);
+    // Before anything is made: a refused Ensure leaves nothing behind.
+    const admission = this.admit(memoryMb);
     const log = this.#log.child({ op: 'ensure', function: req.functionName, owner: req.ownerId });
     const undo = new UndoStack();
     const c = this.client;
@@ -131,6 +133,8 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
           image,
           env: req.env,
           memoryMb,
+          readonlyRootfs: cfg.workerFs.readonlyRootfs,
+          tmpSizeMb: cfg.workerFs.tmpSizeMb,
           network: this.#network,
           labels: { functionName: req.functionName, env: cfg.env, ownerId: req.ownerId, createdAt, memoryMb, image },
         });
@@ -146,7 +150,7 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
       if (!created) throw new AgentError('INTERNAL', `could not find a free worker name after ${ID_ATTEMPTS} attempts`);
       const wid = id;
       phase('create', t);
-      this.trackNewWorker(undo, { id: wid, functionName: req.functionName, ownerId: req.ownerId, createdAt, ipAddress: '' });
+      this.trackNewWorker(undo, { id: wid, functionName: req.functionName, ownerId: req.ownerId, createdAt, ipAddress: '', memoryMb }, admission);
       throwIfAborted(signal, 'EnsureContainer');
 
       t = performance.now();
@@ -170,6 +174,8 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
       const cause = signal.aborted ? abortError(signal, 'EnsureContainer') : err;
       log.warn({ id, err: errorText(cause), rollbackFailures: failed }, 'EnsureContainer failed; rolled back');
       throw cause instanceof AgentError ? cause : new AgentError('INTERNAL', `EnsureContainer failed: ${errorText(cause)}`, { cause });
+    } finally {
+      admission.release();
     }
   }
 

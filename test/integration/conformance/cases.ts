@@ -6,11 +6,16 @@
  * Not a `.test.ts` file: conformance.test.ts runs it once per runtime.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import type { AgentMethod } from '../../helpers/grpc.js';
 import type { PushedTestImages } from '../../harness/images.js';
 import type { WorkerReply as Worker, ContainerStateReply as ContainerState, InvokeReply } from '../../helpers/replies.js';
 import { eventually } from '../../harness/process.js';
+import { ioUringProbeElf } from '../../helpers/io-uring-probe.js';
 
 /** What a runtime's stack offers the shared cases. */
 export interface ConformanceStack {
@@ -38,6 +43,13 @@ interface Metrics {
   exit_code: number;
   exit_time: string;
   collected_at: string;
+}
+
+/** The test worker's `exec` answer. */
+interface ExecResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
 }
 
 const OWNER = 'gateway-conformance';
@@ -175,6 +187,56 @@ export function conformanceSuite(runtime: string, startStack: () => Promise<Conf
       assert.equal(inv.name, 'FAILED_PRECONDITION', inv.details);
       assert.equal((await destroy(w.id)).success, true);
       await expectNoLeaks('OOM-killed worker destroy');
+    });
+
+    test('worker sandbox: read-only image, a sized /tmp tmpfs, no CAP_NET_RAW, io_uring refused with EPERM', async () => {
+      const w = await ensure({ function_name: 'conf-sandbox' });
+      const exec = async (argv: string[]): Promise<ExecResult> => json(await invoke(w.id, { action: 'exec', argv })) as unknown as ExecResult;
+      const sh = (script: string): Promise<ExecResult> => exec(['/bin/sh', '-c', script]);
+      // The image is read-only everywhere (Lambda's model); /tmp is the one writable place.
+      for (const p of ['/esb-probe', '/etc/esb-probe', '/var/esb-probe', '/worker/esb-probe']) {
+        const r = await sh(`echo x > ${p}`);
+        assert.notEqual(r.code, 0, `${p} is writable`);
+        assert.match(r.stderr, /Read-only file system/, p);
+      }
+      const ok = await sh('echo hello > /tmp/probe && cat /tmp/probe');
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(ok.stdout.trim(), 'hello');
+      const mounts = (await exec(['/bin/cat', '/proc/self/mounts'])).stdout.split('\n').map((l) => l.split(' '));
+      const tmp = mounts.find((f) => f[1] === '/tmp');
+      assert.equal(tmp?.[2], 'tmpfs', '/tmp is a tmpfs');
+      assert.match(tmp[3] ?? '', /(^|,)size=524288k(,|$)/, 'of AGENT_WORKER_TMP_SIZE_MB (512) MiB');
+      assert.match(tmp[3] ?? '', /(^|,)nosuid(,|$)/);
+      assert.match(tmp[3] ?? '', /(^|,)nodev(,|$)/);
+      assert.match(mounts.find((f) => f[1] === '/')?.[3] ?? '', /(^|,)ro(,|$)/, 'the root is mounted read-only');
+      // No CAP_NET_RAW (bit 13) in any set of the worker's processes.
+      for (const file of ['/proc/1/status', '/proc/self/status']) {
+        const status = (await exec(['/bin/cat', file])).stdout;
+        for (const set of ['CapEff', 'CapPrm', 'CapBnd']) {
+          const v = BigInt(`0x${new RegExp(`^${set}:\\s*([0-9a-f]+)$`, 'm').exec(status)?.[1] ?? 'ffffffffffffffff'}`);
+          assert.equal(v & (1n << 13n), 0n, `${file} ${set} has CAP_NET_RAW`);
+        }
+      }
+      // io_uring_setup: EPERM from the seccomp profile. On this host the probe succeeds when
+      // the kernel allows io_uring, which proves the refusal comes from the worker's filter.
+      if (process.arch === 'x64') {
+        const probe = ioUringProbeElf();
+        const octal = [...probe].map((b) => `\\${b.toString(8).padStart(3, '0')}`).join('');
+        const wrote = await sh(`printf '${octal}' > /tmp/iou && chmod 755 /tmp/iou`);
+        assert.equal(wrote.code, 0, wrote.stderr);
+        assert.equal((await exec(['/tmp/iou'])).code, 1, 'io_uring_setup answers EPERM inside the worker');
+        if (readFileSync('/proc/sys/kernel/io_uring_disabled', 'utf8').trim() === '0') {
+          const dir = mkdtempSync(path.join(os.tmpdir(), 'esb-iou-'));
+          try {
+            writeFileSync(path.join(dir, 'iou'), probe, { mode: 0o755 });
+            assert.equal(spawnSync(path.join(dir, 'iou')).status, 0, 'the same probe succeeds on the host');
+          } finally {
+            rmSync(dir, { recursive: true, force: true });
+          }
+        }
+      }
+      await destroy(w.id);
+      await expectNoLeaks('sandbox checks');
     });
 
     test('Destroy twice → success both times; the worker is gone for every RPC', async () => {

@@ -16,6 +16,8 @@ const input = {
   image: '127.0.0.1:5000/esb-test/worker:v1',
   env: { A: '1', AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '256' },
   memoryMb: 256,
+  readonlyRootfs: true,
+  tmpSizeMb: 512,
   network: 'esb-net',
   labels: { functionName: 'Fn', env: 'prod', ownerId: 'gw', createdAt: 1700000000, memoryMb: 256, image: '127.0.0.1:5000/esb-test/worker:v1' },
 };
@@ -31,7 +33,16 @@ test('create body: limits, no-new-privileges, the network, request env, hostname
   assert.equal(h['PidsLimit'], 1024);
   assert.equal(h['CpuShares'], cpuSharesFor(256));
   assert.deepEqual(h['Ulimits'], [{ Name: 'nofile', Soft: 1024, Hard: 1024 }]);
-  assert.deepEqual(h['SecurityOpt'], ['no-new-privileges']);
+  const secOpt = h['SecurityOpt'] as string[];
+  assert.equal(secOpt[0], 'no-new-privileges');
+  assert.ok(secOpt[1]?.startsWith('seccomp='), 'the agent\'s own seccomp profile');
+  const profile = JSON.parse(secOpt[1]!.slice('seccomp='.length)) as { defaultAction: string; syscalls: { names: string[]; action: string }[] };
+  assert.equal(profile.defaultAction, 'SCMP_ACT_ERRNO');
+  assert.ok(profile.syscalls.some((r) => r.names.includes('read')));
+  assert.ok(!profile.syscalls.some((r) => r.action === 'SCMP_ACT_ALLOW' && r.names.includes('io_uring_setup')));
+  assert.deepEqual(h['CapDrop'], ['NET_RAW']);
+  assert.equal(h['ReadonlyRootfs'], true);
+  assert.deepEqual(h['Tmpfs'], { '/tmp': 'nosuid,nodev,mode=1777,size=512m' });
   assert.equal(h['NetworkMode'], 'esb-net');
   assert.deepEqual(b.NetworkingConfig, { EndpointsConfig: { 'esb-net': {} } });
 });

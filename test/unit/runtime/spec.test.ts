@@ -3,8 +3,8 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { DEFAULT_CAPABILITIES, DEFAULT_PATH, WORKER_NOFILE, WORKER_PIDS_LIMIT, buildWorkerSpec, defaultSpec, withEnv, withImageConfig } from '../../../src/runtime/containerd/spec/spec.js';
-import { defaultSeccompProfile } from '../../../src/runtime/containerd/spec/seccomp.js';
+import { DEFAULT_CAPABILITIES, DROPPED_CAPABILITIES, DEFAULT_PATH, WORKER_NOFILE, WORKER_PIDS_LIMIT, buildWorkerSpec, defaultSpec, withEnv, withImageConfig } from '../../../src/runtime/containerd/spec/spec.js';
+import { DENIED_SYSCALLS, defaultSeccompProfile } from '../../../src/runtime/containerd/spec/seccomp.js';
 import { resolveUser, rootfsLayers } from '../../../src/runtime/containerd/spec/users.js';
 import { memoryMbFor } from '../../../src/runtime/limits.js';
 
@@ -15,6 +15,8 @@ const base = {
   user: { uid: 0, gid: 0, additionalGids: [0] },
   env: ['A=request', 'B=2'],
   memoryMb: 256,
+  readonlyRootfs: true,
+  tmpSizeMb: 512,
   netnsPath: '/run/netns/esb-default-fn-00000001',
   resolvConfPath: '/s/resolv.conf',
   hostsPath: '/s/hosts',
@@ -24,7 +26,10 @@ const base = {
 test('defaultSpec matches containerd client defaults', () => {
   const s = defaultSpec('ns', 'id1');
   assert.deepEqual(s.process.capabilities.bounding, DEFAULT_CAPABILITIES);
-  assert.equal(DEFAULT_CAPABILITIES.length, 14);
+  // containerd's 14 less CAP_NET_RAW (no forged packets on the shared bridge).
+  assert.equal(DEFAULT_CAPABILITIES.length, 13);
+  assert.ok(!DEFAULT_CAPABILITIES.includes('CAP_NET_RAW'));
+  assert.deepEqual(DROPPED_CAPABILITIES, ['CAP_NET_RAW']);
   assert.equal(s.process.noNewPrivileges, true);
   assert.deepEqual(s.process.rlimits, [{ type: 'RLIMIT_NOFILE', hard: WORKER_NOFILE, soft: WORKER_NOFILE }]);
   assert.equal(s.linux.cgroupsPath, '/ns/id1');
@@ -103,6 +108,31 @@ test('seccomp: clone namespace mask and clone3 ENOSYS without CAP_SYS_ADMIN', ()
   assert.ok(p.syscalls.some((r) => r.names.includes('chroot')), 'CAP_SYS_CHROOT unlocks chroot');
   assert.ok(!p.syscalls.some((r) => r.names.includes('mount')), 'mount needs CAP_SYS_ADMIN');
   assert.ok(p.syscalls[0]!.names.length > 300);
+});
+
+test('seccomp: io_uring is not allowed by any rule (the default action answers EPERM)', () => {
+  assert.deepEqual([...DENIED_SYSCALLS].sort(), ['io_uring_enter', 'io_uring_register', 'io_uring_setup']);
+  for (const caps of [DEFAULT_CAPABILITIES, [...DEFAULT_CAPABILITIES, 'CAP_SYS_ADMIN']]) {
+    const p = defaultSeccompProfile(caps, 'x64');
+    for (const r of p.syscalls) {
+      for (const name of DENIED_SYSCALLS) assert.ok(!(r.action === 'SCMP_ACT_ALLOW' && r.names.includes(name)), `${name} allowed`);
+    }
+    assert.equal(p.defaultAction, 'SCMP_ACT_ERRNO');
+  }
+});
+
+test('filesystem: read-only root and a sized /tmp tmpfs by default; the opt-out keeps /tmp', () => {
+  const ro = buildWorkerSpec(base);
+  assert.equal(ro.root.readonly, true);
+  const tmp = ro.mounts.filter((m) => m.destination === '/tmp');
+  assert.equal(tmp.length, 1);
+  assert.equal(tmp[0]!.type, 'tmpfs');
+  assert.deepEqual(tmp[0]!.options, ['nosuid', 'nodev', 'mode=1777', 'size=512m']);
+  const rw = buildWorkerSpec({ ...base, readonlyRootfs: false, tmpSizeMb: 64 });
+  assert.equal(rw.root.readonly, false);
+  assert.ok(rw.mounts.find((m) => m.destination === '/tmp')?.options.includes('size=64m'));
+  // The per-worker files stay read-only binds over the read-only root.
+  assert.ok(ro.mounts.filter((m) => m.type === 'bind').every((m) => m.options.includes('ro')));
 });
 
 test('memoryMbFor: request env, default, and bad values', () => {

@@ -5,7 +5,7 @@ import { UndoStack } from '../../../src/runtime/undo.js';
 import { silentLogger } from '../../../src/log.js';
 
 const w = (id: string, status: 'RUNNING' | 'PAUSED' | 'STOPPED' = 'RUNNING') => ({
-  id, name: id, functionName: 'f', ownerId: 'o', status, createdAt: 100, lastUsedAt: 100, ipAddress: '10.0.0.2', port: 8080, exitCode: 0, exitTime: 0, oomKills: 0,
+  id, name: id, functionName: 'f', ownerId: 'o', status, createdAt: 100, lastUsedAt: 100, ipAddress: '10.0.0.2', port: 8080, exitCode: 0, exitTime: 0, oomKills: 0, memoryMb: 128,
 });
 
 test('WorkerTable keeps workers, counts by status and only moves lastUsedAt forward', () => {

@@ -1,7 +1,9 @@
 /**
- * containerd's default seccomp profile (`contrib/seccomp.DefaultProfile`) as OCI spec JSON.
- * The unconditional allow-list is vendored data (seccomp-syscalls.gen.ts); the handful of
- * conditional rules below follow the same source for the capabilities a worker can have.
+ * containerd's default seccomp profile (`contrib/seccomp.DefaultProfile`) as OCI spec JSON,
+ * less io_uring (DENIED_SYSCALLS). The unconditional allow-list is vendored data
+ * (seccomp-syscalls.gen.ts); the handful of conditional rules below follow the same source for
+ * the capabilities a worker can have. Both runtimes send this profile (docker as a
+ * `seccomp=<json>` security option), so a worker is filtered alike on either.
  */
 import type { OciSeccomp, OciSeccompRule } from './types.js';
 import { DEFAULT_ALLOWED_SYSCALLS } from './seccomp-syscalls.gen.js';
@@ -31,9 +33,19 @@ const ENOSYS = 38;
 /** personality(2) values glibc and runtimes use (PER_LINUX, UNAME26, PER_LINUX32 ...). */
 const PERSONALITY_VALUES = [0x0, 0x0008, 0x20000, 0x20008, 0xffffffff];
 
+/**
+ * Syscalls taken out of containerd's allow-list. io_uring has been the source of a long run of
+ * kernel privilege escalations and bypasses seccomp's per-syscall filtering for the I/O it
+ * submits; Docker's default profile dropped it for the same reasons (moby 25.0). A worker that
+ * calls io_uring_setup gets EPERM (the profile's default action) and libraries fall back to
+ * ordinary syscalls.
+ */
+export const DENIED_SYSCALLS: readonly string[] = ['io_uring_setup', 'io_uring_enter', 'io_uring_register'];
+
 /** The default profile for a process whose bounding set is `capabilities`, on `arch`. */
 export function defaultSeccompProfile(capabilities: readonly string[], arch: string = process.arch): OciSeccomp {
-  const syscalls: OciSeccompRule[] = [{ names: [...DEFAULT_ALLOWED_SYSCALLS], action: 'SCMP_ACT_ALLOW', args: [] }];
+  const allowed = DEFAULT_ALLOWED_SYSCALLS.filter((s) => !DENIED_SYSCALLS.includes(s));
+  const syscalls: OciSeccompRule[] = [{ names: allowed, action: 'SCMP_ACT_ALLOW', args: [] }];
   for (const value of PERSONALITY_VALUES) {
     syscalls.push({ names: ['personality'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value, op: 'SCMP_CMP_EQ' }] });
   }

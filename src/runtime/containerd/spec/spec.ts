@@ -8,11 +8,18 @@ import { AgentError } from '../../../errors.js';
 import { defaultSeccompProfile } from './seccomp.js';
 import type { ImageRunConfig, OciMount, OciSpec, OciUser } from './types.js';
 
-/** containerd's 14 default capabilities (oci.defaultUnixCaps). */
+/**
+ * A worker's capabilities: containerd's 14 defaults (oci.defaultUnixCaps) less CAP_NET_RAW.
+ * Raw sockets let a worker forge ARP and IP packets on the shared bridge (spoof another
+ * worker or the gateway, sniff plaintext invocations); a function needs none of that, and
+ * ping works without it through the kernel's unprivileged ICMP sockets where enabled.
+ */
 export const DEFAULT_CAPABILITIES: readonly string[] = [
-  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID',
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_SETGID',
   'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
 ];
+/** Capabilities taken out of containerd's default set (docker's CapDrop uses the same list). */
+export const DROPPED_CAPABILITIES: readonly string[] = ['CAP_NET_RAW'];
 
 export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** RLIMIT_NOFILE of every worker (contract §3). */
@@ -140,6 +147,26 @@ export function withReadonlyFiles(files: readonly { hostPath: string; containerP
   };
 }
 
+/**
+ * Lambda's filesystem model: the image is read-only and `/tmp` is the one writable place, a
+ * tmpfs of `tmpSizeMb`. tmpfs pages are charged to the memory cgroup of the process that
+ * writes them, so what a worker keeps in /tmp counts against its own memory limit and can
+ * never fill the host's disk. `readonlyRootfs: false` is the operator's opt-out for images
+ * that write elsewhere; /tmp stays a bounded tmpfs either way.
+ */
+export function withFilesystem(opts: { readonly readonlyRootfs: boolean; readonly tmpSizeMb: number }): SpecMutator {
+  return (spec) => {
+    spec.root.readonly = opts.readonlyRootfs;
+    spec.mounts = spec.mounts.filter((m) => m.destination !== '/tmp');
+    spec.mounts.push({ destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: tmpfsOptions(opts.tmpSizeMb) });
+  };
+}
+
+/** Mount options of a worker's /tmp: world-writable with the sticky bit, no devices or setuid. */
+export function tmpfsOptions(sizeMb: number): string[] {
+  return ['nosuid', 'nodev', 'mode=1777', `size=${sizeMb}m`];
+}
+
 export function withHostname(hostname: string): SpecMutator {
   return (spec) => {
     spec.hostname = hostname.slice(0, 63).replace(/[^A-Za-z0-9-]+$/, '');
@@ -161,6 +188,9 @@ export interface WorkerSpecInput {
   /** Request env, `KEY=value`, applied after the image's so the request wins. */
   readonly env: readonly string[];
   readonly memoryMb: number;
+  /** Root filesystem read-only (AGENT_WORKER_READONLY_ROOTFS) and the size of /tmp. */
+  readonly readonlyRootfs: boolean;
+  readonly tmpSizeMb: number;
   readonly netnsPath: string;
   readonly resolvConfPath: string;
   readonly hostsPath: string;
@@ -177,6 +207,7 @@ export function buildWorkerSpec(input: WorkerSpecInput): OciSpec {
     withCpuSharesForMemory(input.memoryMb),
     withPidsLimit(WORKER_PIDS_LIMIT),
     withNetnsPath(input.netnsPath),
+    withFilesystem({ readonlyRootfs: input.readonlyRootfs, tmpSizeMb: input.tmpSizeMb }),
     withReadonlyFiles([
       { hostPath: input.resolvConfPath, containerPath: '/etc/resolv.conf' },
       { hostPath: input.hostsPath, containerPath: '/etc/hosts' },
