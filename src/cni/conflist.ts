@@ -30,9 +30,10 @@ export interface CniNetworkList {
 
 /**
  * Spec versions this library drives. 0.1.0/0.2.0 are left out: their results have another
- * shape (`ip4`/`ip6`), and no current plugin needs them.
+ * shape (`ip4`/`ip6`), and no current plugin needs them. 1.1.0 adds only verbs the agent does
+ * not call (STATUS and GC are optional for a runtime) and keeps 1.0.0's result format.
  */
-export const SUPPORTED_CNI_VERSIONS: readonly string[] = ['0.3.0', '0.3.1', '0.4.0', '1.0.0'];
+export const SUPPORTED_CNI_VERSIONS: readonly string[] = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
 
 /** Network names (spec 1.0 §1): alphanumeric first, then alphanumerics, `_`, `.` or `-`. */
 const NETWORK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
@@ -63,11 +64,7 @@ export function parseNetworkList(text: string | Buffer, source: string): CniNetw
   }
   if (!isObject(doc)) throw bad('expected a JSON object');
 
-  const cniVersion = doc['cniVersion'];
-  if (typeof cniVersion !== 'string' || cniVersion === '') throw bad('cniVersion is missing');
-  if (!SUPPORTED_CNI_VERSIONS.includes(cniVersion)) {
-    throw bad(`cniVersion ${JSON.stringify(cniVersion)} is not supported (supported: ${SUPPORTED_CNI_VERSIONS.join(', ')})`);
-  }
+  const cniVersion = chooseCniVersion(doc['cniVersion'], doc['cniVersions'], bad);
   const name = doc['name'];
   if (typeof name !== 'string' || !NETWORK_NAME.test(name)) {
     throw bad(`name ${JSON.stringify(name)} is invalid (letters, digits, '_', '.', '-'; starting with a letter or digit)`);
@@ -88,6 +85,24 @@ export function parseNetworkList(text: string | Buffer, source: string): CniNetw
 
   const list = doc['plugins'] === undefined ? { cniVersion, name, plugins } : doc;
   return { name, cniVersion, disableCheck, plugins, bytes: Buffer.from(JSON.stringify(list)), source };
+}
+
+/**
+ * The version to speak. CNI 1.1.0 lets a list name several (`cniVersions`); as libcni does, the
+ * highest one this library supports wins, and `cniVersion` is then only a fallback for older
+ * runtimes. Plugins are asked at load() whether they speak it.
+ */
+function chooseCniVersion(single: unknown, several: unknown, bad: (why: string) => AgentError): string {
+  const supported = `supported: ${SUPPORTED_CNI_VERSIONS.join(', ')}`;
+  if (several !== undefined) {
+    if (!Array.isArray(several) || several.some((v) => typeof v !== 'string')) throw bad('cniVersions must be a list of version strings');
+    const usable = (several as string[]).filter((v) => SUPPORTED_CNI_VERSIONS.includes(v));
+    if (usable.length === 0) throw bad(`none of cniVersions is supported (${supported})`);
+    return usable.reduce((best, v) => (cniVersionAtLeast(v, best) ? v : best));
+  }
+  if (typeof single !== 'string' || single === '') throw bad('cniVersion is missing');
+  if (!SUPPORTED_CNI_VERSIONS.includes(single)) throw bad(`cniVersion ${JSON.stringify(single.slice(0, 32))} is not supported (${supported})`);
+  return single;
 }
 
 function checkPlugin(p: unknown, at: string, bad: (why: string) => AgentError): CniPluginConf {

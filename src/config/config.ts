@@ -114,6 +114,8 @@ const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debu
 const MIB = 1024 * 1024;
 /** Lambda's default ephemeral storage (/tmp), in MiB. */
 export const DEFAULT_WORKER_TMP_SIZE_MB = 512;
+/** Shim runtimes containerd 2.0 removed: refused at start-up rather than at the first Ensure. */
+const REMOVED_RUNTIMES: readonly string[] = ['io.containerd.runtime.v1.linux', 'io.containerd.runc.v1'];
 /** Default AGENT_MAX_WORKERS: well above what the memory bound admits at the default 128 MiB on a small host. */
 export const DEFAULT_MAX_WORKERS = 1000;
 
@@ -154,6 +156,11 @@ export function loadConfig(env: Env): Config {
   const dockerHost = readString(env, 'DOCKER_HOST') ?? 'unix:///var/run/docker.sock';
   if (!/^(unix:\/\/\/.+|tcp:\/\/[^/]+:\d+\/?)$/.test(dockerHost)) throw new ConfigError('DOCKER_HOST', `expected unix:///path or tcp://host:port, got ${JSON.stringify(dockerHost)}`);
 
+  const containerdRuntime = readString(env, 'CONTAINERD_RUNTIME') ?? 'io.containerd.runc.v2';
+  if (REMOVED_RUNTIMES.includes(containerdRuntime)) {
+    throw new ConfigError('CONTAINERD_RUNTIME', `${containerdRuntime} was removed in containerd 2.0 and cannot pause or report v2 metrics; use io.containerd.runc.v2`);
+  }
+
   const home = env['HOME'] ?? os.homedir();
   return Object.freeze({
     port: readInt(env, 'PORT', 50051, 0, 65535),
@@ -163,7 +170,7 @@ export function loadConfig(env: Env): Config {
     containerd: Object.freeze({
       socket: readUnixSocket(env, 'CONTAINERD_SOCKET', '/run/containerd/containerd.sock'),
       namespace: readString(env, 'CONTAINERD_NAMESPACE') ?? brand,
-      runtime: readString(env, 'CONTAINERD_RUNTIME') ?? 'io.containerd.runc.v2',
+      runtime: containerdRuntime,
       snapshotter: readString(env, 'CONTAINERD_SNAPSHOTTER') ?? 'overlayfs',
     }),
     cni: Object.freeze({

@@ -7,7 +7,7 @@
  * Fails (never skips) when root, `ip` or the plugins are missing.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, promises as fs } from 'node:fs';
 import http from 'node:http';
@@ -253,6 +253,20 @@ test('CniNetwork with the real plugins on named netns', async (t) => {
     await fs.writeFile(bad, JSON.stringify({ ...doc, plugins: [...(doc['plugins'] as object[]), { type: 'esb-no-such-plugin' }] }));
     const n = new CniNetwork({ confFile: bad, binDirs: [CNI_BIN], cacheDir, log: silentLogger() });
     await assert.rejects(n.load(), isAgentError('FAILED_PRECONDITION', new RegExp(`CNI plugin esb-no-such-plugin not found in ${CNI_BIN}`)));
+  });
+
+  await t.test('a cniVersion 1.1.0 conflist loads when the plugins speak 1.1.0, else fails naming the plugin and its versions', async () => {
+    const v110 = path.join(tmp, 'v110.conflist');
+    await fs.writeFile(v110, JSON.stringify({ ...defaultConflist(cfg, { ipMasq: false }), cniVersion: '1.1.0' }));
+    const version = spawnSync(path.join(CNI_BIN, 'bridge'), [], { env: { CNI_COMMAND: 'VERSION' }, input: '{"cniVersion":"1.0.0"}', encoding: 'utf8' });
+    const bridgeVersions = JSON.parse(version.stdout) as { supportedVersions: string[] };
+    const n = new CniNetwork({ confFile: v110, binDirs: [CNI_BIN], cacheDir, log: silentLogger() });
+    if (bridgeVersions.supportedVersions.includes('1.1.0')) {
+      await n.load();
+      assert.equal(n.list.cniVersion, '1.1.0');
+    } else {
+      await assert.rejects(n.load(), isAgentError('FAILED_PRECONDITION', /CNI plugin \S+ does not support cniVersion 1\.1\.0 .*\(it supports .*1\.0\.0/));
+    }
   });
 
   await t.test('a bad IPAM range fails ADD with INTERNAL and leaves no veth and no IP', async () => {

@@ -137,6 +137,13 @@ describe('loadConfig rejects bad values, naming the variable', () => {
     [{ DOCKER_HOST: 'http://localhost:2375' }, 'DOCKER_HOST'],
     [{ ESB_BRAND_SLUG: '---' }, 'ESB_BRAND_SLUG'],
     [{ ENV: '!!!' }, 'ENV'],
+    [{ CONTAINERD_RUNTIME: 'io.containerd.runtime.v1.linux' }, 'CONTAINERD_RUNTIME'],
+    [{ CONTAINERD_RUNTIME: 'io.containerd.runc.v1' }, 'CONTAINERD_RUNTIME'],
+    [{ AGENT_WORKER_READONLY_ROOTFS: 'perhaps' }, 'AGENT_WORKER_READONLY_ROOTFS'],
+    [{ AGENT_WORKER_TMP_SIZE_MB: '0' }, 'AGENT_WORKER_TMP_SIZE_MB'],
+    [{ AGENT_WORKER_TMP_SIZE_MB: '512M' }, 'AGENT_WORKER_TMP_SIZE_MB'],
+    [{ AGENT_MAX_WORKERS: '-1' }, 'AGENT_MAX_WORKERS'],
+    [{ AGENT_MAX_TOTAL_MEMORY_MB: 'lots' }, 'AGENT_MAX_TOTAL_MEMORY_MB'],
   ];
   for (const [env, variable] of cases) {
     test(`${JSON.stringify(env)} → ConfigError ${variable}`, () => {

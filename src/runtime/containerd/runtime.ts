@@ -20,6 +20,7 @@ import { defaultNetworkName, ensureConflist } from '../../cni/conflist.js';
 import { containerIpv4 } from '../../cni/result.js';
 import { createNetns, removeNetns } from '../../cni/netns.js';
 import { decodeCgroupMetrics } from '../../cgroups/metrics.js';
+import { detectCgroupVersion, type CgroupVersion } from '../../cgroups/version.js';
 import { LABELS, isManaged, managedFilter, workerId, workerIdPrefix, workerLabels } from '../naming.js';
 import { WORKER_PORT, type CallOptions, type EnsureRequest, type Runtime, type WorkerInfo, type WorkerMetrics, type WorkerState, type WorkerStatus } from '../runtime.js';
 import { TableBackedRuntime } from '../table-runtime.js';
@@ -91,6 +92,8 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
   readonly #lastUsed: LastUsedFile;
   /** Saved last_used_at times, read at start(). */
   #savedLastUsed = new Map<string, number>();
+  /** The host's cgroup hierarchy, read once: parts of the worker spec differ between v1 and v2. */
+  readonly #cgroupVersion: CgroupVersion = detectCgroupVersion();
   /** Ids reconciliation tore down lately (bounded): their late debris is still ours. */
   readonly #tornDown = new Set<string>();
   /** Ensure leases whose deletion failed (containerd away); reconciliation retries them. */
@@ -276,6 +279,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
             user,
             env: envList,
             memoryMb,
+            cgroupVersion: this.#cgroupVersion,
             readonlyRootfs: cfg.workerFs.readonlyRootfs,
             tmpSizeMb: cfg.workerFs.tmpSizeMb,
             netnsPath,
@@ -436,25 +440,21 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
     const p = await getTask(this.client, id, { signal });
     const collectedAt = nowSeconds();
     const status = statusOf(p);
-    let oomFromEvents = BigInt(known?.oomKills ?? 0);
-    if (!p || status === 'STOPPED') {
-      if (p) oomFromEvents = await this.#stoppedOomKills(id, oomFromEvents, signal);
-      return {
-        state: 'STOPPED',
-        memoryCurrentBytes: 0n,
-        memoryMaxBytes: 0n,
-        oomEvents: oomFromEvents,
-        cpuUsageNs: 0n,
-        exitCode: p ? p.exit_status : (known?.exitCode ?? 0),
-        exitTime: p ? timestampSeconds(p.exited_at) : (known?.exitTime ?? 0),
-        collectedAt,
-      };
-    }
+    const oomFromEvents = BigInt(known?.oomKills ?? 0);
+    if (!p || status === 'STOPPED') return this.#stoppedMetrics(id, p, oomFromEvents, collectedAt, signal);
     const res = await this.client.call('tasks', 'Metrics', { filters: [`id==${id}`] }, { signal, what: `metrics of ${id}` });
     const m = res.metrics[0];
-    const decoded = m ? this.client.decodeAny(m.data) : undefined;
-    if (!m?.data || !decoded) {
-      throw new AgentError('UNIMPLEMENTED', `metrics not implemented for payload type ${m?.data?.type_url ?? '(none)'} of worker ${id}`);
+    if (!m?.data) {
+      // No sample: the shim could not read the task's cgroup because it is gone, which means
+      // the task ended between Get and Metrics. Not UNIMPLEMENTED: the gateway reads that as
+      // "this runtime has no metrics".
+      const now = await getTask(this.client, id, { signal });
+      if (!now || statusOf(now) === 'STOPPED') return this.#stoppedMetrics(id, now, oomFromEvents, nowSeconds(), signal);
+      throw new AgentError('UNAVAILABLE', `metrics of worker ${id}: containerd returned no cgroup sample although the task is ${statusOf(now)}; retry`);
+    }
+    const decoded = this.client.decodeAny(m.data);
+    if (!decoded) {
+      throw new AgentError('UNIMPLEMENTED', `metrics not implemented for payload type ${m.data.type_url} of worker ${id}`);
     }
     const cg = decodeCgroupMetrics(decoded.type, decoded.value);
     return {
@@ -465,6 +465,21 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
       cpuUsageNs: cg.cpuUsageNs,
       exitCode: 0,
       exitTime: 0,
+      collectedAt,
+    };
+  }
+
+  /** A stopped worker's metrics: no usage, its exit, and the OOM kills seen. */
+  async #stoppedMetrics(id: string, p: TaskProcess | undefined, oomFromEvents: bigint, collectedAt: number, signal: AbortSignal): Promise<WorkerMetrics> {
+    const known = this.workers.get(id);
+    return {
+      state: 'STOPPED',
+      memoryCurrentBytes: 0n,
+      memoryMaxBytes: 0n,
+      oomEvents: p ? await this.#stoppedOomKills(id, oomFromEvents, signal) : oomFromEvents,
+      cpuUsageNs: 0n,
+      exitCode: p ? p.exit_status : (known?.exitCode ?? 0),
+      exitTime: p ? timestampSeconds(p.exited_at) : (known?.exitTime ?? 0),
       collectedAt,
     };
   }

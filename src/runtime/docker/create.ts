@@ -6,7 +6,7 @@
  * CONTAINERS_NETWORK. Entrypoint, cmd, workdir, user and env come from the image; the request
  * env is added and wins (dockerd merges `Env` over the image's).
  */
-import { defaultSpec, withCpuSharesForMemory, tmpfsOptions, DEFAULT_CAPABILITIES, DROPPED_CAPABILITIES, WORKER_NOFILE, WORKER_PIDS_LIMIT } from '../containerd/spec/spec.js';
+import { cpuSharesForMemory, tmpfsOptions, DEFAULT_CAPABILITIES, DROPPED_CAPABILITIES, WORKER_NOFILE, WORKER_PIDS_LIMIT } from '../containerd/spec/spec.js';
 import { defaultSeccompProfile } from '../containerd/spec/seccomp.js';
 import { workerLabels, type LabelInput } from '../naming.js';
 
@@ -30,9 +30,7 @@ const LOG_MAX_FILES = '2';
 
 /** cpu.shares for a memory size: the containerd spec's rule, so both runtimes weigh workers alike. */
 export function cpuSharesFor(memoryMb: number): number {
-  const spec = defaultSpec('docker', 'cpu-shares');
-  withCpuSharesForMemory(memoryMb)(spec);
-  return spec.linux.resources.cpu?.shares ?? 1024;
+  return cpuSharesForMemory(memoryMb);
 }
 
 /**

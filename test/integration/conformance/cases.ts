@@ -208,6 +208,7 @@ export function conformanceSuite(runtime: string, startStack: () => Promise<Conf
       assert.match(tmp[3] ?? '', /(^|,)size=524288k(,|$)/, 'of AGENT_WORKER_TMP_SIZE_MB (512) MiB');
       assert.match(tmp[3] ?? '', /(^|,)nosuid(,|$)/);
       assert.match(tmp[3] ?? '', /(^|,)nodev(,|$)/);
+      assert.doesNotMatch(tmp[3] ?? '', /(^|,)noexec(,|$)/, 'binaries may run from /tmp, as on Lambda');
       assert.match(mounts.find((f) => f[1] === '/')?.[3] ?? '', /(^|,)ro(,|$)/, 'the root is mounted read-only');
       // No CAP_NET_RAW (bit 13) in any set of the worker's processes.
       for (const file of ['/proc/1/status', '/proc/self/status']) {

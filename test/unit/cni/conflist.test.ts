@@ -174,3 +174,12 @@ test('ensureConflist: an unwritable place → FAILED_PRECONDITION naming the fil
   const confFile = path.join(blocker, 'x.conflist'); // parent is a file
   await assert.rejects(ensureConflist({ ...CFG, confFile }), isAgentError('FAILED_PRECONDITION', /x\.conflist/));
 });
+
+test('CNI 1.1.0: cniVersion 1.1.0 parses; cniVersions picks the highest supported', () => {
+  const one = parseNetworkList(JSON.stringify({ cniVersion: '1.1.0', name: 'n', plugins: [{ type: 'bridge' }] }), 'x');
+  assert.equal(one.cniVersion, '1.1.0');
+  const many = parseNetworkList(JSON.stringify({ cniVersion: '0.4.0', cniVersions: ['0.4.0', '1.0.0', '1.1.0', '9.0.0'], name: 'n', plugins: [{ type: 'bridge' }] }), 'x');
+  assert.equal(many.cniVersion, '1.1.0');
+  assert.throws(() => parseNetworkList(JSON.stringify({ cniVersions: ['9.0.0'], name: 'n', plugins: [{ type: 'bridge' }] }), 'x'), /none of cniVersions is supported/);
+  assert.throws(() => parseNetworkList(JSON.stringify({ cniVersions: '1.1.0', name: 'n', plugins: [{ type: 'bridge' }] }), 'x'), /cniVersions must be a list/);
+});

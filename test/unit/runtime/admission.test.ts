@@ -4,7 +4,7 @@ import { Admission } from '../../../src/runtime/admission.js';
 import { defaultMaxTotalMemoryMb } from '../../../src/config/config.js';
 import type { WorkerStatus } from '../../../src/runtime/runtime.js';
 
-type W = { status: WorkerStatus; memoryMb: number };
+interface W { status: WorkerStatus; memoryMb: number }
 
 test('reservations count until released; the table counts workers, stopped ones hold no memory', () => {
   const table: W[] = [];
@@ -13,7 +13,7 @@ test('reservations count until released; the table counts workers, stopped ones 
   const r1 = a.reserve(256);
   const r2 = a.reserve(128);
   assert.deepEqual(a.usage(), { workers: 2, memoryMb: 384 });
-  assert.throws(() => a.reserve(256), (e: Error & { code?: string }) => e.code === 'RESOURCE_EXHAUSTED' && /AGENT_MAX_TOTAL_MEMORY_MB=512/.test(e.message) && /640 MiB/.test(e.message));
+  assert.throws(() => a.reserve(256), (e: Error & { code?: string }) => e.code === 'RESOURCE_EXHAUSTED' && e.message.includes('AGENT_MAX_TOTAL_MEMORY_MB=512') && e.message.includes('640 MiB'));
   assert.deepEqual(refused, ['memory']);
   // r1's worker enters the table: the reservation hands over, nothing is counted twice.
   table.push({ status: 'UNKNOWN', memoryMb: 256 });
@@ -21,7 +21,7 @@ test('reservations count until released; the table counts workers, stopped ones 
   r1.release(); // idempotent
   assert.deepEqual(a.usage(), { workers: 2, memoryMb: 384 });
   const r3 = a.reserve(128);
-  assert.throws(() => a.reserve(16), (e: Error & { code?: string }) => e.code === 'RESOURCE_EXHAUSTED' && /AGENT_MAX_WORKERS=3/.test(e.message));
+  assert.throws(() => a.reserve(16), (e: Error & { code?: string }) => e.code === 'RESOURCE_EXHAUSTED' && e.message.includes('AGENT_MAX_WORKERS=3'));
   assert.deepEqual(refused, ['memory', 'workers']);
   r2.release();
   r3.release();

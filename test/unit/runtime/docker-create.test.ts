@@ -42,7 +42,7 @@ test('create body: limits, no-new-privileges, the network, request env, hostname
   assert.ok(!profile.syscalls.some((r) => r.action === 'SCMP_ACT_ALLOW' && r.names.includes('io_uring_setup')));
   assert.deepEqual(h['CapDrop'], ['NET_RAW']);
   assert.equal(h['ReadonlyRootfs'], true);
-  assert.deepEqual(h['Tmpfs'], { '/tmp': 'nosuid,nodev,mode=1777,size=512m' });
+  assert.deepEqual(h['Tmpfs'], { '/tmp': 'nosuid,nodev,exec,mode=1777,size=512m' });
   assert.equal(h['NetworkMode'], 'esb-net');
   assert.deepEqual(b.NetworkingConfig, { EndpointsConfig: { 'esb-net': {} } });
 });

@@ -3,7 +3,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { DEFAULT_CAPABILITIES, DROPPED_CAPABILITIES, DEFAULT_PATH, WORKER_NOFILE, WORKER_PIDS_LIMIT, buildWorkerSpec, defaultSpec, withEnv, withImageConfig } from '../../../src/runtime/containerd/spec/spec.js';
+import { DEFAULT_CAPABILITIES, DROPPED_CAPABILITIES, DEFAULT_PATH, cpuSharesForMemory, cpuWeightForShares, WORKER_NOFILE, WORKER_PIDS_LIMIT, buildWorkerSpec, defaultSpec, withEnv, withImageConfig } from '../../../src/runtime/containerd/spec/spec.js';
 import { DENIED_SYSCALLS, defaultSeccompProfile } from '../../../src/runtime/containerd/spec/seccomp.js';
 import { resolveUser, rootfsLayers } from '../../../src/runtime/containerd/spec/users.js';
 import { memoryMbFor } from '../../../src/runtime/limits.js';
@@ -15,6 +15,7 @@ const base = {
   user: { uid: 0, gid: 0, additionalGids: [0] },
   env: ['A=request', 'B=2'],
   memoryMb: 256,
+  cgroupVersion: 1 as const,
   readonlyRootfs: true,
   tmpSizeMb: 512,
   netnsPath: '/run/netns/esb-default-fn-00000001',
@@ -80,6 +81,35 @@ test('buildWorkerSpec: image config, then request env wins, limits, netns, files
   assert.equal(s.hostname, base.hostname);
 });
 
+test('cgroup v1: cpu.shares only, no swap limit, no unified (runc rejects both there)', () => {
+  const s = buildWorkerSpec(base);
+  assert.deepEqual(s.linux.resources.memory, { limit: 256 * 1024 * 1024 });
+  assert.equal(s.linux.resources.unified, undefined);
+  assert.equal(s.linux.resources.cpu?.shares, cpuSharesForMemory(256));
+});
+
+test('cgroup v2: memory.swap equals the limit (no swap past it) and an explicit cpu.weight', () => {
+  const s = buildWorkerSpec({ ...base, cgroupVersion: 2 });
+  assert.deepEqual(s.linux.resources.memory, { limit: 256 * 1024 * 1024, swap: 256 * 1024 * 1024 });
+  assert.equal(s.linux.resources.unified?.['cpu.weight'], String(cpuWeightForShares(cpuSharesForMemory(256))));
+  assert.equal(s.linux.resources.cpu?.shares, cpuSharesForMemory(256));
+});
+
+test('cpu.weight from shares: the log-quadratic formula of current runc and crun', () => {
+  // Fixed points of the formula: the minimum, the default weight, the maximum.
+  assert.equal(cpuWeightForShares(2), 1);
+  assert.equal(cpuWeightForShares(1024), 100);
+  assert.equal(cpuWeightForShares(262_144), 10_000);
+  // Lambda's sizes: 128 MiB → 74 shares, 1769 MiB → one CPU's 1024 shares.
+  assert.equal(cpuSharesForMemory(1769), 1024);
+  let prev = 0;
+  for (let shares = 2; shares <= 262_144; shares *= 2) {
+    const w = cpuWeightForShares(shares);
+    assert.ok(w >= 1 && w <= 10_000 && w >= prev, `monotonic in range at ${shares}: ${w}`);
+    prev = w;
+  }
+});
+
 test('image without Env gets the default PATH; empty args are refused', () => {
   const s = defaultSpec('n', 'i');
   withImageConfig({ Cmd: ['/bin/sh'] }, { uid: 0, gid: 0 })(s);
@@ -127,7 +157,7 @@ test('filesystem: read-only root and a sized /tmp tmpfs by default; the opt-out 
   const tmp = ro.mounts.filter((m) => m.destination === '/tmp');
   assert.equal(tmp.length, 1);
   assert.equal(tmp[0]!.type, 'tmpfs');
-  assert.deepEqual(tmp[0]!.options, ['nosuid', 'nodev', 'mode=1777', 'size=512m']);
+  assert.deepEqual(tmp[0]!.options, ['nosuid', 'nodev', 'exec', 'mode=1777', 'size=512m']);
   const rw = buildWorkerSpec({ ...base, readonlyRootfs: false, tmpSizeMb: 64 });
   assert.equal(rw.root.readonly, false);
   assert.ok(rw.mounts.find((m) => m.destination === '/tmp')?.options.includes('size=64m'));

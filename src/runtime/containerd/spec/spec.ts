@@ -6,6 +6,7 @@
  */
 import { AgentError } from '../../../errors.js';
 import { defaultSeccompProfile } from './seccomp.js';
+import type { CgroupVersion } from '../../../cgroups/version.js';
 import type { ImageRunConfig, OciMount, OciSpec, OciUser } from './types.js';
 
 /**
@@ -106,20 +107,44 @@ export function withImageConfig(config: ImageRunConfig, user: OciUser): SpecMuta
 }
 
 /**
- * Memory limit in bytes. No separate swap limit: on cgroup v1 that needs swap accounting
- * (memory.memsw), which many hosts lack, and function hosts run without swap.
+ * Memory limit in bytes. On cgroup v2 `swap` (memory + swap, as OCI counts it) equals the limit,
+ * so runc writes memory.swap.max = 0: otherwise it stays "max" and a worker on a host with swap
+ * could page out past its limit. On v1 no swap limit: it needs swap accounting (memory.memsw),
+ * which many hosts lack, and runc would refuse the spec there.
  */
-export function withMemoryLimit(bytes: number): SpecMutator {
+export function withMemoryLimit(bytes: number, cgroupVersion: CgroupVersion = 1): SpecMutator {
   return (spec) => {
-    spec.linux.resources.memory = { limit: bytes };
+    spec.linux.resources.memory = cgroupVersion === 2 ? { limit: bytes, swap: bytes } : { limit: bytes };
   };
 }
 
-/** cpu.shares proportional to memory, as Lambda allots CPU by memory size. */
-export function withCpuSharesForMemory(memoryMb: number): SpecMutator {
+/** cpu.shares for a memory size: proportional, as Lambda allots CPU by memory size. */
+export function cpuSharesForMemory(memoryMb: number): number {
+  return Math.min(262_144, Math.max(2, Math.round((memoryMb / LAMBDA_MB_PER_VCPU) * 1024)));
+}
+
+/**
+ * cgroup v2 cpu.weight for cpu.shares. runc itself converts shares to a weight, but runc ≤ 1.3.1
+ * does it linearly (1024 → 39: a worker then weighs less than any systemd service at the
+ * default 100) and runc ≥ 1.3.2 and crun log-quadratically (1024 → 100). The agent sends the
+ * weight itself, with the log-quadratic formula, so the same memory size gives the same CPU
+ * weight whatever runtime binary runs it: 2 → 1, 1024 → 100, 262144 → 10000.
+ */
+export function cpuWeightForShares(shares: number): number {
+  if (shares <= 2) return 1;
+  if (shares >= 262_144) return 10_000;
+  const l = Math.log2(shares);
+  const exponent = (l * l + 125 * l) / 612 - 7 / 34;
+  return Math.min(10_000, Math.max(1, Math.ceil(10 ** exponent)));
+}
+
+/** CPU by memory size: cpu.shares, and on cgroup v2 an explicit cpu.weight (see cpuWeightForShares). */
+export function withCpuSharesForMemory(memoryMb: number, cgroupVersion: CgroupVersion = 1): SpecMutator {
   return (spec) => {
-    const shares = Math.min(262_144, Math.max(2, Math.round((memoryMb / LAMBDA_MB_PER_VCPU) * 1024)));
+    const shares = cpuSharesForMemory(memoryMb);
     spec.linux.resources.cpu = { shares };
+    // Never on v1: runc rejects `unified` there.
+    if (cgroupVersion === 2) spec.linux.resources.unified = { ...spec.linux.resources.unified, 'cpu.weight': String(cpuWeightForShares(shares)) };
   };
 }
 
@@ -162,9 +187,13 @@ export function withFilesystem(opts: { readonly readonlyRootfs: boolean; readonl
   };
 }
 
-/** Mount options of a worker's /tmp: world-writable with the sticky bit, no devices or setuid. */
+/**
+ * Mount options of a worker's /tmp: world-writable with the sticky bit, no devices or setuid.
+ * `exec` is explicit: functions run binaries they unpack into /tmp (Lambda allows it), and
+ * dockerd would otherwise add its own `noexec` default, so both runtimes agree.
+ */
 export function tmpfsOptions(sizeMb: number): string[] {
-  return ['nosuid', 'nodev', 'mode=1777', `size=${sizeMb}m`];
+  return ['nosuid', 'nodev', 'exec', 'mode=1777', `size=${sizeMb}m`];
 }
 
 export function withHostname(hostname: string): SpecMutator {
@@ -188,6 +217,8 @@ export interface WorkerSpecInput {
   /** Request env, `KEY=value`, applied after the image's so the request wins. */
   readonly env: readonly string[];
   readonly memoryMb: number;
+  /** The host's cgroup hierarchy (v2 gets cpu.weight and a swap limit). */
+  readonly cgroupVersion: CgroupVersion;
   /** Root filesystem read-only (AGENT_WORKER_READONLY_ROOTFS) and the size of /tmp. */
   readonly readonlyRootfs: boolean;
   readonly tmpSizeMb: number;
@@ -203,8 +234,8 @@ export function buildWorkerSpec(input: WorkerSpecInput): OciSpec {
   const steps: SpecMutator[] = [
     withImageConfig(input.image, input.user),
     withEnv(input.env),
-    withMemoryLimit(input.memoryMb * 1024 * 1024),
-    withCpuSharesForMemory(input.memoryMb),
+    withMemoryLimit(input.memoryMb * 1024 * 1024, input.cgroupVersion),
+    withCpuSharesForMemory(input.memoryMb, input.cgroupVersion),
     withPidsLimit(WORKER_PIDS_LIMIT),
     withNetnsPath(input.netnsPath),
     withFilesystem({ readonlyRootfs: input.readonlyRootfs, tmpSizeMb: input.tmpSizeMb }),

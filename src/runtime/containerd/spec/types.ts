@@ -58,6 +58,8 @@ export interface OciResources {
   memory?: { limit?: number; swap?: number; disableOOMKiller?: boolean };
   cpu?: { shares?: number; quota?: number; period?: number };
   pids?: { limit: number };
+  /** cgroup v2 files written as is (runc rejects this on v1). */
+  unified?: Record<string, string>;
 }
 
 export interface OciSeccompArg {
