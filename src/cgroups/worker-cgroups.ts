@@ -1,7 +1,11 @@
 /**
- * The worker cgroups of one containerd namespace, read from the cgroup filesystem: every
- * worker's spec puts it at `/<namespace>/<id>` (spec.ts), so on cgroup v1 its directories are
+ * Where worker cgroups live, and the worker cgroups of one containerd namespace as read from the
+ * cgroup filesystem. With the cgroupfs driver (AGENT_CGROUP_DRIVER=cgroupfs, the default) a
+ * worker's spec puts it at `/<namespace>/<id>`, so on cgroup v1 its directories are
  * `/sys/fs/cgroup/<controller>/<namespace>/<id>` and on v2 `/sys/fs/cgroup/<namespace>/<id>`.
+ * With the systemd driver runc asks systemd for a scope unit `<namespace>-<id>.scope` in
+ * `system.slice` (the spec's path is `system.slice:<namespace>:<id>`), so the directory is
+ * `system.slice/<namespace>-<id>.scope` under each hierarchy.
  *
  * Why the agent looks here at all: a Tasks.Create that is cut off (the agent killed, or its
  * deadline hit) can leave runc's `runc init` process behind in such a cgroup with no task
@@ -13,28 +17,51 @@ import path from 'node:path';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
+/** Who creates a worker's cgroup: runc itself (cgroupfs) or systemd through runc. */
+export type CgroupDriver = 'cgroupfs' | 'systemd';
+
+/** The slice that holds worker scopes under the systemd driver. */
+const SYSTEMD_SLICE = 'system.slice';
+
+/** The OCI spec's `linux.cgroupsPath` of a worker. */
+export function workerCgroupsPath(driver: CgroupDriver, namespace: string, id: string): string {
+  return driver === 'systemd' ? `${SYSTEMD_SLICE}:${namespace}:${id}` : `/${namespace}/${id}`;
+}
+
+/** The directory (relative to a hierarchy root) that holds the workers, and the id in a child's name. */
+function layout(driver: CgroupDriver, namespace: string): { parent: string; idOf: (name: string) => string | undefined } {
+  if (driver === 'cgroupfs') return { parent: namespace, idOf: (name) => name };
+  const prefix = `${namespace}-`;
+  return {
+    parent: SYSTEMD_SLICE,
+    idOf: (name) => (name.startsWith(prefix) && name.endsWith('.scope') && name.length > prefix.length + 6 ? name.slice(prefix.length, -'.scope'.length) : undefined),
+  };
+}
+
 const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
 
-/** The directories that hold `/<namespace>`, one per hierarchy (v1: one per mounted controller). */
-async function namespaceDirs(namespace: string, root: string): Promise<string[]> {
-  if (await exists(path.join(root, 'cgroup.controllers'))) return [path.join(root, namespace)]; // v2
+/** `parent` under every hierarchy (v2: one; v1: one per mounted controller). */
+async function hierarchyDirs(parent: string, root: string): Promise<string[]> {
+  if (await exists(path.join(root, 'cgroup.controllers'))) return [path.join(root, parent)]; // v2
   const out: string[] = [];
   for (const e of await readdir(root, { withFileTypes: true }).catch(() => [])) {
     // Skip the cpu → cpu,cpuacct style symlinks: each hierarchy once.
-    if (e.isDirectory()) out.push(path.join(root, e.name, namespace));
+    if (e.isDirectory()) out.push(path.join(root, e.name, parent));
   }
   return out;
 }
 
 /** Worker id → its cgroup directories (every hierarchy), for the cgroups that exist now. */
-export async function listWorkerCgroups(namespace: string, root = CGROUP_ROOT): Promise<Map<string, string[]>> {
+export async function listWorkerCgroups(namespace: string, root = CGROUP_ROOT, driver: CgroupDriver = 'cgroupfs'): Promise<Map<string, string[]>> {
+  const { parent, idOf } = layout(driver, namespace);
   const byId = new Map<string, string[]>();
-  for (const dir of await namespaceDirs(namespace, root)) {
+  for (const dir of await hierarchyDirs(parent, root)) {
     for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-      if (!e.isDirectory()) continue;
-      const list = byId.get(e.name) ?? [];
+      const id = e.isDirectory() ? idOf(e.name) : undefined;
+      if (id === undefined) continue;
+      const list = byId.get(id) ?? [];
       list.push(path.join(dir, e.name));
-      byId.set(e.name, list);
+      byId.set(id, list);
     }
   }
   return byId;

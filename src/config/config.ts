@@ -53,6 +53,10 @@ export interface Config {
     readonly namespace: string;
     readonly runtime: string;
     readonly snapshotter: string;
+    /** cgroupfs (runc writes the cgroup) or systemd (a scope unit per worker). */
+    readonly cgroupDriver: 'cgroupfs' | 'systemd';
+    /** The OCI runtime binary the runc shim runs (its `BinaryName` option); undefined = the shim's default, runc. */
+    readonly runcBinary: string | undefined;
   };
   readonly cni: CniConfig;
   readonly stateDir: string;
@@ -161,6 +165,11 @@ export function loadConfig(env: Env): Config {
     throw new ConfigError('CONTAINERD_RUNTIME', `${containerdRuntime} was removed in containerd 2.0 and cannot pause or report v2 metrics; use io.containerd.runc.v2`);
   }
 
+  const runcBinary = readString(env, 'CONTAINERD_RUNC_BINARY');
+  if (runcBinary !== undefined && !(path.isAbsolute(runcBinary) || /^[A-Za-z0-9._-]+$/.test(runcBinary))) {
+    throw new ConfigError('CONTAINERD_RUNC_BINARY', `expected an absolute path or a command name found on the shim's PATH (runc, crun), got ${JSON.stringify(runcBinary)}`);
+  }
+
   const home = env['HOME'] ?? os.homedir();
   return Object.freeze({
     port: readInt(env, 'PORT', 50051, 0, 65535),
@@ -172,6 +181,8 @@ export function loadConfig(env: Env): Config {
       namespace: readString(env, 'CONTAINERD_NAMESPACE') ?? brand,
       runtime: containerdRuntime,
       snapshotter: readString(env, 'CONTAINERD_SNAPSHOTTER') ?? 'overlayfs',
+      cgroupDriver: readEnum<'cgroupfs' | 'systemd'>(env, 'AGENT_CGROUP_DRIVER', 'cgroupfs', ['cgroupfs', 'systemd']),
+      runcBinary,
     }),
     cni: Object.freeze({
       confDir,
@@ -230,7 +241,7 @@ export function loadConfig(env: Env): Config {
 /** Every variable `loadConfig` reads, for the README check and `doctor`. */
 export const CONFIG_VARIABLES = [
   'PORT', 'AGENT_RUNTIME', 'ENV', 'ESB_BRAND_SLUG', 'CONTAINERD_SOCKET', 'CONTAINERD_NAMESPACE',
-  'CONTAINERD_RUNTIME', 'CONTAINERD_SNAPSHOTTER', 'CNI_CONF_DIR', 'CNI_CONF_FILE', 'CNI_BIN_DIR',
+  'CONTAINERD_RUNTIME', 'CONTAINERD_SNAPSHOTTER', 'AGENT_CGROUP_DRIVER', 'CONTAINERD_RUNC_BINARY', 'CNI_CONF_DIR', 'CNI_CONF_FILE', 'CNI_BIN_DIR',
   'CNI_SUBNET', 'CNI_BRIDGE', 'CNI_GW_IP', 'CNI_DNS_SERVER', 'CNI_NET_DIR', 'AGENT_STATE_DIR',
   'CONTAINER_REGISTRY', 'CONTAINER_REGISTRY_INSECURE', 'CONTAINER_REGISTRY_CA_FILE', 'DOCKER_CONFIG',
   'ESB_TAG', 'IMAGE_PULL_POLICY', 'AGENT_DEFAULT_MEMORY_MB', 'AGENT_INVOKE_MAX_RESPONSE_SIZE',

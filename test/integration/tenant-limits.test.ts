@@ -229,6 +229,25 @@ describe('tenant limits on real containerd', () => {
     assert.ok(!existsSync(path.join(stack.stateDir, 'workers', ours)), 'the crashed worker\'s entry is gone');
   });
 
+  test('CONTAINERD_RUNC_BINARY reaches the shim as runc options; a missing binary fails Ensure and leaves nothing', async (t) => {
+    cleanWorkers(t);
+    await restartAgent({ CONTAINERD_RUNC_BINARY: '/usr/sbin/runc' });
+    t.after(() => restartAgent({}));
+    const w = await ensure('tl-runc');
+    const rec = (await stack.containerd.call('containers', 'Get', { id: w.id })).container;
+    const opts = stack.containerd.decodeAny(rec?.runtime?.options);
+    assert.deepEqual(opts?.value, { binary_name: '/usr/sbin/runc' }, 'the container record carries the options');
+    await invoke(w.id, { action: 'echo' });
+    await destroy(w.id);
+
+    await restartAgent({ CONTAINERD_RUNC_BINARY: '/nonexistent/esb-runc' });
+    const e = await stack.callError('EnsureContainer', { function_name: 'tl-no-runc', image: stack.images.worker, env: {}, owner_id: OWNER });
+    assert.notEqual(e.name, 'OK');
+    assert.deepEqual(await list(), []);
+    const leaks = await stack.leaks();
+    assert.equal(leakCount(leaks), 0, JSON.stringify(leaks));
+  });
+
   test('nothing left behind', async () => {
     const leaks = await stack.leaks();
     assert.equal(leakCount(leaks), 0, JSON.stringify(leaks));

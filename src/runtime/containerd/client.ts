@@ -42,6 +42,7 @@ const SERVICE_PROTOS = [
 
 /** Protos whose messages arrive inside `google.protobuf.Any` (events, cgroup metrics). */
 const ANY_PROTOS = [
+  'github.com/containerd/containerd/runtime/v2/runc/options/oci.proto',
   `${API}/events/task.proto`,
   `${API}/events/container.proto`,
   'github.com/containerd/cgroups/stats/v1/metrics.proto',
@@ -257,6 +258,17 @@ export class ContainerdClient {
     }
     const msg = msgType.decode(any.value);
     return { type, value: msgType.toObject(msg, { longs: String, enums: String, defaults: false }) };
+  }
+
+  /**
+   * Encodes `value` as a `google.protobuf.Any` of the vendored message `type` (for example the
+   * runc shim's `containerd.runc.v1.Options`), with containerd's prefix-less type URL.
+   */
+  encodeAny(type: string, value: Record<string, unknown>): { type_url: string; value: Buffer } {
+    const msgType = this.#anyRoot.lookupType(type);
+    const problem = msgType.verify(value);
+    if (problem) throw new AgentError('INTERNAL', `cannot encode ${type}: ${problem}`);
+    return { type_url: type, value: Buffer.from(msgType.encode(msgType.fromObject(value)).finish()) };
   }
 
   /** Waits until the channel is connected, or rejects UNAVAILABLE after `timeoutMs`. */

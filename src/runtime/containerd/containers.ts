@@ -40,9 +40,28 @@ export interface NewContainer {
   readonly labels: Record<string, string>;
   readonly image: string;
   readonly runtime: string;
+  /** The shim's options as a packed Any (see runcOptions); undefined = the shim's defaults. */
+  readonly runtimeOptions?: { type_url: string; value: Buffer } | undefined;
   readonly spec: OciSpec;
   readonly snapshotter: string;
   readonly snapshotKey: string;
+}
+
+/**
+ * The runc shim's `containerd.runc.v1.Options` for the agent's settings, or undefined when all
+ * are the shim's defaults (runc from the shim's PATH, cgroupfs): then nothing is sent, exactly
+ * as before these settings existed. `SystemdCgroup` must match the spec's cgroupsPath form
+ * (`slice:prefix:name`), which spec.ts derives from the same setting.
+ */
+export function runcOptions(
+  c: Pick<ContainerdClient, 'encodeAny'>,
+  s: { readonly cgroupDriver: 'cgroupfs' | 'systemd'; readonly runcBinary: string | undefined },
+): { type_url: string; value: Buffer } | undefined {
+  if (s.cgroupDriver === 'cgroupfs' && s.runcBinary === undefined) return undefined;
+  return c.encodeAny('containerd.runc.v1.Options', {
+    ...(s.cgroupDriver === 'systemd' ? { systemd_cgroup: true } : {}),
+    ...(s.runcBinary !== undefined ? { binary_name: s.runcBinary } : {}),
+  });
 }
 
 /** Creates the container record (metadata only; nothing runs yet). */
@@ -55,7 +74,7 @@ export async function createContainer(c: ContainerdClient, n: NewContainer, opts
         id: n.id,
         labels: n.labels,
         image: n.image,
-        runtime: { name: n.runtime },
+        runtime: { name: n.runtime, ...(n.runtimeOptions ? { options: n.runtimeOptions } : {}) },
         spec: { type_url: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(n.spec)) },
         snapshotter: n.snapshotter,
         snapshot_key: n.snapshotKey,

@@ -27,7 +27,7 @@
 import type { Logger } from '../../log.js';
 import type { AgentMetrics } from '../../metrics.js';
 import { errorText, isNotFound } from '../../errors.js';
-import { killAndRemoveCgroup, listWorkerCgroups } from '../../cgroups/worker-cgroups.js';
+import { CGROUP_ROOT, killAndRemoveCgroup, listWorkerCgroups, type CgroupDriver } from '../../cgroups/worker-cgroups.js';
 import { CREATED_BY, KIND_FUNCTION, LABELS, isManaged, managedFilter } from '../naming.js';
 import type { ContainerdClient } from './client.js';
 import { SPEC_TYPE_URL, listContainers } from './containers.js';
@@ -43,6 +43,8 @@ export interface ReconcileDeps extends TeardownDeps {
   readonly env: string;
   /** Every worker id this agent makes starts with it (`<brand>-<env>-`). */
   readonly idPrefix: string;
+  /** Where worker cgroups are (AGENT_CGROUP_DRIVER). */
+  readonly cgroupDriver: CgroupDriver;
   /** containerd runtime name (io.containerd.runc.v2), for the placeholder of a stray task. */
   readonly runtimeName: string;
   readonly log: Logger;
@@ -206,7 +208,7 @@ async function removeContainerlessDebris(
     }
   }
   const known = new Set([...all, ...tasks]);
-  for (const [id, dirs] of await listWorkerCgroups(c.namespace)) {
+  for (const [id, dirs] of await listWorkerCgroups(c.namespace, CGROUP_ROOT, d.cgroupDriver)) {
     if (known.has(id) || o.busy(id)) continue;
     if (!ours(id)) {
       log.debug({ id }, 'a cgroup without a task that this agent cannot attribute to itself; left alone');

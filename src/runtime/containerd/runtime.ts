@@ -27,7 +27,7 @@ import { TableBackedRuntime } from '../table-runtime.js';
 import { KeyedLock } from '../../keyed-lock.js';
 import { memoryMbFor } from '../limits.js';
 import { ContainerdClient } from './client.js';
-import { createContainer, deleteContainer, listContainers, prepareSnapshot, removeSnapshot, setContainerLabel, timestampSeconds, type ContainerRecord } from './containers.js';
+import { createContainer, runcOptions, deleteContainer, listContainers, prepareSnapshot, removeSnapshot, setContainerLabel, timestampSeconds, type ContainerRecord } from './containers.js';
 import { EventWatcher, type TaskEvent } from './events.js';
 import { ImageService } from './image/image-service.js';
 import { requestedImageRef } from './image/reference.js';
@@ -92,6 +92,8 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
   readonly #lastUsed: LastUsedFile;
   /** Saved last_used_at times, read at start(). */
   #savedLastUsed = new Map<string, number>();
+  /** The runc shim's options (systemd cgroups, another runtime binary); undefined = the shim's defaults. */
+  readonly #runtimeOptions: ReturnType<typeof runcOptions>;
   /** The host's cgroup hierarchy, read once: parts of the worker spec differ between v1 and v2. */
   readonly #cgroupVersion: CgroupVersion = detectCgroupVersion();
   /** Ids reconciliation tore down lately (bounded): their late debris is still ours. */
@@ -111,6 +113,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
     this.#log = deps.log.child({ module: 'containerd' });
     this.#metrics = deps.metrics;
     this.client = new ContainerdClient({ socket: config.containerd.socket, namespace: config.containerd.namespace });
+    this.#runtimeOptions = runcOptions(this.client, config.containerd);
     this.#images = new ImageService({
       client: this.client,
       snapshotter: config.containerd.snapshotter,
@@ -280,6 +283,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
             env: envList,
             memoryMb,
             cgroupVersion: this.#cgroupVersion,
+            cgroupDriver: cfg.containerd.cgroupDriver,
             readonlyRootfs: cfg.workerFs.readonlyRootfs,
             tmpSizeMb: cfg.workerFs.tmpSizeMb,
             netnsPath,
@@ -301,7 +305,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
             image: image.name,
           });
           undo.push(`delete container ${wid}`, (s) => deleteContainer(c, wid, { signal: s }));
-          await createContainer(c, { id: wid, labels, image: image.name, runtime: cfg.containerd.runtime, spec, snapshotter: sn, snapshotKey: wid }, { lease });
+          await createContainer(c, { id: wid, labels, image: image.name, runtime: cfg.containerd.runtime, runtimeOptions: this.#runtimeOptions, spec, snapshotter: sn, snapshotKey: wid }, { lease });
           phase('create', tc);
           throwIfAborted(signal, 'EnsureContainer');
           tc = performance.now();
@@ -527,7 +531,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
   async reconcile(opts: { startup: boolean }): Promise<ReconcileResult> {
     const cfg = this.#config;
     const result = await reconcile(
-      { ...this.#teardownDeps(), env: cfg.env, idPrefix: workerIdPrefix(cfg.brand, cfg.env), runtimeName: cfg.containerd.runtime, log: this.#log, metrics: this.#metrics },
+      { ...this.#teardownDeps(), env: cfg.env, cgroupDriver: cfg.containerd.cgroupDriver, idPrefix: workerIdPrefix(cfg.brand, cfg.env), runtimeName: cfg.containerd.runtime, log: this.#log, metrics: this.#metrics },
       {
         startup: opts.startup,
         undeletedLeases: this.#undeletedLeases,

@@ -16,6 +16,7 @@ const base = {
   env: ['A=request', 'B=2'],
   memoryMb: 256,
   cgroupVersion: 1 as const,
+  cgroupDriver: 'cgroupfs' as const,
   readonlyRootfs: true,
   tmpSizeMb: 512,
   netnsPath: '/run/netns/esb-default-fn-00000001',

@@ -7,6 +7,7 @@
 import { AgentError } from '../../../errors.js';
 import { defaultSeccompProfile } from './seccomp.js';
 import type { CgroupVersion } from '../../../cgroups/version.js';
+import { workerCgroupsPath, type CgroupDriver } from '../../../cgroups/worker-cgroups.js';
 import type { ImageRunConfig, OciMount, OciSpec, OciUser } from './types.js';
 
 /**
@@ -219,6 +220,8 @@ export interface WorkerSpecInput {
   readonly memoryMb: number;
   /** The host's cgroup hierarchy (v2 gets cpu.weight and a swap limit). */
   readonly cgroupVersion: CgroupVersion;
+  /** AGENT_CGROUP_DRIVER: decides the form of linux.cgroupsPath. */
+  readonly cgroupDriver: CgroupDriver;
   /** Root filesystem read-only (AGENT_WORKER_READONLY_ROOTFS) and the size of /tmp. */
   readonly readonlyRootfs: boolean;
   readonly tmpSizeMb: number;
@@ -231,6 +234,7 @@ export interface WorkerSpecInput {
 /** The complete spec of one worker. */
 export function buildWorkerSpec(input: WorkerSpecInput): OciSpec {
   const spec = defaultSpec(input.namespace, input.id);
+  spec.linux.cgroupsPath = workerCgroupsPath(input.cgroupDriver, input.namespace, input.id);
   const steps: SpecMutator[] = [
     withImageConfig(input.image, input.user),
     withEnv(input.env),
