@@ -8,6 +8,8 @@ import { ConfigError } from '../config/parse.js';
 import { errorText } from '../errors.js';
 import { parseCommandLine } from './args.js';
 import { checkCgroups, checkCni, checkContainerd, checkRunc, checkStateDir, checkTls, type CheckResult } from './doctor-checks.js';
+import { checkCompat } from './doctor-compat.js';
+import { checkDockerd } from './doctor-docker.js';
 import { readEnvFile } from './env-file.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 import { UsageError, type CliIo } from './io.js';
@@ -23,8 +25,14 @@ variables, see the README "Configuration"):
   runc        runc and containerd-shim-runc-v2 on PATH (runc's version)
   cni         CNI_CONF_FILE parses; every plugin it names is in CNI_BIN_DIR and speaks its cniVersion
   cgroups     cgroup v1 (legacy or hybrid) or v2 (unified), with the controllers the agent uses
+  compat      cgroup version and driver, containerd, runc and CNI plugin versions, and whether
+              that combination is tested, audited only or unsupported
   tls         (unless AGENT_GRPC_TLS_DISABLED=1) certificate, key and CA read, parse, match, not expired
   state-dir   AGENT_STATE_DIR is writable (or can be created)
+
+With AGENT_RUNTIME=docker, containerd, runc, cni and compat are replaced by:
+
+  dockerd     DOCKER_HOST answers (its version) and CONTAINERS_NETWORK exists
 
 Each prints OK, WARN or FAIL with a fix.
 
@@ -55,13 +63,16 @@ export async function runChecks(env: CliIo['env']): Promise<CheckResult[]> {
     { name: 'config', status: 'OK', message: `AGENT_RUNTIME=${config.runtime}, ENV=${config.env}, namespace ${config.containerd.namespace}` },
   ];
   if (config.runtime === 'docker') {
-    results.push({ name: 'runtime', status: 'FAIL', message: 'AGENT_RUNTIME=docker is not available yet', fix: 'use AGENT_RUNTIME=containerd' });
+    // containerd, runc and CNI are dockerd's own on such a host.
+    results.push(await checkDockerd(config), await checkCgroups(), checkTls(config), await checkStateDir(config));
+    return results;
   }
   results.push(
     await checkContainerd(config),
     await checkRunc(config, env['PATH'] ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'),
     await checkCni(config),
     await checkCgroups(),
+    { name: 'compat', ...(await checkCompat(config)) },
     checkTls(config),
     await checkStateDir(config),
   );

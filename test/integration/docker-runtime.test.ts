@@ -8,12 +8,13 @@
  * harness's teardown leaves no dockerd process behind.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import { PROJECT_ROOT } from '../../src/paths.js';
 import { checkHealth, healthClient } from '../helpers/grpc.js';
 import { dockerLeakCount, startDockerStack, type DockerTestStack } from '../harness/docker-stack.js';
 import { startDockerd } from '../harness/dockerd.js';
@@ -26,7 +27,7 @@ import type { WorkerReply as Worker, ContainerStateReply as ContainerState } fro
 interface Inspect {
   Name: string;
   Config: { Labels: Record<string, string>; Hostname: string };
-  HostConfig: { Memory: number; MemorySwap: number; PidsLimit: number; CpuShares: number; Ulimits: { Name: string; Soft: number; Hard: number }[]; SecurityOpt: string[]; NetworkMode: string };
+  HostConfig: { Memory: number; MemorySwap: number; PidsLimit: number; CpuShares: number; Ulimits: { Name: string; Soft: number; Hard: number }[]; SecurityOpt: string[]; NetworkMode: string; CapDrop: string[]; ReadonlyRootfs: boolean; Tmpfs: Record<string, string> };
   NetworkSettings: { Networks: Record<string, { IPAddress: string }> };
 }
 
@@ -101,7 +102,13 @@ describe('docker runtime on a real dockerd', () => {
     assert.equal(c.HostConfig.PidsLimit, 1024);
     assert.equal(c.HostConfig.CpuShares, Math.round((256 / 1769) * 1024));
     assert.deepEqual(c.HostConfig.Ulimits, [{ Name: 'nofile', Soft: 1024, Hard: 1024 }]);
-    assert.deepEqual(c.HostConfig.SecurityOpt, ['no-new-privileges']);
+    const [noNewPrivs, seccomp] = c.HostConfig.SecurityOpt;
+    assert.equal(noNewPrivs, 'no-new-privileges');
+    assert.ok(seccomp?.startsWith('seccomp={'), 'the agent\'s own seccomp profile, not dockerd\'s default');
+    assert.ok(!seccomp?.includes('"io_uring_setup"'), 'without io_uring');
+    assert.deepEqual(c.HostConfig.CapDrop, ['NET_RAW']);
+    assert.equal(c.HostConfig.ReadonlyRootfs, true);
+    assert.deepEqual(c.HostConfig.Tmpfs, { '/tmp': 'nosuid,nodev,exec,mode=1777,size=512m' });
     assert.equal(c.HostConfig.NetworkMode, stack.dockerd.network.name);
     assert.equal(c.NetworkSettings.Networks[stack.dockerd.network.name]?.IPAddress, w.ip_address);
     // Inside: the limits hold for the function's process.
@@ -252,6 +259,25 @@ describe('docker runtime on a real dockerd', () => {
     assert.equal((await invoke(w.id, { action: 'echo' })).status_code, 200);
     await destroy(w.id);
     await expectNoLeaks('dockerd restart');
+  });
+
+  test('doctor with AGENT_RUNTIME=docker checks dockerd and the network, not containerd', () => {
+    const run = (extra: Record<string, string>): { code: number | null; stdout: string } => {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(PROJECT_ROOT, 'test', 'helpers', 'cli-entry.ts'), 'doctor'], {
+        cwd: PROJECT_ROOT,
+        env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: stack.tmp, ...stack.env, AGENT_STATE_DIR: path.join(stack.tmp, 'doctor-state'), ...extra },
+        encoding: 'utf8',
+        timeout: 120_000,
+      });
+      return { code: r.status, stdout: r.stdout };
+    };
+    const good = run({});
+    assert.match(good.stdout, /^OK {4}dockerd +dockerd \S+ \(API [\d.]+\) at unix:\/\/\/.* network \S+$/m, good.stdout);
+    assert.doesNotMatch(good.stdout, /containerd|compat/, 'no containerd checks on the docker runtime');
+    assert.doesNotMatch(good.stdout, /not available yet/);
+    const noNet = run({ CONTAINERS_NETWORK: 'esb-no-such-network' });
+    assert.equal(noNet.code, 1);
+    assert.match(noNet.stdout, /^FAIL {2}dockerd +.*CONTAINERS_NETWORK esb-no-such-network does not exist/m);
   });
 });
 
