@@ -319,7 +319,9 @@ function brokenRelativeLinks(root, rel, text, cache) {
     const target = m[1];
     if (/^[a-z]+:/i.test(target)) continue;
     const [file, anchor] = target.split('#');
-    const abs = file === '' ? path.join(root, rel) : path.join(root, path.dirname(rel), file);
+    // README-draft.md is written for the repository root, where it will replace README.md.
+    const base = rel === 'docs/README-draft.md' ? root : path.join(root, path.dirname(rel));
+    const abs = file === '' ? path.join(root, rel) : path.join(base, file);
     let st;
     try {
       st = statSync(abs);
@@ -376,7 +378,7 @@ function main() {
   let broken = 0;
   if (check) {
     const cache = new Map();
-    const linkFiles = [...files, ...walk(root, 'docs', []), 'README.md', 'CONTRIBUTING.md'].filter((f) => {
+    const linkFiles = [...files, ...walk(root, 'docs', []), 'README.md', 'CONTRIBUTING.md', 'CHANGELOG.md'].filter((f) => {
       try {
         return statSync(path.join(root, f)).isFile();
       } catch {
