@@ -125,7 +125,7 @@ describe('docs', () => {
     assert.deepEqual(broken, []);
   });
 
-  test('reference-agent.md has an anchor for each weakness W1–W26', () => {
+  test('reference-agent.md has an anchor for each weakness, w1 to w26', () => {
     const anchors = anchorsAt(path.join(DOCS, 'reference-agent.md'));
     assert.ok(anchors);
     const missing = Array.from({ length: 26 }, (_, i) => `w${i + 1}`).filter((a) => !anchors.has(a));
