@@ -5,7 +5,7 @@
  * code becomes a gRPC status. This module imports nothing.
  */
 
-/** Failure classes, named like the gRPC codes of the contract (spec §2) they map to. */
+/** Failure classes, named like the gRPC codes of the contract (docs/errors.md#codes) they map to. */
 export type ErrorCode =
   | 'INVALID_ARGUMENT'
   | 'NOT_FOUND'

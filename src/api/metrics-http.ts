@@ -1,5 +1,5 @@
 /**
- * The Prometheus endpoint: `GET /metrics` on AGENT_METRICS_PORT (spec §6), served with node:http
+ * The Prometheus endpoint: `GET /metrics` on AGENT_METRICS_PORT (docs/metrics.md#endpoint), served with node:http
  * from the agent's own registry. Everything else is 404 (405 for other methods on /metrics).
  */
 import http from 'node:http';

@@ -3,7 +3,7 @@
  * explicit message limits, health, optional reflection, and graceful shutdown.
  *
  * What a client must set: a receive limit of at least AGENT_INVOKE_MAX_RESPONSE_SIZE + 64 KiB
- * for InvokeWorker (grpc's default is 4 MiB: spec §7, W11), and a client certificate with the
+ * for InvokeWorker (grpc's default is 4 MiB: docs/contract.md#gateway, docs/reference-agent.md#w11), and a client certificate with the
  * clientAuth usage signed by AGENT_GRPC_CA_CERT_PATH.
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
@@ -35,7 +35,7 @@ const MIB = 1024 * KIB;
 /**
  * Receive limit: the largest InvokeWorker payload plus room for path, headers and ids (an
  * EnsureContainer with the largest env is far smaller). grpc's default of 4 MiB cannot carry a
- * 6 MB Lambda payload (W11).
+ * 6 MB Lambda payload (docs/reference-agent.md#w11).
  */
 export const MAX_RECEIVE_MESSAGE_BYTES = LIMITS.invokePayloadBytes + MIB;
 
@@ -67,7 +67,7 @@ export function maxSendMessageBytes(maxResponseBytes: number): number {
   return Math.max(maxResponseBytes + RESPONSE_OVERHEAD_BYTES, MIN_SEND_MESSAGE_BYTES);
 }
 
-/** grpc-js server options: explicit message limits and keepalive (spec §2). */
+/** grpc-js server options: explicit message limits and keepalive (docs/contract.md#message-limits). */
 export function grpcServerOptions(config: Pick<Config, 'invoke'>): grpc.ServerOptions {
   return {
     'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
@@ -130,7 +130,7 @@ export function loadTlsMaterial(config: TlsConfig): TlsMaterial {
 /**
  * Server credentials. With TLS: the client must present a certificate that chains to the
  * configured CA. grpc-js passes the CA as Node's `ca` option, which *replaces* the system
- * store, so a certificate from a public CA is refused (W7). Without: plaintext, with a warning.
+ * store, so a certificate from a public CA is refused (docs/reference-agent.md#w7). Without: plaintext, with a warning.
  */
 export function serverCredentials(material: TlsMaterial | undefined, log: Logger): grpc.ServerCredentials {
   if (material === undefined) {
@@ -138,7 +138,7 @@ export function serverCredentials(material: TlsMaterial | undefined, log: Logger
     return grpc.ServerCredentials.createInsecure();
   }
   // Node's default minimum is TLS 1.2; a `--tls-min-v1.0` flag could lower it for the whole
-  // process, and grpc-js offers no per-server option, so hold the floor here (spec §6).
+  // process, and grpc-js offers no per-server option, so hold the floor here (docs/contract.md#tls).
   if (tls.DEFAULT_MIN_VERSION === 'TLSv1' || tls.DEFAULT_MIN_VERSION === 'TLSv1.1') {
     log.warn({ was: tls.DEFAULT_MIN_VERSION }, 'raising the TLS minimum version to TLSv1.2');
     tls.DEFAULT_MIN_VERSION = 'TLSv1.2';
@@ -218,7 +218,7 @@ export class AgentServer {
     this.health.implementation.addToServer(this.server);
 
     if (config.reflection) {
-      // Health is added to the reflected definition so tools can find it too (node-stack.md §5).
+      // Health is added to the reflected definition so tools can find it too (docs/design.md#reflection).
       new ReflectionService({ ...agentPackage, ...loadHealthPackage() }).addToServer(this.server);
       this.#log.info('gRPC reflection enabled (AGENT_GRPC_REFLECTION=1)');
     }
@@ -249,7 +249,7 @@ export class AgentServer {
   }
 
   /**
-   * Graceful stop (spec §4): health goes NOT_SERVING, the listener closes and new calls are
+   * Graceful stop (docs/state-and-labels.md#shutdown): health goes NOT_SERVING, the listener closes and new calls are
    * refused, in-flight RPCs may finish until `graceMs` (default AGENT_SHUTDOWN_GRACE_MS); then
    * the rest are cancelled (their handlers see the abort) and awaited up to HANDLER_SETTLE_MS.
    * Idempotent: later calls return the first call's promise.
@@ -288,7 +288,7 @@ export class AgentServer {
       forced = outcome === 'grace' && this.inflight.count > 0;
       if (forced) this.#log.warn({ inflight: this.inflight.count }, 'grace period over: cancelling the RPCs still running');
       this.server.forceShutdown();
-      // Cancelled handlers run their own cleanup (spec §2): wait for it, within bounds.
+      // Cancelled handlers run their own cleanup (docs/contract.md#rules): wait for it, within bounds.
       const settleTimers: NodeJS.Timeout[] = [];
       await Promise.race([
         this.inflight.drained(),

@@ -35,7 +35,7 @@ export type { InvokeRequest, InvokeResponse, InvokeTarget } from '../proxy/types
  */
 export interface Invoker {
   invoke(target: InvokeTarget, req: InvokeRequest, opts: CallOptions): Promise<InvokeResponse>;
-  /** Drops the worker's keep-alive connection once it is destroyed (W9). */
+  /** Drops the worker's keep-alive connection once it is destroyed (docs/reference-agent.md#w9). */
   closeWorker?(id: string): Promise<void>;
   /** Closes every connection at shutdown. */
   close?(): Promise<void>;
@@ -62,7 +62,7 @@ export interface AgentRpcs {
 
 /**
  * The worker `id` if it belongs to `ownerId`. Unknown → NOT_FOUND; another owner's →
- * PERMISSION_DENIED whose message says nothing about the container (spec §2).
+ * PERMISSION_DENIED whose message says nothing about the container (docs/contract.md#ownership).
  */
 export function ownedWorker(runtime: Runtime, id: string, ownerId: string): WorkerState {
   const worker = runtime.get(id);
@@ -88,14 +88,14 @@ function uint32(n: number): number {
   return Number.isInteger(n) && n >= 0 && n <= 0xffffffff ? n : 0;
 }
 
-/** A uint64 counter as its decimal string (lossless for 2^64−1; node-stack.md §2). */
+/** A uint64 counter as its decimal string (lossless for 2^64−1; docs/design.md#grpc-js). */
 function uint64(n: bigint): string {
   return n > 0n ? n.toString() : '0';
 }
 
 /**
  * One worker as ListContainers reports it. Total: it never throws, so one odd worker cannot
- * fail the whole List (the gateway skips its cleanup on a List error: spec §7).
+ * fail the whole List (the gateway skips its cleanup on a List error: docs/contract.md#gateway).
  */
 export function toContainerState(w: WorkerState): ContainerState {
   return {
@@ -121,7 +121,7 @@ export function toContainerMetrics(w: WorkerState, m: WorkerMetrics): ContainerM
     oom_events: uint64(m.oomEvents),
     cpu_usage_ns: uint64(m.cpuUsageNs),
     exit_code: uint32(m.exitCode),
-    // The agent never restarts a worker (spec §3).
+    // The agent never restarts a worker (docs/contract.md#getcontainermetrics).
     restart_count: 0,
     exit_time: unixSeconds(m.exitTime),
     collected_at: unixSeconds(m.collectedAt),
@@ -142,7 +142,7 @@ export function createAgentService({ runtime, invoker, invokeDefaultTimeoutMs }:
     async destroyContainer(req, ctx) {
       const { containerId, ownerId } = validateDestroy(req);
       const worker = runtime.get(containerId);
-      // Idempotent: a worker that is already gone is what the caller wanted (spec §3).
+      // Idempotent: a worker that is already gone is what the caller wanted (docs/contract.md#destroycontainer).
       if (worker === undefined) return { success: true };
       if (worker.ownerId !== ownerId) throw permissionDenied(containerId, ownerId);
       await runtime.destroy(containerId, { signal: ctx.signal });

@@ -4,14 +4,14 @@
  * handler. grpc-js ignores the promise an async handler returns (a rejection would crash the
  * process) and sends any error with an integer `code` out as-is, so nothing reaches grpc-js
  * except through here: every call is answered exactly once, with a code we chose, logged once
- * and counted once. Facts behind this: shared/notes/node-stack.md §2, style.md §4.
+ * and counted once. Facts behind this: docs/design.md#grpc-js, docs/errors.md#conventions.
  */
 import * as grpc from '@grpc/grpc-js';
 import { AgentError, abortError, errorText, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { AgentMetrics } from '../metrics.js';
 
-/** AgentError code → gRPC status: the only place this mapping exists (spec §2 error table). */
+/** AgentError code → gRPC status: the only place this mapping exists (docs/errors.md#codes). */
 export const STATUS_BY_CODE: Readonly<Record<ErrorCode, grpc.status>> = Object.freeze({
   INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
   NOT_FOUND: grpc.status.NOT_FOUND,
@@ -59,7 +59,7 @@ const MAX_LOGGED_ID_CHARS = 128;
  * Converts anything a handler threw into the AgentError we answer with. An AgentError keeps its
  * code; anything else thrown after the call was cancelled or timed out is that abort
  * (undici and grpc-js reject with their own abort errors); anything else is INTERNAL, with the
- * underlying text (spec §2: "the message carries the underlying error").
+ * underlying text (docs/contract.md#rules: "the message carries the underlying error").
  */
 export function toAgentError(err: unknown, signal: AbortSignal | undefined, what: string): AgentError {
   if (err instanceof AgentError) return err;
@@ -230,7 +230,7 @@ export function unary<Req, Res>(method: string, handler: RpcHandler<Req, Res>, d
       }
       const remaining = deadline - Date.now();
       if (remaining <= 0) {
-        // grpc-js still dispatches a call whose deadline passed in transit (node-stack.md §2).
+        // grpc-js still dispatches a call whose deadline passed in transit (docs/design.md#grpc-js).
         throw new AgentError('DEADLINE_EXCEEDED', `${method}: the call's deadline had already passed when it arrived; nothing was done`);
       }
       if (remaining <= MAX_TIMER_MS) {

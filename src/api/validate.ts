@@ -1,5 +1,5 @@
 /**
- * Request checks for every RPC (spec §2–3). Each function takes the wire request (snake_case,
+ * Request checks for every RPC (docs/contract.md#rules, docs/contract.md#rpcs). Each function takes the wire request (snake_case,
  * as proto-loader decodes it) and returns the camelCase values the service passes on, or throws
  * AgentError INVALID_ARGUMENT whose message names the field, says what was wrong and what to
  * send instead. Values from the request are quoted with JSON escaping and shortened, so a
@@ -27,9 +27,9 @@ export const LIMITS = Object.freeze({
   ownerIdChars: 256,
   /** Ids the agent creates are at most 76 characters; longer ones cannot exist. */
   containerIdChars: 256,
-  /** spec §3 EnsureContainer. */
+  /** docs/contract.md#ensurecontainer. */
   functionNameChars: 128,
-  /** spec §3; the reference is parsed by the runtime. */
+  /** docs/contract.md#ensurecontainer; the reference is parsed by the runtime. */
   imageChars: 512,
   /** Lambda allows 4 KB of function environment; the gateway adds its own variables on top. */
   envEntries: 512,
@@ -105,7 +105,7 @@ function checkNoControl(field: string, value: string): void {
   }
 }
 
-/** owner_id: trimmed, required, bounded, printable (spec §2). */
+/** owner_id: trimmed, required, bounded, printable (docs/contract.md#ownership). */
 export function validateOwner(raw: string): string {
   const owner = raw.trim();
   if (owner === '') throw invalid('owner_id is required: set it to the caller\'s identity (the gateway sends its hostname)');
@@ -114,7 +114,7 @@ export function validateOwner(raw: string): string {
   return owner;
 }
 
-/** container_id: trimmed, required, bounded, printable (spec §2). */
+/** container_id: trimmed, required, bounded, printable (docs/contract.md#rules). */
 export function validateContainerId(raw: string): string {
   const id = raw.trim();
   if (id === '') throw invalid('container_id is required: pass the id EnsureContainer returned');
@@ -130,7 +130,7 @@ export function validateContainerRef(req: { readonly container_id: string; reado
   return { containerId, ownerId };
 }
 
-/** DestroyContainer: `function_name` is accepted and ignored (spec §3). */
+/** DestroyContainer: `function_name` is accepted and ignored (docs/contract.md#destroycontainer). */
 export function validateDestroy(req: DestroyContainerRequest__Output): ContainerRef {
   return validateContainerRef(req);
 }
@@ -160,7 +160,7 @@ export function validateImage(raw: string): string {
 /**
  * env: at most LIMITS.envEntries entries and LIMITS.envTotalBytes in all; keys non-empty,
  * ≤256 characters, without '=' or control characters (a key with '=' would be split differently
- * by the process: spec §2); values may hold anything but NUL, which ends a C string.
+ * by the process: docs/contract.md#rules); values may hold anything but NUL, which ends a C string.
  */
 export function validateEnv(env: Readonly<Record<string, string>>): Record<string, string> {
   const entries = Object.entries(env);
@@ -178,7 +178,7 @@ export function validateEnv(env: Readonly<Record<string, string>>): Record<strin
   return Object.fromEntries(entries);
 }
 
-/** EnsureContainer: owner, function_name, image, env (spec §3). */
+/** EnsureContainer: owner, function_name, image, env (docs/contract.md#ensurecontainer). */
 export function validateEnsure(req: EnsureContainerRequest__Output): EnsureRequest {
   const ownerId = validateOwner(req.owner_id);
   const functionName = validateFunctionName(req.function_name);
@@ -249,13 +249,13 @@ export function validateInvokeHeaders(headers: Readonly<Record<string, string>>)
   return Object.fromEntries(entries);
 }
 
-/** timeout_ms: ≤ 0 → `defaultMs` (spec §3); above LIMITS.invokeTimeoutMaxMs → that maximum. */
+/** timeout_ms: ≤ 0 → `defaultMs` (docs/contract.md#invokeworker); above LIMITS.invokeTimeoutMaxMs → that maximum. */
 export function invokeTimeoutMs(raw: number, defaultMs: number): number {
   if (!Number.isFinite(raw) || raw <= 0) return Math.min(defaultMs, LIMITS.invokeTimeoutMaxMs);
   return Math.min(Math.trunc(raw), LIMITS.invokeTimeoutMaxMs);
 }
 
-/** InvokeWorker: owner, container_id, path, payload size, headers, timeout (spec §3). */
+/** InvokeWorker: owner, container_id, path, payload size, headers, timeout (docs/contract.md#invokeworker). */
 export function validateInvoke(req: InvokeWorkerRequest__Output, { defaultTimeoutMs }: { readonly defaultTimeoutMs: number }): InvokeInput {
   const { containerId, ownerId } = validateContainerRef(req);
   const path = validateInvokePath(req.path);

@@ -1,11 +1,11 @@
 /**
  * Turns a task's cgroup statistics (containerd `Tasks.Metrics`, decoded from its Any) into the
- * four numbers GetContainerMetrics reports, with one definition on cgroup v1 and v2 (spec §3
- * table; fixes the reference agent's W20, where v1 reported RSS, v2 usage, and "unlimited" came
+ * four numbers GetContainerMetrics reports, with one definition on cgroup v1 and v2 (docs/contract.md#getcontainermetrics
+ * table; fixes the reference agent's docs/reference-agent.md#w20, where v1 reported RSS, v2 usage, and "unlimited" came
  * out as ~2^63 or 2^64).
  *
  * Input is the object protobufjs `toObject` gives with keepCase and `longs: String`: snake_case
- * keys, 64-bit integers as decimal strings, proto3 zero fields absent (containerd-api.md §6.4).
+ * keys, 64-bit integers as decimal strings, proto3 zero fields absent (docs/containerd.md#task-metrics).
  * Everything is BigInt: usage limits and CPU nanoseconds exceed 2^53.
  */
 import { AgentError } from '../errors.js';
@@ -102,7 +102,7 @@ function decodeV2(value: Obj): CgroupMetrics {
   return {
     memoryCurrentBytes: workingSet(u64(value, ['memory', 'usage']), u64(value, ['memory', 'inactive_file'])),
     memoryMaxBytes: limitOrZero(u64(value, ['memory', 'usage_limit'])),
-    // oom_kill (processes killed), not oom (times the limit was hit): spec §3 counts kills on
+    // oom_kill (processes killed), not oom (times the limit was hit): docs/contract.md#getcontainermetrics counts kills on
     // both versions, matching v1's memory.oom_control oom_kill.
     oomKills: u64(value, ['memory_events', 'oom_kill']),
     cpuUsageNs: u64(value, ['cpu', 'usage_usec']) * NS_PER_US,
@@ -115,7 +115,7 @@ function decodeV2(value: Obj): CgroupMetrics {
  * style prefix is ignored); `value` the decoded message as described in the module comment.
  *
  * @throws AgentError UNIMPLEMENTED for any other type; the message contains
- *   `metrics not implemented` (the gateway answers 501 on that text, spec §7) and the type.
+ *   `metrics not implemented` (the gateway answers 501 on that text, docs/contract.md#gateway) and the type.
  * @throws AgentError INTERNAL when a counter is not an unsigned integer.
  */
 export function decodeCgroupMetrics(type: string, value: Record<string, unknown>): CgroupMetrics {

@@ -15,7 +15,7 @@ import { containersTable, invokeTable, metricsTable, OUTPUT_FORMATS, renderKeyVa
 export const DEFAULT_AGENT_ADDRESS = '127.0.0.1:50051';
 /** Default per-call deadline: longer than the agent's own 10 min pull bound, so the agent answers first. */
 export const DEFAULT_DEADLINE = '11m';
-/** The memory variable EnsureContainer reads (spec §3); `--memory` sets it. */
+/** The memory variable EnsureContainer reads (docs/contract.md#ensurecontainer); `--memory` sets it. */
 const MEMORY_ENV = 'AWS_LAMBDA_FUNCTION_MEMORY_SIZE';
 
 const GLOBAL_OPTIONS = {

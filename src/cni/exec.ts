@@ -2,7 +2,7 @@
  * Running one CNI plugin (CNI spec 1.0 §2 "Execution Protocol"): find the binary named by
  * `type` in the bin dirs, build its stdin from the list (§3 "Deriving execution configuration"),
  * run it with the CNI_* environment, and turn its output into a value or an AgentError. This is
- * the edge where CNI errors `{code, msg, details}` become AgentErrors (style.md §4).
+ * the edge where CNI errors `{code, msg, details}` become AgentErrors (docs/errors.md#conventions).
  */
 import { spawn } from 'node:child_process';
 import { constants as fsConstants, promises as fs } from 'node:fs';
@@ -193,7 +193,7 @@ export interface PluginCall {
  * - UNAVAILABLE: the plugin answered CNI error 11 "try again later";
  * - RESOURCE_EXHAUSTED: IPAM is out of addresses (host-local's message);
  * - INTERNAL: the exec timeout passed (the plugin's process group was killed); DEADLINE_EXCEEDED
- *   is kept for the client's own deadline (contract §2);
+ *   is kept for the client's own deadline (docs/errors.md#codes);
  * - CANCELLED / DEADLINE_EXCEEDED: `signal` fired (from its reason), process group killed;
  * - INTERNAL: any other failure, "CNI plugin <type> <CMD> failed: <msg> (code N)".
  */
@@ -225,7 +225,7 @@ export async function runPlugin(runner: PluginRunner, call: PluginCall, signal?:
     clearTimeout(timer);
   }
   if (signal?.aborted) throw abortError(signal, what);
-  if (timeout.signal.aborted) throw new AgentError('INTERNAL', `${what} timed out after ${runner.timeoutMs} ms (process killed)`); // not the client's deadline (contract §2)
+  if (timeout.signal.aborted) throw new AgentError('INTERNAL', `${what} timed out after ${runner.timeoutMs} ms (process killed)`); // not the client's deadline (docs/errors.md#codes)
 
   if (out.exitCode !== 0) throw pluginError(what, out);
   if (call.command === 'DEL' || call.command === 'CHECK') return undefined;
@@ -241,8 +241,8 @@ const CNI_ERR_TRY_AGAIN_LATER = 11;
 
 /**
  * host-local's "out of addresses" error. CNI has no error code for it (host-local answers the
- * generic 999), yet the contract (agent-api.md §2) wants RESOURCE_EXHAUSTED when the host is
- * out of IPs; so this one text match lives here, at the edge (style.md §4).
+ * generic 999), yet the contract (docs/errors.md#codes) wants RESOURCE_EXHAUSTED when the host is
+ * out of IPs; so this one text match lives here, at the edge (docs/errors.md#conventions).
  */
 const NO_IP_LEFT = /no IP addresses available/i;
 

@@ -12,7 +12,7 @@
  *   with no cache entry or a netns that is gone (empty CNI_NETNS, as containerd's CRI does), so
  *   IPAM is released in every case.
  * - A failed or aborted ADD is undone at once (DEL of every plugin, in reverse, as the spec asks
- *   after a failed ADD) on its own deadline, not the caller's signal (agent-api.md §2).
+ *   after a failed ADD) on its own deadline, not the caller's signal (docs/contract.md#rules).
  * - Calls for the same container id run one at a time (the spec forbids parallel operations on
  *   one container); different ids run in parallel, with at most `maxConcurrentExecs` plugin
  *   processes at once (no global lock: the reference agent's `cniMu` serialised everything).
@@ -36,7 +36,7 @@ export interface CniAttachment {
   readonly netns: string;
 }
 
-/** Constructor options: only the CNI slice of the config, plus the seams (style.md §5). */
+/** Constructor options: only the CNI slice of the config, plus the seams (docs/design.md#options-and-seams). */
 export interface CniNetworkOptions {
   /** The conflist (or .conf) to load. */
   readonly confFile: string;

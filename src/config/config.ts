@@ -1,5 +1,5 @@
 /**
- * The agent's configuration: every environment variable of the contract (spec §5), parsed and
+ * The agent's configuration: every environment variable of the contract (docs/configuration.md#variables), parsed and
  * checked once at start-up. `loadConfig` throws a ConfigError naming the first bad variable;
  * nothing falls back silently. Only `main.ts` passes `process.env` in; tests pass objects.
  */
@@ -153,7 +153,7 @@ export function loadConfig(env: Env): Config {
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(bridge)) throw new ConfigError('CNI_BRIDGE', `expected a Linux interface name of at most 15 characters, got ${JSON.stringify(bridge)}`);
 
   const tlsDisabled = readBool(env, 'AGENT_GRPC_TLS_DISABLED', false);
-  // Set but blank means "no registry": a blank image then resolves to safe(fn):tag (spec §3).
+  // Set but blank means "no registry": a blank image then resolves to safe(fn):tag (docs/contract.md#ensurecontainer).
   const registry = env['CONTAINER_REGISTRY'] !== undefined ? env['CONTAINER_REGISTRY'].trim() : 'registry:5010';
   if (/\s|^[a-z]+:\/\//i.test(registry)) throw new ConfigError('CONTAINER_REGISTRY', `expected host[:port][/path] without a scheme, got ${JSON.stringify(registry)}`);
 

@@ -1,6 +1,6 @@
 /**
  * What InvokeWorker may pass between the gateway and a worker: request path and header checks,
- * and the hop-by-hop filter applied in both directions (spec §3 InvokeWorker, §7: the gateway
+ * and the hop-by-hop filter applied in both directions (docs/contract.md#invokeworker, §7: the gateway
  * forwards our response headers to its own HTTP clients). Pure functions, no I/O.
  */
 import { AgentError } from '../errors.js';
@@ -23,7 +23,7 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([
 
 /**
  * Request headers undici computes itself for the worker connection: `host` comes from the
- * worker's origin (never from the request: no SSRF via Host, spec §3) and `content-length` from
+ * worker's origin (never from the request: no SSRF via Host, docs/contract.md#invokeworker) and `content-length` from
  * the payload. `expect` is dropped because the agent sends the whole payload at once (undici
  * refuses `expect` outright with NotSupportedError).
  */
@@ -50,7 +50,7 @@ function connectionTokens(value: string | readonly string[] | undefined): Set<st
 }
 
 /**
- * Checks the request path. The caller has already defaulted and normalised it (spec §3); this is
+ * Checks the request path. The caller has already defaulted and normalised it (docs/contract.md#invokeworker); this is
  * the last line before the socket: it must be an origin-form path (starts with one `/`), so that
  * no scheme or authority can ever reach the request line.
  *
@@ -96,7 +96,7 @@ export function requestHeaders(headers: Readonly<Record<string, string>>): Recor
 /**
  * The worker's response headers as the contract returns them: names lower-case (undici's
  * parse), hop-by-hop ones (and those listed in its Connection header) dropped, and repeated
- * headers joined with `, ` — `set-cookie` too, as spec §3 says (the proto map holds one string
+ * headers joined with `, ` — `set-cookie` too, as docs/contract.md#invokeworker says (the proto map holds one string
  * per name).
  */
 export function responseHeaders(headers: Readonly<Record<string, string | readonly string[] | undefined>>): Record<string, string> {

@@ -1,7 +1,7 @@
 /**
  * A FIFO lock with abortable waits: one holder at a time, waiters served in arrival order. The
  * invoker keeps one per worker because the Lambda RIE serves one invocation at a time
- * (reference-agent.md §4); undici's own queue could order requests too, but a request waiting
+ * (docs/contract.md#worker-contract); undici's own queue could order requests too, but a request waiting
  * there cannot leave it cleanly when its deadline passes, and we must know it was never sent.
  */
 

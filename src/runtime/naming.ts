@@ -1,5 +1,5 @@
 /**
- * Worker ids and the labels that mark a container as ours (contract §4). One id everywhere:
+ * Worker ids and the labels that mark a container as ours (docs/state-and-labels.md#labels). One id everywhere:
  * worker id = container id = snapshot key = CNI container id = netns name = state dir name.
  */
 import { randomBytes } from 'node:crypto';
@@ -17,7 +17,7 @@ export const LABELS = {
   kind: 'com.esb.kind',
   owner: 'com.esb.owner',
   createdAt: 'com.esb.created_at',
-  /** Worker IP from the CNI ADD result, so a restarted agent needs no IPAM files (W1). */
+  /** Worker IP from the CNI ADD result, so a restarted agent needs no IPAM files (docs/reference-agent.md#w1). */
   ip: 'com.esb.ip',
   netns: 'com.esb.netns',
   cniNetwork: 'com.esb.cni_network',
@@ -75,7 +75,7 @@ export function workerLabels(l: LabelInput): Record<string, string> {
   };
 }
 
-/** "Managed" = created_by, esb_env and kind all match (contract §4). */
+/** "Managed" = created_by, esb_env and kind all match (docs/state-and-labels.md#labels). */
 export function isManaged(labels: Readonly<Record<string, string>>, env: string): boolean {
   return labels[LABELS.createdBy] === CREATED_BY && labels[LABELS.env] === env && labels[LABELS.kind] === KIND_FUNCTION;
 }

@@ -4,7 +4,7 @@
  * `main.ts` knows which one runs. Every method throws AgentError (src/errors.ts) only.
  */
 
-/** Status strings of the contract (spec §1). */
+/** Status strings of the contract (docs/contract.md#service). */
 export type WorkerStatus = 'RUNNING' | 'PAUSED' | 'STOPPED' | 'UNKNOWN';
 
 /** The port the Lambda RIE listens on inside every worker. */
@@ -46,7 +46,7 @@ export interface WorkerState {
   readonly memoryMb: number;
 }
 
-/** GetContainerMetrics, one definition for every runtime and cgroup version (spec §3). */
+/** GetContainerMetrics, one definition for every runtime and cgroup version (docs/contract.md#getcontainermetrics). */
 export interface WorkerMetrics {
   readonly state: WorkerStatus;
   /** Working set: usage minus inactive file cache, bytes. */
@@ -71,7 +71,7 @@ export interface Runtime {
   readonly kind: 'containerd' | 'docker';
   /**
    * False when the backend cannot freeze workers (docker): Pause/Resume then answer
-   * UNIMPLEMENTED whatever the arguments (contract §3), before validation or ownership checks.
+   * UNIMPLEMENTED whatever the arguments (docs/contract.md#pausecontainer), before validation or ownership checks.
    */
   readonly canPause: boolean;
   /** Connects, prepares the backend and rebuilds the worker table. Throws when unreachable. */

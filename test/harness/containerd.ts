@@ -193,7 +193,7 @@ export function listSnapshotKeys(c: ContainerdClient, snapshotter: string): Prom
   });
 }
 
-/** runc leaves the per-namespace parent cgroup in every v1 hierarchy (containerd-api.md §6.6). */
+/** runc leaves the per-namespace parent cgroup in every v1 hierarchy (docs/containerd.md#deleting-containers). */
 export function removeNamespaceCgroups(namespace: string): void {
   const base = '/sys/fs/cgroup';
   if (!existsSync(base)) return;

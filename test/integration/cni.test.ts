@@ -100,7 +100,7 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
 const ms = (t0: number): number => Math.round(performance.now() - t0);
 
 test('CniNetwork with the real plugins on named netns', async (t) => {
-  // Preconditions: fail loudly, never skip (style.md §6).
+  // Preconditions: fail loudly, never skip (docs/design.md#testing).
   assert.equal(process.getuid?.(), 0, 'the CNI integration test needs root');
   for (const p of ['bridge', 'host-local', 'loopback', 'portmap']) await fs.access(path.join(CNI_BIN, p), fsConstants.X_OK);
   await run('ip', ['-V']);

@@ -5,7 +5,7 @@
  * Every field gets hostile values: empty, blank, huge, unicode, lone surrogates, control
  * characters, NUL, path traversal, `=` and NUL in env keys, huge env maps, negative / huge /
  * non-integer timeouts, unknown ids, other owners' ids, and raw protobuf bytes (garbage,
- * truncated and mutated encodings). An oracle written from the contract (spec §2–3) says which
+ * truncated and mutated encodings). An oracle written from the contract (docs/contract.md#rules, docs/contract.md#rpcs) says which
  * gRPC codes each input may get; a small model tracks the workers that exist, their owner and
  * whether they are paused, so the oracle knows NOT_FOUND from PERMISSION_DENIED from OK.
  *
@@ -47,7 +47,7 @@ const OWNERS = ['fuzz-a', 'fuzz-b', 'gw.example.internal'];
 const SHARE = { ensure: 0.14, list: 0.1, pause: 0.1, resume: 0.1, metrics: 0.1, invoke: 0.26, raw: 0.1, destroy: 0.1 } as const;
 const runsOf = (k: keyof typeof SHARE): number => Math.max(10, Math.round(TOTAL_RUNS * SHARE[k]));
 
-// ------------------------------------------------------------------ the oracle (spec §2–3)
+// ------------------------------------------------------------------ the oracle (docs/contract.md#rules, docs/contract.md#rpcs)
 
 type Code = 'OK' | 'INVALID_ARGUMENT' | 'NOT_FOUND' | 'PERMISSION_DENIED' | 'FAILED_PRECONDITION' | 'DEADLINE_EXCEEDED' | 'UNAVAILABLE' | 'INTERNAL';
 

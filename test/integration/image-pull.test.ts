@@ -1,7 +1,7 @@
 /**
  * ImageService against a real private containerd and real registries (docker-registry 2.8):
  * pulls of a single manifest and of a 2-platform OCI index, GC labels as in
- * containerd-api.md §10.1, pull policies, single-flight, errors, Basic and Bearer auth, and an
+ * docs/containerd.md#pull-sequence, pull policies, single-flight, errors, Basic and Bearer auth, and an
  * abort in the middle of a blob. A counting HTTP proxy in front of the registry shows exactly
  * which requests a pull made (and can hold a blob mid-stream).
  */
@@ -247,7 +247,7 @@ async function counterValue(m: Counter, labels: Record<string, string> = {}): Pr
 /**
  * A one-layer image of `layerBytes` random bytes (tar-stream + gzip), pushed under a fresh
  * repository: its blobs are in no content store yet, whatever earlier tests pulled (all
- * namespaces of one containerd share the blob store, containerd-api.md §2.4).
+ * namespaces of one containerd share the blob store, docs/containerd.md#content-write).
  */
 async function pushRandomImage(t: TestContext, layerBytes: number): Promise<{ ref: string; image: BuiltImage }> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'esb-randimg-'));
@@ -322,7 +322,7 @@ test('pull of a single-manifest image → image record, GC labels, unpacked chai
   assert.deepEqual(img.config.rootfs.diff_ids, [layer.diffId]);
   assert.deepEqual(img.config.config?.Cmd, ['/bin/true']);
   assert.equal(img.chainId, layer.diffId, 'single layer: chainID = diffID');
-  // The Go client's sequence (containerd-api.md §2.1–2.3): HEAD by tag, then everything by digest.
+  // The Go client's sequence (docs/containerd.md#resolve, docs/containerd.md#registry-auth, docs/containerd.md#platform-manifest): HEAD by tag, then everything by digest.
   assert.deepEqual(summary(reqs), ['HEAD manifests/v1', `GET manifests/${m.digest}`, `GET blobs/${m.config.digest}`, `GET blobs/${layer.digest}`]);
 
   const rec = await c.call('images', 'Get', { name: ref });

@@ -16,7 +16,7 @@ function configError(fn: () => unknown, variable: string, message?: RegExp): voi
   });
 }
 
-describe('loadConfig defaults (spec §5)', () => {
+describe('loadConfig defaults (docs/configuration.md#variables)', () => {
   const c = loadConfig({ HOME: '/home/agent' });
   const cases: [string, unknown, unknown][] = [
     ['PORT', c.port, 50051],
@@ -247,7 +247,7 @@ describe('parsers', () => {
   });
 });
 
-describe('safeName (spec §3: lower-case, keep [a-z0-9._-], fold separator runs, trim them)', () => {
+describe('safeName (docs/contract.md#worker-ids: lower-case, keep [a-z0-9._-], fold separator runs, trim them)', () => {
   const cases: [string, string][] = [
     ['hello', 'hello'],
     ['Hello-World', 'hello-world'],

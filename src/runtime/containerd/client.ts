@@ -4,7 +4,7 @@
  * proto/containerd. Every call carries the `containerd-namespace` header (and `containerd-lease`
  * when a lease is given), and every failure becomes an AgentError (`fromContainerdError`).
  *
- * Facts behind the choices here: ../shared/notes/containerd-api.md §1.
+ * Facts behind the choices here: docs/containerd.md#connecting.
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -51,7 +51,7 @@ const ANY_PROTOS = [
 
 /**
  * containerd's own client limit and the daemon's default (16 MiB): grpc-js defaults to a 4 MiB
- * receive limit, too small for Containers.List with full specs at scale (containerd-api.md §1.1).
+ * receive limit, too small for Containers.List with full specs at scale (docs/containerd.md#address-and-options).
  */
 export const CONTAINERD_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 
@@ -164,7 +164,7 @@ export class ContainerdClient {
       'grpc.max_receive_message_length': CONTAINERD_MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': CONTAINERD_MAX_MESSAGE_BYTES,
       // No keepalive pings: useless on a unix socket, and under 5 min they earn a GOAWAY
-      // (too_many_pings) from containerd's gRPC-Go server (containerd-api.md §1.1).
+      // (too_many_pings) from containerd's gRPC-Go server (docs/containerd.md#address-and-options).
       'grpc.enable_retries': 0,
       // grpc-js backs reconnects off up to 120 s by default; on a local socket that would
       // keep the agent UNAVAILABLE for minutes after containerd is back. Retry often instead.
@@ -293,7 +293,7 @@ export class ContainerdClient {
   /**
    * Creates the client's namespace when missing. The namespace's own name goes in the
    * `containerd-namespace` header: without it containerd creates the namespace and then fails
-   * publishing the event (containerd-api.md §1.2).
+   * publishing the event (docs/containerd.md#metadata-headers).
    */
   async ensureNamespace(opts: RequestOptions = {}): Promise<boolean> {
     try {

@@ -87,7 +87,7 @@ export async function createContainer(c: ContainerdClient, n: NewContainer, opts
 
 /**
  * Deletes the container record; already gone counts as deleted. containerd does not refuse
- * this while a task exists (containerd-api.md §6.6): callers delete the task first.
+ * this while a task exists (docs/containerd.md#deleting-containers): callers delete the task first.
  */
 export async function deleteContainer(c: ContainerdClient, id: string, opts: RequestOptions): Promise<void> {
   try {

@@ -2,7 +2,7 @@
  * Follows containerd's task events for the agent's namespace and hands them on, decoded. Events
  * are live only (no replay): after the stream breaks (containerd restart) it resubscribes with
  * backoff and calls `onResync` so the owner rebuilds its view from Tasks/Containers.List
- * (containerd-api.md §8). Subscribe has no deadline; closing cancels it.
+ * (docs/containerd.md#events). Subscribe has no deadline; closing cancels it.
  */
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../../log.js';

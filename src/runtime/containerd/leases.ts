@@ -1,7 +1,7 @@
 /**
  * containerd leases: everything created under a lease stays safe from garbage collection until
  * the lease is deleted, and a lease that a crash left behind expires by itself
- * (`containerd.io/gc.expire`), so nothing it pinned is kept forever (containerd-api.md §2.6).
+ * (`containerd.io/gc.expire`), so nothing it pinned is kept forever (docs/containerd.md#leases).
  */
 import { randomBytes } from 'node:crypto';
 import { isNotFound } from '../../errors.js';

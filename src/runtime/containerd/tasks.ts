@@ -1,6 +1,6 @@
 /**
  * Tasks (the running process tree of a container): one containerd call per function, plus the
- * kill-then-wait that every teardown needs. Facts: containerd-api.md §6.
+ * kill-then-wait that every teardown needs. Facts: docs/containerd.md#tasks.
  */
 import { AgentError, isNotFound } from '../../errors.js';
 import type { Process__Output } from '../../gen/containerd/containerd/v1/types/Process.js';
@@ -20,7 +20,7 @@ export interface NewTask {
 /**
  * Creates the task (runc init waits, namespaces made; nothing of the image runs yet). The
  * rootfs mounts are always passed: without them a failed create leaves a bundle dir that
- * blocks the id for good (containerd-api.md §6.1 pitfall).
+ * blocks the id for good (docs/containerd.md#task-create).
  */
 export async function createTask(c: ContainerdClient, t: NewTask, opts: RequestOptions): Promise<number> {
   const res = await c.call(
@@ -75,7 +75,7 @@ export async function deleteTask(c: ContainerdClient, id: string, opts: RequestO
 /**
  * SIGKILLs every process of the task and waits until it has stopped, at most `timeoutMs`.
  * `Kill{all}` also thaws a paused task (runc kill --all); a Resume after it covers kernels
- * where a frozen task keeps the signal pending (containerd-api.md §6.3). Waiting polls
+ * where a frozen task keeps the signal pending (docs/containerd.md#pause-resume). Waiting polls
  * Tasks.Get instead of holding Tasks.Wait: Wait past a deadline answers UNKNOWN (§1.3) and
  * a cancelled Wait leaves nothing to learn. Returns false if the task is still not stopped.
  */

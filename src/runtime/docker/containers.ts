@@ -20,7 +20,7 @@ export interface DockerContainerSummary {
   readonly NetworkSettings?: { readonly Networks?: Readonly<Record<string, { readonly IPAddress?: string }>> | null } | null;
 }
 
-/** The `filters` of every managed-container query: created_by, esb_env and kind (spec §4). */
+/** The `filters` of every managed-container query: created_by, esb_env and kind (docs/state-and-labels.md#labels). */
 export function managedLabelFilters(env: string): { label: string[] } {
   return { label: [`${LABELS.createdBy}=${CREATED_BY}`, `${LABELS.env}=${env}`, `${LABELS.kind}=${KIND_FUNCTION}`] };
 }

@@ -11,7 +11,7 @@ import { engineError, isUnreachable } from './errors.js';
 
 /** Engine API version of every versioned path: Docker 20.10 (Debian 12's docker.io) speaks it, newer daemons still accept it. */
 export const ENGINE_API_VERSION = '1.41';
-/** Bound on one ordinary call when the caller gives none: the gateway sets no deadlines (spec §7). */
+/** Bound on one ordinary call when the caller gives none: the gateway sets no deadlines (docs/contract.md#gateway). */
 const DEFAULT_CALL_TIMEOUT_MS = 60_000;
 
 export interface EngineClientOptions {

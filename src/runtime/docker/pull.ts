@@ -1,12 +1,12 @@
 /**
- * Images on the docker runtime, with the same IMAGE_PULL_POLICY as containerd (spec §3):
+ * Images on the docker runtime, with the same IMAGE_PULL_POLICY as containerd (docs/contract.md#ensurecontainer):
  * `if-not-present` uses a local image (`GET /images/{name}/json`), `always` pulls every time
  * (dockerd only downloads what changed), `never` never pulls (missing → NOT_FOUND).
  *
  * A pull is `POST /images/create` with `X-Registry-Auth` from the same docker `config.json` the
  * containerd runtime reads (DOCKER_CONFIG). Its answer is a progress stream whose `error` lines
- * are failures (W14); they map to NOT_FOUND / PERMISSION_DENIED / UNAVAILABLE like containerd's.
- * Concurrent pulls of one reference share one run with its own timeout (W15).
+ * are failures (docs/reference-agent.md#w14); they map to NOT_FOUND / PERMISSION_DENIED / UNAVAILABLE like containerd's.
+ * Concurrent pulls of one reference share one run with its own timeout (docs/reference-agent.md#w15).
  */
 import type { PullPolicy } from '../../config/config.js';
 import { AgentError, abortError, hasCode } from '../../errors.js';

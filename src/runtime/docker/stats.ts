@@ -1,6 +1,6 @@
 /**
  * Docker's container state and one-shot stats → the contract's status strings and
- * GetContainerMetrics numbers, with the same definition as on containerd (spec §3):
+ * GetContainerMetrics numbers, with the same definition as on containerd (docs/contract.md#getcontainermetrics):
  *
  * | field | cgroup v1 (stats API) | cgroup v2 (stats API) |
  * |---|---|---|

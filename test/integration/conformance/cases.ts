@@ -1,5 +1,5 @@
 /**
- * Cross-runtime conformance: the same contract cases (spec §2–3) run against every runtime,
+ * Cross-runtime conformance: the same contract cases (docs/contract.md#rules, docs/contract.md#rpcs) run against every runtime,
  * so the gateway sees one API whatever AGENT_RUNTIME is. `conformanceSuite` gets a starter for a
  * stack (containerd: harness/stack.ts, docker: harness/docker-stack.ts) and defines one
  * `describe` of cases on it. Runtime-specific behaviour lives in each runtime's own test file.

@@ -4,7 +4,7 @@
  * character above U+00FF, passed validation and was refused only later by the proxy. So the
  * same malformed request answered NOT_FOUND or PERMISSION_DENIED for a container that was not
  * the caller's, and INVALID_ARGUMENT only for one that was. Malformed fields are now refused
- * first, whatever the container (spec §2).
+ * first, whatever the container (docs/contract.md#rules).
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';

@@ -7,7 +7,7 @@ import { AgentMetrics } from '../../../src/metrics.js';
 import { InflightTracker, MAX_DETAILS_CHARS, STATUS_BY_CODE, toAgentError, toServiceError, toStatus, unary, type RpcHandler } from '../../../src/api/status.js';
 import { LogCapture, captureLogger } from '../../helpers/logs.js';
 
-describe('toStatus: every AgentError code → its gRPC status (spec §2)', () => {
+describe('toStatus: every AgentError code → its gRPC status (docs/errors.md#codes)', () => {
   const table: [ErrorCode, grpc.status][] = [
     ['INVALID_ARGUMENT', grpc.status.INVALID_ARGUMENT],
     ['NOT_FOUND', grpc.status.NOT_FOUND],

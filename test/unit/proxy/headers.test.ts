@@ -1,4 +1,4 @@
-/** Path checks and hop-by-hop filtering for InvokeWorker (spec §3, §7). */
+/** Path checks and hop-by-hop filtering for InvokeWorker (docs/contract.md#invokeworker, docs/contract.md#gateway). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { AgentError } from '../../../src/errors.js';

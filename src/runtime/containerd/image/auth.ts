@@ -1,6 +1,6 @@
 /**
  * Registry authentication as containerd's `remotes/docker/authorizer.go` does it
- * (containerd-api.md §2.2): parse the `WWW-Authenticate` challenge of a 401, then either send
+ * (docs/containerd.md#registry-auth): parse the `WWW-Authenticate` challenge of a 401, then either send
  * HTTP Basic credentials, or exchange them (or nothing, anonymously) for a Bearer token at the
  * challenge's realm. Tokens are cached per registry + scope; a second 401 after fresh
  * credentials is PERMISSION_DENIED, never a loop.
@@ -193,7 +193,7 @@ export class Authorizer {
 
     if (creds) {
       // POST form first (OAuth2), as the Go client does; fall back to GET + Basic when the
-      // server does not implement it (containerd-api.md §2.2 step 3).
+      // server does not implement it (docs/containerd.md#registry-auth step 3).
       const form = new URLSearchParams({ client_id: CLIENT_ID, scope: scopes.join(' ') });
       if (service !== undefined) form.set('service', service);
       if (creds.identityToken !== undefined) {

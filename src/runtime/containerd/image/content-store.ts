@@ -1,6 +1,6 @@
 /**
  * Small leaves over containerd's content store: Info (does a blob exist here?), label updates
- * (GC references, containerd-api.md §2.5) and whole-blob reads through the `Content.Read`
+ * (GC references, docs/containerd.md#gc-labels) and whole-blob reads through the `Content.Read`
  * server stream, for manifests and configs of local images.
  */
 import { AgentError, abortError, isNotFound } from '../../../errors.js';
@@ -39,7 +39,7 @@ export async function contentInfo(c: ContainerdClient, digest: string, opts: Con
 
 /**
  * Sets (only) the given labels on a blob with `Content.Update` and a `labels.<key>` field mask,
- * leaving its other labels alone (containerd-api.md §2.5).
+ * leaving its other labels alone (docs/containerd.md#gc-labels).
  */
 export async function updateContentLabels(c: ContainerdClient, digest: string, labels: Readonly<Record<string, string>>, opts: ContentCallOptions = {}): Promise<void> {
   const paths = Object.keys(labels).map((k) => `labels.${k}`);

@@ -1,6 +1,6 @@
 /**
  * Writes one blob into containerd's content store over the `Content.Write` bidi stream, the
- * way containerd-api.md §2.4 describes it:
+ * way docs/containerd.md#content-write describes it:
  *
  * 1. STAT with the ingest ref, `total` and `expected` → ALREADY_EXISTS (done), `offset ==
  *    total` (commit only), `0 < offset < total` (resume from there), or UNAVAILABLE "ref …
@@ -22,7 +22,7 @@ import type { WriteContentResponse__Output } from '../../../gen/containerd/conta
 import { DigestVerifier } from './digest.js';
 import type { Descriptor } from './oci.js';
 
-/** The Go client's write buffer (containerd-api.md §2.4 step 3). */
+/** The Go client's write buffer (docs/containerd.md#content-write step 3). */
 export const WRITE_CHUNK_BYTES = 1024 * 1024;
 /** Backoff for a locked ref: the ceiling doubles from 16 ms to about 2 s, like the Go client. */
 const LOCK_BACKOFF_START_MS = 16;
@@ -61,7 +61,7 @@ export function ingestRef(kind: 'index' | 'manifest' | 'config' | 'layer' | 'unk
 
 /**
  * Another stream holds this ingest ref. containerd reports it only as text under UNAVAILABLE
- * (`ref … locked for …`, containerd-api.md §2.4); a down daemon or registry is UNAVAILABLE too,
+ * (`ref … locked for …`, docs/containerd.md#content-write); a down daemon or registry is UNAVAILABLE too,
  * without that text, and is neither retried nor mistaken for a lock.
  */
 function isRefLocked(err: unknown): boolean {
@@ -210,7 +210,7 @@ async function writeOnce(c: ContainerdClient, opts: WriteBlobOptions): Promise<W
   } catch (err) {
     session.cancel();
     source?.destroy();
-    // Drop our partial ingest so a failed pull leaves nothing behind (spec §2); never one that
+    // Drop our partial ingest so a failed pull leaves nothing behind (docs/contract.md#rules); never one that
     // another writer holds.
     if (started && !isRefLocked(err)) await abortIngest(c, ref);
     if (isAborted(signal) && !hasCode(err, 'FAILED_PRECONDITION')) throw abortError(signal, what);

@@ -1,6 +1,6 @@
 /**
  * Content digests: format checks, streaming sha256 verification of downloaded bytes, and the
- * chainID computation that names unpacked snapshots (containerd-api.md §2.3, §3).
+ * chainID computation that names unpacked snapshots (docs/containerd.md#platform-manifest, docs/containerd.md#unpack).
  */
 import { createHash, type Hash } from 'node:crypto';
 import { AgentError } from '../../../errors.js';
@@ -32,7 +32,7 @@ export function sha256Digest(data: Uint8Array | string): string {
 
 /**
  * Hashes and counts bytes as they stream by, then checks them against an expected descriptor.
- * Every downloaded body goes through one before it is committed (containerd-api.md §2.3:
+ * Every downloaded body goes through one before it is committed (docs/containerd.md#platform-manifest:
  * "Verify sha256 and size of every body before committing").
  */
 export class DigestVerifier {
@@ -85,7 +85,7 @@ export function verifyBytes(data: Uint8Array, digest: string, size: number, what
 }
 
 /**
- * chainIDs of a layer stack (containerd-api.md §3): `chain[0] = diffID[0]`,
+ * chainIDs of a layer stack (docs/containerd.md#unpack): `chain[0] = diffID[0]`,
  * `chain[i] = sha256(chain[i-1] + " " + diffID[i])`. The last one names the top snapshot.
  */
 export function chainIds(diffIds: readonly string[]): string[] {

@@ -1,5 +1,5 @@
 /**
- * Registry credentials from a docker-style `config.json` (`DOCKER_CONFIG`, spec §5). Only the
+ * Registry credentials from a docker-style `config.json` (`DOCKER_CONFIG`, docs/configuration.md#variables). Only the
  * `auths` map is read; credential helpers (`credsStore`, `credHelpers`) would mean running
  * external programs and are not supported.
  */

@@ -1,6 +1,6 @@
 /**
  * The image service: turns an image reference into an unpacked local image the runtime can
- * start containers from, following IMAGE_PULL_POLICY (spec §3 EnsureContainer, §5):
+ * start containers from, following IMAGE_PULL_POLICY (docs/contract.md#ensurecontainer, §5):
  *
  * - `if-not-present`: a local image whose content is readable and whose snapshot chain is
  *   unpacked is used as is; otherwise it is pulled (only missing blobs are downloaded).
@@ -9,8 +9,8 @@
  * - `never`: no registry access; a missing image is NOT_FOUND.
  *
  * Concurrent calls for one reference share one run (single-flight with its own timeout,
- * reference weakness W15). How a pull talks to containerd and the registry: pull.ts and
- * containerd-api.md §2–3 (shared notes).
+ * reference weakness docs/reference-agent.md#w15). How a pull talks to containerd and the registry: pull.ts and
+ * docs/containerd.md#pulling, docs/containerd.md#unpack.
  */
 import type { PullPolicy } from '../../../config/config.js';
 import { AgentError, hasCode } from '../../../errors.js';

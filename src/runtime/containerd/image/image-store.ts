@@ -1,5 +1,5 @@
 /**
- * containerd image records (containerd-api.md §2.7): the name is the full normalised reference,
+ * containerd image records (docs/containerd.md#image-records): the name is the full normalised reference,
  * the target the top descriptor (the index for a multi-platform image). The record is the GC
  * root of everything the pull wrote.
  */
@@ -32,7 +32,7 @@ const PUT_ATTEMPTS = 5;
 /**
  * Creates the record, or points an existing one at `target`: Create, on ALREADY_EXISTS Update
  * with `update_mask: target`, and on NOT_FOUND (deleted in between) create again — the Go
- * client's loop (containerd-api.md §2).
+ * client's loop (docs/containerd.md#pulling).
  */
 export async function putImage(c: ContainerdClient, name: string, target: Descriptor, opts: { signal?: AbortSignal | undefined; labels?: Readonly<Record<string, string>> } = {}): Promise<void> {
   const image = { name, labels: { ...opts.labels }, target: toWire(target) };

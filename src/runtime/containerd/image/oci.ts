@@ -29,7 +29,7 @@ export const MediaType = {
   ociLayerNonDistributableZstd: 'application/vnd.oci.image.layer.nondistributable.v1.tar+zstd',
 } as const;
 
-/** The Go client's Accept list for resolving, exactly (containerd-api.md §2.1). */
+/** The Go client's Accept list for resolving, exactly (docs/containerd.md#resolve). */
 export const MANIFEST_ACCEPT = [
   MediaType.dockerManifest,
   MediaType.dockerManifestList,
@@ -43,7 +43,7 @@ const MANIFEST_TYPES: ReadonlySet<string> = new Set([MediaType.ociManifest, Medi
 const SCHEMA1_TYPES: ReadonlySet<string> = new Set([MediaType.dockerSchema1, MediaType.dockerSchema1Signed, 'text/plain']);
 
 /**
- * Layer media types containerd 1.6's walking differ applies (containerd-api.md §3); anything
+ * Layer media types containerd 1.6's walking differ applies (docs/containerd.md#unpack); anything
  * else (e.g. `+encrypted`) would fail inside Diff.Apply with a less clear error.
  */
 export const LAYER_TYPES: ReadonlySet<string> = new Set([
@@ -169,7 +169,7 @@ export function detectManifestType(body: Json, headerType: string | undefined): 
   return h ?? 'application/octet-stream';
 }
 
-/** Refuses Docker schema 1 (deprecated in containerd 1.7, removed in 2.x; containerd-api.md §2.1). */
+/** Refuses Docker schema 1 (deprecated in containerd 1.7, removed in 2.x; docs/containerd.md#resolve). */
 export function assertNotSchema1(mediaType: string, ref: string): void {
   if (isSchema1Type(mediaType)) {
     throw new AgentError('FAILED_PRECONDITION', `image ${ref} uses the Docker schema 1 manifest format (${mediaType}), which is not supported; push it again with a current client (schema 2 or OCI)`);

@@ -1,5 +1,5 @@
 /**
- * The host platform and the choice of one manifest from an index (containerd-api.md §2.3: the
+ * The host platform and the choice of one manifest from an index (docs/containerd.md#platform-manifest: the
  * Go client keeps only the best match, `LimitManifests(…, 1)`).
  */
 import { AgentError } from '../../../errors.js';

@@ -1,6 +1,6 @@
 /**
  * One image pull without the Go client, in the order containerd's `Client.Pull` follows
- * (containerd-api.md §2, §3): lease → resolve → index (all children labelled) → host manifest
+ * (docs/containerd.md#pulling, docs/containerd.md#unpack): lease → resolve → index (all children labelled) → host manifest
  * (config + layer labels) → config → layers (at most 3 at a time, each verified while written)
  * → unpack → image record → lease deleted. Blobs already in the namespace are not downloaded
  * again; they are only relabelled and attached to the lease so GC cannot take them before the
@@ -133,7 +133,7 @@ export async function pullImage(deps: PullDeps, req: PullRequest): Promise<PullR
    * Makes sure a small blob (index, manifest, config) is stored with its labels and returns
    * its bytes. Present in this namespace → read locally and relabelled. Otherwise written: the
    * registry is asked only when containerd's STAT says it lacks the bytes (a blob committed in
-   * another namespace of the same daemon needs only a COMMIT, containerd-api.md §2.4); then the
+   * another namespace of the same daemon needs only a COMMIT, docs/containerd.md#content-write); then the
    * bytes are read back to compute the child labels.
    */
   const ensureSmall = async (

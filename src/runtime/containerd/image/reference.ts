@@ -2,7 +2,7 @@
  * Image references, normalised the way docker and containerd do it (distribution/reference's
  * `ParseNormalizedNamed` + `TagNameOnly`): no registry → `docker.io`, `library/` before
  * single-component names on docker.io, tag `latest` when neither tag nor digest is given. The
- * normalised `name` is what the containerd image record is called (containerd-api.md §2.7).
+ * normalised `name` is what the containerd image record is called (docs/containerd.md#image-records).
  */
 import { AgentError } from '../../../errors.js';
 import { safeName } from '../../../config/config.js';
@@ -106,7 +106,7 @@ export function parseReference(ref: string): ImageReference {
 }
 
 /**
- * The image of a function whose request gave none (spec §3 EnsureContainer):
+ * The image of a function whose request gave none (docs/contract.md#ensurecontainer):
  * `${registry}/${safe(functionName)}:${tag}`, the registry omitted when it is ''.
  * The result still has to go through parseReference (a blank safe name is invalid there).
  */
@@ -129,7 +129,7 @@ export function requestedImageRef(image: string, functionName: string, registry:
 
 /**
  * The host name of a registry without its port (and without IPv6 brackets' port): the key of
- * the `containerd.io/distribution.source.<host>` label drops the port (containerd-api.md §2.5).
+ * the `containerd.io/distribution.source.<host>` label drops the port (docs/containerd.md#gc-labels).
  */
 export function registryHostname(registry: string): string {
   if (registry.startsWith('[')) {

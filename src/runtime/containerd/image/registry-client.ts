@@ -3,9 +3,9 @@
  * reference to a descriptor, fetch manifests and configs whole (verified), and open layer
  * blobs as streams (verified by the content writer while they are written).
  *
- * Transport (spec §3 EnsureContainer, §5): HTTPS with the system CAs plus
+ * Transport (docs/contract.md#ensurecontainer, §5): HTTPS with the system CAs plus
  * CONTAINER_REGISTRY_CA_FILE; plain HTTP when `insecure` is set and always for loopback hosts.
- * Auth: auth.ts. Behaviour mirrors containerd's `remotes/docker` (containerd-api.md §2.1–2.3).
+ * Auth: auth.ts. Behaviour mirrors containerd's `remotes/docker` (docs/containerd.md#resolve, docs/containerd.md#registry-auth, docs/containerd.md#platform-manifest).
  */
 import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
@@ -19,7 +19,7 @@ import { MANIFEST_ACCEPT, assertNotSchema1, detectManifestType, isIndexType, isM
 import type { ImageReference } from './reference.js';
 import { networkError, readCapped, statusError } from './registry-errors.js';
 
-/** containerd's `MaxManifestSize` (4·1048·1048 bytes, containerd-api.md §2.1). */
+/** containerd's `MaxManifestSize` (4·1048·1048 bytes, docs/containerd.md#resolve). */
 export const MAX_MANIFEST_BYTES = 4 * 1048 * 1048;
 /** Image configs are read whole too; long histories stay far below this. */
 export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
@@ -29,14 +29,14 @@ const MAX_REDIRECTS = 5;
 const USER_AGENT = 'esb-agent (containerd-api)';
 /** Connection set-up bound; a dead host should fail the pull well before its own timeout. */
 const CONNECT_TIMEOUT_MS = 10_000;
-/** undici's own timers are coarse (~1 s, node-stack.md §6); the pull's signal is the precise bound. */
+/** undici's own timers are coarse (~1 s, docs/design.md#undici); the pull's signal is the precise bound. */
 const HEADERS_TIMEOUT_MS = 60_000;
 const BODY_IDLE_TIMEOUT_MS = 60_000;
 /** Where distributions keep the system CA bundle (Debian/Ubuntu, RHEL/Fedora, Alpine/SUSE). */
 const SYSTEM_CA_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt', '/etc/ssl/cert.pem'];
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
 
-/** Transport and credential settings (spec §5 CONTAINER_REGISTRY_*, DOCKER_CONFIG). */
+/** Transport and credential settings (docs/configuration.md#variables CONTAINER_REGISTRY_*, DOCKER_CONFIG). */
 export interface RegistryClientOptions {
   /** Plain HTTP for every registry (CONTAINER_REGISTRY_INSECURE). */
   readonly insecure: boolean;
@@ -149,7 +149,7 @@ export class RegistryClient {
       }
     } else if (head.statusCode === 404) {
       // A digest reference may name content some registries serve only under blobs/
-      // (containerd-api.md §2.1); the digest check below keeps that safe.
+      // (docs/containerd.md#resolve); the digest check below keeps that safe.
       if (ref.digest === undefined) throw statusError(404, undefined, ref.registry, what, notFound);
       return this.#resolveFromGet(ref, `/v2/${ref.repository}/blobs/${ref.digest}`, what, notFound, signal);
     } else if (head.statusCode !== 405 && head.statusCode !== 400) {
@@ -198,7 +198,7 @@ export class RegistryClient {
 
   /**
    * Opens a blob download, from `offset` when the registry honours a Range request (resuming a
-   * partial ingest, containerd-api.md §2.4); the caller verifies digest and size.
+   * partial ingest, docs/containerd.md#content-write); the caller verifies digest and size.
    */
   async openBlob(ref: ImageReference, desc: Descriptor, offset: number, signal: AbortSignal): Promise<BlobStream> {
     const what = `fetch blob ${desc.digest} of ${ref.name}`;
@@ -272,7 +272,7 @@ export class RegistryClient {
         await res.body.dump();
         if (freshAuth) {
           // A 401 right after fresh credentials or a fresh token is a refusal, not a stale
-          // token: stop here instead of looping (containerd-api.md §2.2 step 4).
+          // token: stop here instead of looping (docs/containerd.md#registry-auth step 4).
           const why = challenges.find((c) => c.params['error'] !== undefined)?.params['error'];
           throw new AgentError('PERMISSION_DENIED', `registry ${ref.registry} denied access to ${ref.name}${why !== undefined ? ` (${why})` : ''}`);
         }

@@ -1,6 +1,6 @@
 /**
- * Converts registry HTTP outcomes into AgentErrors (style.md §4: convert at the edge). Codes
- * follow the contract (spec §2): image or blob 404 → NOT_FOUND, 401/403 → PERMISSION_DENIED,
+ * Converts registry HTTP outcomes into AgentErrors (docs/errors.md#conventions: convert at the edge). Codes
+ * follow the contract (docs/errors.md#codes): image or blob 404 → NOT_FOUND, 401/403 → PERMISSION_DENIED,
  * unreachable / 5xx / 429 → UNAVAILABLE (the gateway retries those), a slow registry →
  * DEADLINE_EXCEEDED, the caller's abort → CANCELLED or DEADLINE_EXCEEDED per its reason.
  */
@@ -60,7 +60,7 @@ export function statusError(status: number, body: Buffer | undefined, registry: 
 
 /**
  * Reads a whole response body, refusing more than `maxBytes` (manifests are capped at about
- * 4 MiB, containerd-api.md §2.1). The body is destroyed on overflow so the socket is freed.
+ * 4 MiB, docs/containerd.md#resolve). The body is destroyed on overflow so the socket is freed.
  */
 export async function readCapped(body: Readable, maxBytes: number, what: string): Promise<Buffer> {
   const chunks: Buffer[] = [];

@@ -1,6 +1,6 @@
 /**
  * Unpacks an image's layers into snapshots with Snapshots + Diff, as containerd's `unpacker.go`
- * does (containerd-api.md §3): snapshots are named by chainID, each layer is applied onto an
+ * does (docs/containerd.md#unpack): snapshots are named by chainID, each layer is applied onto an
  * `extract-…` active snapshot and committed under its chainID; concurrent unpackers of the
  * same layers race benignly (ALREADY_EXISTS on Commit = someone else won).
  */
@@ -68,7 +68,7 @@ function extractKey(chainId: string): string {
 /**
  * Makes sure the image's snapshot chain exists, applying missing layers, then labels the
  * config with `gc.ref.snapshot.<snapshotter>` (also when nothing was applied: otherwise nothing
- * roots the chain once another image goes away, containerd-api.md §10.4 pitfall 9).
+ * roots the chain once another image goes away, docs/containerd.md#unpack).
  *
  * @throws AgentError FAILED_PRECONDITION on layer/diffID count or digest mismatch, UNIMPLEMENTED
  *   for a layer media type containerd cannot apply, containerd's errors otherwise. A failure

@@ -1,6 +1,6 @@
 /**
  * The OCI runtime spec of a worker: containerd's client defaults (oci.populateDefaultUnixSpec,
- * captured in containerd-api.md §5.2) plus small, ordered mutators, each testable alone.
+ * captured in docs/containerd.md#default-spec) plus small, ordered mutators, each testable alone.
  * `buildWorkerSpec` applies them in the order the contract needs (image config, then request
  * env so the request wins, then limits and the worker's own files and netns).
  */
@@ -24,9 +24,9 @@ export const DEFAULT_CAPABILITIES: readonly string[] = [
 export const DROPPED_CAPABILITIES: readonly string[] = ['CAP_NET_RAW'];
 
 export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-/** RLIMIT_NOFILE of every worker (contract §3). */
+/** RLIMIT_NOFILE of every worker (docs/contract.md#ensurecontainer). */
 export const WORKER_NOFILE = 1024;
-/** Upper bound on processes + threads in one worker: stops fork bombs (W19). */
+/** Upper bound on processes + threads in one worker: stops fork bombs (docs/reference-agent.md#w19). */
 export const WORKER_PIDS_LIMIT = 1024;
 /** Lambda gives one full vCPU at 1,769 MB; cpu.shares scale the same way (1024 = one CPU's weight). */
 const LAMBDA_MB_PER_VCPU = 1769;

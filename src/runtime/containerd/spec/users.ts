@@ -1,7 +1,7 @@
 /**
  * Resolves an image's `User` (`uid`, `uid:gid`, `name`, `name:group`) to numeric ids, reading
  * /etc/passwd and /etc/group from the container's rootfs. The Go client temp-mounts the
- * snapshot for this (containerd-api.md §5.2); the agent runs on the host as root, so it reads
+ * snapshot for this (docs/containerd.md#default-spec); the agent runs on the host as root, so it reads
  * the files straight from the snapshot's directories instead: the overlay's upper dir, then
  * each lower dir top-down — no mount needed.
  */
