@@ -30,8 +30,8 @@ interface MetricsFixture {
   readonly cgroup_after?: Record<string, string>;
 }
 
-function load<T>(name: string): T {
-  return JSON.parse(readFileSync(path.join(DIR, name), 'utf8')) as T;
+function load(name: string): unknown {
+  return JSON.parse(readFileSync(path.join(DIR, name), 'utf8'));
 }
 
 /** The production decoders; the socket is never dialled (channels are lazy). */
@@ -130,7 +130,7 @@ test('recorded v2 fixtures: four task states, the cgroup-gone response and the e
 
 test('running task: decoded metrics match memory.current − inactive_file, memory.max, cpu.stat and pids.current', (t) => {
   const c = client(t);
-  const f = load<MetricsFixture>('v2-rec-running.json');
+  const f = load('v2-rec-running.json') as MetricsFixture;
   const { metrics, raw } = decodeSample(c, f);
   const files = crossCheck('running', f, metrics);
   assert.equal(metrics.memoryMaxBytes, 64n * 1024n * 1024n);
@@ -146,7 +146,7 @@ test('running task: decoded metrics match memory.current − inactive_file, memo
 
 test('paused task: cgroup.freeze is 1 and the metrics still decode and match the files', (t) => {
   const c = client(t);
-  const f = load<MetricsFixture>('v2-rec-paused.json');
+  const f = load('v2-rec-paused.json') as MetricsFixture;
   assert.equal(f.cgroup_before!['cgroup.freeze']?.trim(), '1');
   assert.equal(f.cgroup_after!['cgroup.freeze']?.trim(), '1');
   const { metrics } = decodeSample(c, f);
@@ -160,7 +160,7 @@ test('paused task: cgroup.freeze is 1 and the metrics still decode and match the
 
 test('unlimited task: memory.max "max" arrives as 2^64−1 and decodes to 0', (t) => {
   const c = client(t);
-  const f = load<MetricsFixture>('v2-rec-unlimited.json');
+  const f = load('v2-rec-unlimited.json') as MetricsFixture;
   assert.equal(f.cgroup_before!['memory.max']?.trim(), 'max');
   const { metrics, raw } = decodeSample(c, f);
   assert.equal(String((raw['memory'] as Record<string, unknown>)['usage_limit']), '18446744073709551615');
@@ -170,7 +170,7 @@ test('unlimited task: memory.max "max" arrives as 2^64−1 and decodes to 0', (t
 
 test('OOM-killed child: memory.events oom_kill 1 is the decoded oomKills; PID 1 lives on', (t) => {
   const c = client(t);
-  const f = load<MetricsFixture>('v2-rec-oom.json');
+  const f = load('v2-rec-oom.json') as MetricsFixture;
   const { metrics } = decodeSample(c, f);
   crossCheck('oom', f, metrics);
   assert.equal(metrics.oomKills, 1n);
@@ -180,7 +180,7 @@ test('OOM-killed child: memory.events oom_kill 1 is the decoded oomKills; PID 1 
 
 test('task whose cgroup is gone: containerd answers with no sample, which decodes to an empty list', (t) => {
   const c = client(t);
-  const f = load<MetricsFixture>('v2-rec-cgroup-gone.json');
+  const f = load('v2-rec-cgroup-gone.json') as MetricsFixture;
   assert.equal(f.error, undefined, 'containerd answered the call');
   const res = metricsResponse(c, f);
   assert.deepEqual(res.metrics, []);
@@ -188,7 +188,7 @@ test('task whose cgroup is gone: containerd answers with no sample, which decode
 
 test('recorded /tasks/oom and /tasks/exit envelopes decode to the agent\'s task events', (t) => {
   const c = client(t);
-  const f = load<{ oom_base64: string; exit_base64: string }>('v2-rec-events.json');
+  const f = load('v2-rec-events.json') as { oom_base64: string; exit_base64: string };
   const decode = deserializer(c.svc.events, 'Subscribe');
   const oomEnv = decode(Buffer.from(f.oom_base64, 'base64')) as Envelope__Output;
   assert.equal(oomEnv.topic, '/tasks/oom');
