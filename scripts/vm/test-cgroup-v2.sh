@@ -110,8 +110,10 @@ mkdir -p "$cache"
 run="$(mktemp -d /var/tmp/esb-vm-run.XXXXXX)"
 mkdir -p "$run/share"
 qemu_pid=''
+partial=''
 cleanup() {
   local rc=$?
+  if [ -n "$partial" ]; then rm -rf --one-file-system "$partial"; fi
   if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
     kill -TERM "$qemu_pid" 2>/dev/null || true
     sleep 2
@@ -129,20 +131,32 @@ node_bin="$(readlink -f "$(command -v node)")"
 key="$( { sha256sum "$here/build-image.sh" "$here/guest-packages.txt" | cut -d' ' -f1; sha256sum "$node_bin" | cut -d' ' -f1; echo "$mirror"; } | sha256sum | cut -c1-16)"
 image="$cache/$key"
 t0=$(date +%s)
+# One build at a time (two CI jobs on one machine would otherwise both debootstrap).
+exec 9> "$cache/.lock"
+flock 9
 if [ ! -f "$image/rootfs.img" ]; then
   echo "test-cgroup-v2: building the guest image into $image (once)"
   # Built beside the final path and renamed: an interrupted build never looks complete.
   partial="$cache/$key.partial.$$"
   rm -rf "$partial"
   if ! nice -n 10 bash "$here/build-image.sh" "$partial" "$mirror"; then
-    rm -rf "$partial"
     echo "test-cgroup-v2: image build failed" >&2
     exit 1
   fi
   rm -rf "$image"
   mv "$partial" "$image"
+  partial=''
   echo "test-cgroup-v2: image built in $(( $(date +%s) - t0 )) s"
+  # Images of older build inputs are never used again.
+  for old in "$cache"/*; do
+    case "$(basename "$old")" in
+      "$key") ;;
+      [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]*)
+        rm -rf --one-file-system "$old" ;;
+    esac
+  done
 fi
+flock -u 9
 
 # --- containerd 2.1 from sid, cached by version ----------------------------------------------
 ctd2_deb=''
@@ -156,7 +170,8 @@ if printf '%s\n' "${configs[@]}" | grep -qx 2.1; then
     mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
     echo "deb $mirror sid main" > "$apt_dir/sources.list"
     apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
-      -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=)
+      -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=
+      -o APT::Sandbox::User=root)
     apt-get "${apt_opts[@]}" update -q
     (cd "$debs" && apt-get "${apt_opts[@]}" download containerd)
     rm -rf "$apt_dir/lists"
