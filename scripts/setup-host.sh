@@ -2,6 +2,11 @@
 # Installs the Debian packages the agent and its tests use, when missing. Idempotent; root only.
 # Nothing is started here: tests start their own containerd, registry and dockerd on private paths.
 set -euo pipefail
+if [ "${ESB_SKIP_HOST_SETUP:-}" = 1 ]; then
+  # The cgroup v2 test guest (scripts/vm): its image already holds the runtime packages, it has
+  # no network to install anything, and it runs no docker or proto-vendoring tests.
+  exit 0
+fi
 pkgs=(
   containerd runc containernetworking-plugins iproute2 iptables   # the agent's runtime stack
   busybox-static docker-registry                                  # test images, registry

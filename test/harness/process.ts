@@ -53,8 +53,25 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Polls `check` every `intervalMs` until it returns true or `timeoutMs` passes. */
+/**
+ * How much slower this machine is than the development host: ESB_TEST_SLOWDOWN (default 1),
+ * set by scripts/vm/guest.sh in an emulated guest, which runs 5-20x slower. Waits for something
+ * that will happen (a daemon answering, a state change) scale by it; assertions on what the
+ * agent itself promises (deadlines, budgets) do not.
+ */
+export const SLOWDOWN = ((): number => {
+  const v = Number(process.env['ESB_TEST_SLOWDOWN'] ?? '1');
+  return Number.isFinite(v) && v >= 1 ? v : 1;
+})();
+
+/** `ms` scaled by SLOWDOWN. */
+export function scaled(ms: number): number {
+  return Math.round(ms * SLOWDOWN);
+}
+
+/** Polls `check` every `intervalMs` until it returns true or `timeoutMs` (scaled) passes. */
 export async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 15_000, intervalMs = 50): Promise<void> {
+  timeoutMs = scaled(timeoutMs);
   const end = Date.now() + timeoutMs;
   let lastErr: unknown;
   while (Date.now() < end) {
@@ -73,6 +90,7 @@ export async function waitFor(what: string, check: () => Promise<boolean> | bool
  * after `timeoutMs` fails with the last error's message.
  */
 export async function eventually<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000, intervalMs = 100): Promise<T> {
+  timeoutMs = scaled(timeoutMs);
   const end = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {

@@ -13,6 +13,7 @@ import { test } from 'node:test';
 import { defaultConflist } from '../../src/cni/conflist.js';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { startContainerd, type ContainerdInstance } from '../harness/containerd.js';
+import { scaled } from '../harness/process.js';
 import { CNI_BIN_DIR } from '../harness/stack.js';
 import { createTestCerts, type TestCerts } from '../helpers/certs.js';
 
@@ -33,7 +34,7 @@ function doctor(env: Record<string, string>, args: readonly string[] = []): Prom
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), scaled(120_000));
     child.once('error', reject);
     child.once('close', (code) => {
       clearTimeout(timer);
@@ -67,7 +68,7 @@ function statuses(stdout: string): Record<string, string> {
   return Object.fromEntries([...stdout.matchAll(/^(OK|WARN|FAIL) {2,}(\S+) /gm)].map((m) => [m[2]!, m[1]!]));
 }
 
-test('doctor: all OK on a healthy host; names the missing plugin, the bad cert path and the missing socket', { timeout: 5 * 60_000 }, async (t) => {
+test('doctor: all OK on a healthy host; names the missing plugin, the bad cert path and the missing socket', { timeout: scaled(5 * 60_000) }, async (t) => {
   let ctd: ContainerdInstance | undefined = undefined;
   let certs: TestCerts | undefined = undefined;
   let dir: string | undefined = undefined;

@@ -14,6 +14,7 @@ import { after, describe, test } from 'node:test';
 import { CONFIG_VARIABLES } from '../../src/config/config.js';
 import { AgentMetrics } from '../../src/metrics.js';
 import { PROJECT_ROOT } from '../../src/paths.js';
+import { scaled } from '../harness/process.js';
 
 const README = readFileSync(path.join(PROJECT_ROOT, 'README.md'), 'utf8');
 const TOTAL_STEPS = 12;
@@ -146,8 +147,8 @@ async function assertNothingLeft(stdout: string): Promise<void> {
 }
 
 describe('bash scripts/quickstart.sh', () => {
-  test('runs ensure → invoke → pause → resume → metrics → list → destroy and prints each step', { timeout: 12 * 60_000 }, async () => {
-    const run = await runQuickstart(10 * 60_000);
+  test('runs ensure → invoke → pause → resume → metrics → list → destroy and prints each step', { timeout: scaled(12 * 60_000) }, async () => {
+    const run = await runQuickstart(scaled(10 * 60_000));
     const output = `--- stdout\n${run.stdout}\n--- stderr\n${run.stderr}`;
     assert.equal(run.code, 0, `quickstart exited ${run.code ?? run.signal}\n${output}`);
 
@@ -185,9 +186,9 @@ describe('bash scripts/quickstart.sh', () => {
     await assertNothingLeft(run.stdout);
   });
 
-  test('SIGINT with a worker running: stops everything and exits 130', { timeout: 12 * 60_000 }, async () => {
+  test('SIGINT with a worker running: stops everything and exits 130', { timeout: scaled(12 * 60_000) }, async () => {
     let sent = false;
-    const run = await runQuickstart(10 * 60_000, (stdout, child) => {
+    const run = await runQuickstart(scaled(10 * 60_000), (stdout, child) => {
       // Step 2's header is printed once the worker runs.
       if (!sent && /^==> \[2\//m.test(stdout)) {
         sent = true;
