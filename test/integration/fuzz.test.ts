@@ -42,6 +42,8 @@ const MIB = 1024 * 1024;
 const INVOKE_PATH = '/2015-03-31/functions/function/invocations';
 const VICTIM_OWNER = 'fuzz-victim';
 const OWNERS = ['fuzz-a', 'fuzz-b', 'gw.example.internal'];
+/** AGENT_MAX_TOTAL_MEMORY_MB of the fuzz stack: large memory requests cross it (RESOURCE_EXHAUSTED). */
+const MEMORY_CAP_MB = 100_000;
 
 /** Share of TOTAL_RUNS per property. */
 const SHARE = { ensure: 0.14, list: 0.1, pause: 0.1, resume: 0.1, metrics: 0.1, invoke: 0.26, raw: 0.1, destroy: 0.1 } as const;
@@ -49,7 +51,7 @@ const runsOf = (k: keyof typeof SHARE): number => Math.max(10, Math.round(TOTAL_
 
 // ------------------------------------------------------------------ the oracle (docs/contract.md#rules, docs/contract.md#rpcs)
 
-type Code = 'OK' | 'INVALID_ARGUMENT' | 'NOT_FOUND' | 'PERMISSION_DENIED' | 'FAILED_PRECONDITION' | 'DEADLINE_EXCEEDED' | 'UNAVAILABLE' | 'INTERNAL';
+type Code = 'OK' | 'INVALID_ARGUMENT' | 'NOT_FOUND' | 'PERMISSION_DENIED' | 'FAILED_PRECONDITION' | 'DEADLINE_EXCEEDED' | 'UNAVAILABLE' | 'INTERNAL' | 'RESOURCE_EXHAUSTED';
 
 /** C0, DEL and C1 control characters. */
 // eslint-disable-next-line no-control-regex
@@ -233,7 +235,7 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
 
   before(async () => {
     console.log(`fuzz: seed=${SEED} runs=${TOTAL_RUNS} (override with FUZZ_SEED / FUZZ_RUNS)`);
-    stack = await startStack();
+    stack = await startStack({ env: { AGENT_MAX_TOTAL_MEMORY_MB: String(MEMORY_CAP_MB) } });
     for (let i = 0; i < 2; i++) {
       const w = await stack.call<{ id: string }>('EnsureContainer', { function_name: `victim-${i}`, image: stack.images.worker, env: {}, owner_id: VICTIM_OWNER });
       model.set(w.id, { owner: VICTIM_OWNER, memoryMb: 128, paused: false });
@@ -400,6 +402,16 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
     return `${stack.registry.host}/esb-test/fuzz-missing:v1`;
   }
 
+  /** Sum of the memory limits of the model's workers that are not STOPPED, as the agent lists them. */
+  async function liveMemoryMb(): Promise<number> {
+    let sum = 0;
+    for (const owner of new Set([...model.values()].map((w) => w.owner))) {
+      const listed = await stack.call<{ containers: { container_id: string; status: string }[] }>('ListContainers', { owner_id: owner });
+      for (const c of listed.containers) if (c.status !== 'STOPPED') sum += model.get(c.container_id)?.memoryMb ?? 0;
+    }
+    return sum;
+  }
+
   test('EnsureContainer', async () => {
     const registry = (): string => stack.registry.host;
     const imageArb = fc.oneof(
@@ -434,6 +446,9 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
             parsed = false;
           }
           if (ref === '' || !parsed) exp = 'INVALID_ARGUMENT';
+          // Host-wide admission comes before any image work: the memory limits of the workers
+          // that are not stopped plus this one may not cross AGENT_MAX_TOTAL_MEMORY_MB.
+          else if ((await liveMemoryMb()) + (mem as number) > MEMORY_CAP_MB) exp = 'RESOURCE_EXHAUSTED';
           else if (ref === stack.images.worker) {
             if (realEnsures >= MAX_REAL_ENSURES) {
               image = `${registry()}/esb-test/fuzz-missing:v1`;

@@ -250,8 +250,9 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
       await stack.ctd.restart();
       await eventually('health SERVING', async () => ((await checkHealth(health, 'esb.agent.v1.AgentService')) === 'SERVING' ? true : undefined), 30_000);
       await eventually('the orphan reconciled', async () => ((await netnsExists(orphan)) ? undefined : true), 30_000);
-      assert.ok((await counter('esb_agent_reconcile_removed_total', { kind: 'netns' })) >= 1);
-      assert.ok((await counter('esb_agent_reconcile_removed_total', { kind: 'worker_files' })) >= 1);
+      // The netns goes first; the counters move once the whole teardown of the orphan is done.
+      await eventually('the orphan\'s removal counted', async () => ((await counter('esb_agent_reconcile_removed_total', { kind: 'netns' })) >= 1 ? true : undefined), 30_000);
+      await eventually('the orphan\'s files counted', async () => ((await counter('esb_agent_reconcile_removed_total', { kind: 'worker_files' })) >= 1 ? true : undefined), 30_000);
 
       // containerd works again for the agent, and the workers survived (their shims kept them).
       const m = await eventually('metrics after the restart', () => stack.call<{ metrics: { state: string } }>('GetContainerMetrics', { container_id: a.id, owner_id: OWNER }), 30_000);
