@@ -448,7 +448,7 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
           if (ref === '' || !parsed) exp = 'INVALID_ARGUMENT';
           // Host-wide admission comes before any image work: the memory limits of the workers
           // that are not stopped plus this one may not cross AGENT_MAX_TOTAL_MEMORY_MB.
-          else if ((await liveMemoryMb()) + (mem as number) > MEMORY_CAP_MB) exp = 'RESOURCE_EXHAUSTED';
+          else if ((await liveMemoryMb()) + mem > MEMORY_CAP_MB) exp = 'RESOURCE_EXHAUSTED';
           else if (ref === stack.images.worker) {
             if (realEnsures >= MAX_REAL_ENSURES) {
               image = `${registry()}/esb-test/fuzz-missing:v1`;
