@@ -1,7 +1,7 @@
 /**
  * gRPC health (`grpc.health.v1.Health`, via grpc-health-check) driven by the runtime backend:
  * SERVING only while `runtime.ping()` answers, NOT_SERVING from the start of shutdown on
- * (docs/contract.md#health; the reference agent reported SERVING forever under the wrong name: docs/reference-agent.md#w8).
+ * (docs/contract.md#health; the reference agent reported SERVING forever under the wrong name: docs/go-agent.md#w8).
  */
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import type { Logger } from '../log.js';

@@ -3,7 +3,7 @@
  * explicit message limits, health, optional reflection, and graceful shutdown.
  *
  * What a client must set: a receive limit of at least AGENT_INVOKE_MAX_RESPONSE_SIZE + 64 KiB
- * for InvokeWorker (grpc's default is 4 MiB: docs/contract.md#gateway, docs/reference-agent.md#w11), and a client certificate with the
+ * for InvokeWorker (grpc's default is 4 MiB: docs/contract.md#gateway, docs/go-agent.md#w11), and a client certificate with the
  * clientAuth usage signed by AGENT_GRPC_CA_CERT_PATH.
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
@@ -35,7 +35,7 @@ const MIB = 1024 * KIB;
 /**
  * Receive limit: the largest InvokeWorker payload plus room for path, headers and ids (an
  * EnsureContainer with the largest env is far smaller). grpc's default of 4 MiB cannot carry a
- * 6 MB Lambda payload (docs/reference-agent.md#w11).
+ * 6 MB Lambda payload (docs/go-agent.md#w11).
  */
 export const MAX_RECEIVE_MESSAGE_BYTES = LIMITS.invokePayloadBytes + MIB;
 
@@ -130,7 +130,7 @@ export function loadTlsMaterial(config: TlsConfig): TlsMaterial {
 /**
  * Server credentials. With TLS: the client must present a certificate that chains to the
  * configured CA. grpc-js passes the CA as Node's `ca` option, which *replaces* the system
- * store, so a certificate from a public CA is refused (docs/reference-agent.md#w7). Without: plaintext, with a warning.
+ * store, so a certificate from a public CA is refused (docs/go-agent.md#w7). Without: plaintext, with a warning.
  */
 export function serverCredentials(material: TlsMaterial | undefined, log: Logger): grpc.ServerCredentials {
   if (material === undefined) {

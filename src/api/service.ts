@@ -35,7 +35,7 @@ export type { InvokeRequest, InvokeResponse, InvokeTarget } from '../proxy/types
  */
 export interface Invoker {
   invoke(target: InvokeTarget, req: InvokeRequest, opts: CallOptions): Promise<InvokeResponse>;
-  /** Drops the worker's keep-alive connection once it is destroyed (docs/reference-agent.md#w9). */
+  /** Drops the worker's keep-alive connection once it is destroyed (docs/go-agent.md#w9). */
   closeWorker?(id: string): Promise<void>;
   /** Closes every connection at shutdown. */
   close?(): Promise<void>;

@@ -1,7 +1,7 @@
 /**
  * Turns a task's cgroup statistics (containerd `Tasks.Metrics`, decoded from its Any) into the
  * four numbers GetContainerMetrics reports, with one definition on cgroup v1 and v2 (docs/contract.md#getcontainermetrics
- * table; fixes the reference agent's docs/reference-agent.md#w20, where v1 reported RSS, v2 usage, and "unlimited" came
+ * table; fixes the reference agent's docs/go-agent.md#w20, where v1 reported RSS, v2 usage, and "unlimited" came
  * out as ~2^63 or 2^64).
  *
  * Input is the object protobufjs `toObject` gives with keepCase and `longs: String`: snake_case

@@ -1,7 +1,7 @@
 /**
  * CNI network configuration lists (CNI spec 1.0 §1): loading and checking an operator's
  * `.conflist` (or a single-plugin `.conf`), and generating the agent's default network when
- * the operator has none (docs/configuration.md#generated-conflist; docs/reference-agent.md#cni-network for the shape).
+ * the operator has none (docs/configuration.md#generated-conflist; docs/go-agent.md#cni-network for the shape).
  */
 import { promises as fs } from 'node:fs';
 import net from 'node:net';
@@ -155,7 +155,7 @@ export interface DefaultConflistOptions {
   readonly ipMasq?: boolean;
 }
 
-/** The default network's name for a brand: `<brand>-net` (docs/reference-agent.md#cni-network). */
+/** The default network's name for a brand: `<brand>-net` (docs/go-agent.md#cni-network). */
 export function defaultNetworkName(brand: string): string {
   return `${brand}-net`;
 }

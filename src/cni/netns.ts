@@ -2,7 +2,7 @@
  * Named network namespaces, one per worker, made and removed by the agent with iproute2's
  * `ip netns` (a fresh netns bind-mounted at `/run/netns/<name>`). A named netns outlives the
  * task, has a stable path and can be DEL'ed at any time; `/proc/<pid>/ns/net` dies with the
- * task and its pid may be reused by a stranger (reference weakness docs/reference-agent.md#w4, docs/containerd.md#netns).
+ * task and its pid may be reused by a stranger (reference weakness docs/go-agent.md#w4, docs/containerd.md#netns).
  *
  * Names: the worker id (≤ 76 characters, containerd's id grammar) is used as is. `ip netns`
  * accepts any file name shorter than NAME_MAX (255); a 76-character name was verified with

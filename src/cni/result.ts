@@ -2,7 +2,7 @@
  * CNI results: what a plugin prints on stdout after a successful ADD (CNI spec 1.0 §5
  * "Success"), parsed into one shape whatever the spec version that produced it (1.0.0, or the
  * 0.3.x/0.4.0 shape whose `ips[]` entries also carry `version`). The worker's IP is read from
- * this result, never from host-local's files (reference weakness docs/reference-agent.md#w1; docs/design.md#module-boundaries).
+ * this result, never from host-local's files (reference weakness docs/go-agent.md#w1; docs/design.md#module-boundaries).
  */
 import net from 'node:net';
 import { AgentError } from '../errors.js';

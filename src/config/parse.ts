@@ -1,6 +1,6 @@
 /**
  * Parsers for environment values. Each throws a ConfigError naming the variable and the
- * accepted form; none falls back silently (reference weakness docs/reference-agent.md#w24).
+ * accepted form; none falls back silently (reference weakness docs/go-agent.md#w24).
  */
 
 /** A configuration value that cannot be used; start-up stops with its message. */

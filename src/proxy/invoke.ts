@@ -1,17 +1,17 @@
 /**
  * InvokeWorker's HTTP leg: POSTs one payload to a worker's Lambda RIE and returns its status,
- * headers and body (docs/contract.md#invokeworker). Fixes the reference agent's docs/reference-agent.md#w9 (a new transport per
- * call, never closed) and docs/reference-agent.md#w10 (every error retried, even after the request was sent; cancel
+ * headers and body (docs/contract.md#invokeworker). Fixes the reference agent's docs/go-agent.md#w9 (a new transport per
+ * call, never closed) and docs/go-agent.md#w10 (every error retried, even after the request was sent; cancel
  * reported as a deadline).
  *
  * The rules that shape this file:
- * - One single-connection undici `Client` per worker, kept until `closeWorker` (docs/reference-agent.md#w9); one
+ * - One single-connection undici `Client` per worker, kept until `closeWorker` (docs/go-agent.md#w9); one
  *   request at a time per worker, the rest wait in a FIFO (RIE serves one invocation at a time,
  *   docs/contract.md#worker-contract).
  * - A request counts as sent from undici's `onRequestStart`, which runs on a connected socket
  *   right before the first byte is written. Before it, a failure cannot have reached the
  *   worker and a network error is retried as "not ready yet"; after it, nothing is retried,
- *   because a function must never run twice because of the agent (docs/reference-agent.md#w10, docs/contract.md#invokeworker).
+ *   because a function must never run twice because of the agent (docs/go-agent.md#w10, docs/contract.md#invokeworker).
  * - Every time limit is our own timer feeding an AbortController: undici's headers/body
  *   timeouts run on ~1 s "fast timers" (docs/design.md#undici), so they are disabled.
  * - Error codes follow what the gateway does with them (docs/contract.md#gateway): it re-runs the payload on a
@@ -294,7 +294,7 @@ export class Invoker {
     await lane.dispatcher.destroy(reason).catch(() => undefined);
   }
 
-  /** The worker's lane, created on first use (one dispatcher per worker, docs/reference-agent.md#w9). */
+  /** The worker's lane, created on first use (one dispatcher per worker, docs/go-agent.md#w9). */
   #lane(id: string, origin: string): Lane {
     const existing = this.#lanes.get(id);
     if (existing?.origin === origin) return existing;
@@ -413,7 +413,7 @@ export class Invoker {
             if (code !== undefined && CLOSED_CODES.has(code)) {
               reject(new AgentError('FAILED_PRECONDITION', `${what}: worker destroyed`, { cause: err }));
             } else if (sent) {
-              // docs/reference-agent.md#w10: the worker may have received the request and run the function; the
+              // docs/go-agent.md#w10: the worker may have received the request and run the function; the
               // gateway would re-run it on UNAVAILABLE, so this must not be UNAVAILABLE.
               reject(new AgentError('INTERNAL', `${what}: worker closed the connection after the request was sent: ${describe(err)}`, { cause: err }));
             } else if (code !== undefined && NOT_READY_CODES.has(code)) {

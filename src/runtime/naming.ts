@@ -17,7 +17,7 @@ export const LABELS = {
   kind: 'com.esb.kind',
   owner: 'com.esb.owner',
   createdAt: 'com.esb.created_at',
-  /** Worker IP from the CNI ADD result, so a restarted agent needs no IPAM files (docs/reference-agent.md#w1). */
+  /** Worker IP from the CNI ADD result, so a restarted agent needs no IPAM files (docs/go-agent.md#w1). */
   ip: 'com.esb.ip',
   netns: 'com.esb.netns',
   cniNetwork: 'com.esb.cni_network',

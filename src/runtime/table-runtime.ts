@@ -1,6 +1,6 @@
 /**
  * What every runtime does the same way around its worker table: the read side (get, list,
- * touch, answered from memory: no backend call per request, docs/reference-agent.md#w17) and destroying every worker
+ * touch, answered from memory: no backend call per request, docs/go-agent.md#w17) and destroying every worker
  * at shutdown. Runtimes extend it and implement the backend-specific rest of `Runtime`.
  */
 import type { Logger } from '../log.js';

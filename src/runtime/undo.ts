@@ -2,7 +2,7 @@
  * An undo stack for multi-step operations (EnsureContainer): each step that creates something
  * registers how to remove it *before* it runs (removal is idempotent), so a step interrupted
  * half-way is still undone. `run` undoes in reverse under its own deadline — never the
- * caller's signal (docs/contract.md#rules; the reference agent leaked here: docs/reference-agent.md#w2).
+ * caller's signal (docs/contract.md#rules; the reference agent leaked here: docs/go-agent.md#w2).
  */
 import type { Logger } from '../log.js';
 

@@ -1,7 +1,7 @@
 /**
  * The live worker table: every managed worker with what RPCs need (owner, function, IP, status,
  * times), rebuilt from runtime labels at start-up and kept current by the runtime's events.
- * ListContainers and the ownership checks read it; no runtime call per request (docs/reference-agent.md#w17).
+ * ListContainers and the ownership checks read it; no runtime call per request (docs/go-agent.md#w17).
  */
 import type { AgentMetrics } from '../metrics.js';
 import type { WorkerState, WorkerStatus } from './runtime.js';

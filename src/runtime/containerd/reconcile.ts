@@ -1,6 +1,6 @@
 /**
  * Reconciliation: finds what a crash (of the agent, mid-Ensure or mid-Destroy) left half-made
- * and removes it, so that nothing leaks across restarts (reference agent docs/reference-agent.md#w5, docs/reference-agent.md#w6, docs/reference-agent.md#w18).
+ * and removes it, so that nothing leaks across restarts (reference agent docs/go-agent.md#w5, docs/go-agent.md#w6, docs/go-agent.md#w18).
  *
  * "Ours" is decided only from things that are ours by construction, never from name patterns
  * that another agent on the same host could share:

@@ -7,9 +7,9 @@
  *   → worker table
  *
  * Every created object registers its undo before it is made; any failure or cancel undoes in
- * reverse on a detached deadline. CNI ADD happens before the function's process starts (docs/reference-agent.md#w3),
- * on a named netns that outlives the task (docs/reference-agent.md#w4), and the IP comes from the ADD result, kept in
- * a container label (docs/reference-agent.md#w1). Facts: docs/containerd.md.
+ * reverse on a detached deadline. CNI ADD happens before the function's process starts (docs/go-agent.md#w3),
+ * on a named netns that outlives the task (docs/go-agent.md#w4), and the IP comes from the ADD result, kept in
+ * a container label (docs/go-agent.md#w1). Facts: docs/containerd.md.
  */
 import { AgentError, abortError, errorText, hasCode, isAlreadyExists, throwIfAborted } from '../../errors.js';
 import type { Logger } from '../../log.js';
@@ -244,7 +244,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
 
       // Network and container are built side by side. The netns must exist before runc
       // creates the task (the task joins it), but CNI ADD only has to finish before Start runs
-      // the function's process (docs/reference-agent.md#w3): the ADD runs alongside container + task create.
+      // the function's process (docs/go-agent.md#w3): the ADD runs alongside container + task create.
       t = performance.now();
       undo.push(`remove netns ${wid}`, () => removeNetns(wid));
       const [nsR, userR] = await Promise.allSettled([createNetns(wid), resolveUser(image.config.config?.User, mounts)]);
@@ -335,7 +335,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
       await addHostsEntry(filesR.value, ip, hostname);
       this.trackNewWorker(undo, { id: wid, functionName: req.functionName, ownerId: req.ownerId, createdAt, ipAddress: ip, memoryMb }, admission);
       throwIfAborted(signal, 'EnsureContainer');
-      // The label (docs/reference-agent.md#w1: the IP survives restarts) and Start are independent; a failure of either
+      // The label (docs/go-agent.md#w1: the IP survives restarts) and Start are independent; a failure of either
       // rolls back both.
       const [labelR, startR] = await Promise.allSettled([setContainerLabel(c, wid, LABELS.ip, ip, {}), startTask(c, wid, {})]);
       if (labelR.status === 'rejected') throw labelR.reason;

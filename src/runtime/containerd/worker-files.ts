@@ -2,7 +2,7 @@
  * Per-worker files in the agent's state dir: `<stateDir>/workers/<id>/` holds resolv.conf and
  * hosts (bind-mounted read-only into the worker) and the worker's stdout+stderr log. One file
  * set per worker, each written atomically (temp + rename), never rewritten under a live worker
- * (the reference agent truncated one shared resolv.conf on every Ensure: docs/reference-agent.md#w16).
+ * (the reference agent truncated one shared resolv.conf on every Ensure: docs/go-agent.md#w16).
  */
 import { appendFile, chmod, mkdir, open, rename, rm, stat, writeFile, readdir } from 'node:fs/promises';
 import path from 'node:path';

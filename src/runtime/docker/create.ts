@@ -28,11 +28,6 @@ export interface WorkerContainerInput {
 const LOG_MAX_SIZE = '10m';
 const LOG_MAX_FILES = '2';
 
-/** cpu.shares for a memory size: the containerd spec's rule, so both runtimes weigh workers alike. */
-export function cpuSharesFor(memoryMb: number): number {
-  return cpuSharesForMemory(memoryMb);
-}
-
 /**
  * The labels of a docker worker: containerd's set. The IP and netns labels are left out: on
  * docker the IP lives in the endpoint of CONTAINERS_NETWORK and the netns is dockerd's.
@@ -61,7 +56,8 @@ export function workerContainerBody(input: WorkerContainerInput): Record<string,
       Memory: memoryBytes,
       // Equal to Memory: no swap on top of the limit, as on containerd.
       MemorySwap: memoryBytes,
-      CpuShares: cpuSharesFor(input.memoryMb),
+      // The containerd spec's rule, so both runtimes weigh workers alike.
+      CpuShares: cpuSharesForMemory(input.memoryMb),
       PidsLimit: WORKER_PIDS_LIMIT,
       Ulimits: [{ Name: 'nofile', Soft: WORKER_NOFILE, Hard: WORKER_NOFILE }],
       // The containerd worker's capability set and seccomp profile (no CAP_NET_RAW, no

@@ -1,7 +1,7 @@
 /**
  * Docker Engine API failures → AgentError codes (docs/errors.md#codes). Pure functions, so every mapping is
  * unit-tested against the messages dockerd really sends (test/unit/runtime/docker-errors.test.ts).
- * The reference agent turned all of these into Internal (docs/reference-agent.md#w12); each gets its true code here.
+ * The reference agent turned all of these into Internal (docs/go-agent.md#w12); each gets its true code here.
  */
 import { AgentError, type ErrorCode } from '../../errors.js';
 

@@ -1,6 +1,6 @@
 /**
  * Follows dockerd's `/events` stream for the agent's own containers (label filters) so the
- * worker table stays current without a call per List (docs/reference-agent.md#w17): start, die (exit code), oom,
+ * worker table stays current without a call per List (docs/go-agent.md#w17): start, die (exit code), oom,
  * pause/unpause, destroy. The stream is live only: after it breaks (dockerd restart) it
  * reconnects with backoff and calls `onResync` once it is open again, so the owner rebuilds its
  * view from one `/containers/json` call, as containerd's watcher does.

@@ -1,7 +1,7 @@
 /**
  * dockerd's streaming answers (`/images/create` progress, `/events`) are JSON objects, one per
  * line. A pull that fails after the 200 status only says so in such a line:
- * `{"errorDetail":{"message":"…"},"error":"…"}` — the reference agent ignored it (docs/reference-agent.md#w14).
+ * `{"errorDetail":{"message":"…"},"error":"…"}` — the reference agent ignored it (docs/go-agent.md#w14).
  */
 
 /** Splits a byte stream into parsed JSON lines; a line that is not JSON is yielded as `{ raw }`. */

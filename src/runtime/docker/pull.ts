@@ -5,8 +5,8 @@
  *
  * A pull is `POST /images/create` with `X-Registry-Auth` from the same docker `config.json` the
  * containerd runtime reads (DOCKER_CONFIG). Its answer is a progress stream whose `error` lines
- * are failures (docs/reference-agent.md#w14); they map to NOT_FOUND / PERMISSION_DENIED / UNAVAILABLE like containerd's.
- * Concurrent pulls of one reference share one run with its own timeout (docs/reference-agent.md#w15).
+ * are failures (docs/go-agent.md#w14); they map to NOT_FOUND / PERMISSION_DENIED / UNAVAILABLE like containerd's.
+ * Concurrent pulls of one reference share one run with its own timeout (docs/go-agent.md#w15).
  */
 import type { PullPolicy } from '../../config/config.js';
 import { AgentError, abortError, hasCode } from '../../errors.js';

@@ -6,7 +6,7 @@
  *   → IP from inspect of that network → worker table
  *
  * The container's removal is registered before it is created, so any failure or cancel removes
- * it on a detached deadline (docs/reference-agent.md#w14). dockerd attaches the network before the process starts.
+ * it on a detached deadline (docs/go-agent.md#w14). dockerd attaches the network before the process starts.
  * The worker table is rebuilt from labels at start-up and kept current by dockerd's events;
  * List costs no call. Pause/Resume are UNIMPLEMENTED on this runtime (docs/contract.md#pausecontainer).
  */
@@ -249,7 +249,7 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
   /** Rebuilds the worker table from one `/containers/json` call with the managed labels. */
   async #resync(): Promise<void> {
     // Only workers known before the list was asked for can be missing from it: one that an
-    // Ensure finished meanwhile must not be dropped (docs/reference-agent.md#w17).
+    // Ensure finished meanwhile must not be dropped (docs/go-agent.md#w17).
     const knownBefore = new Set(this.workers.list().map((w) => w.id));
     const summaries = await listManaged(this.client, this.#config.env);
     const seen = new Set<string>();

@@ -1,7 +1,7 @@
 /**
  * decodeCgroupMetrics over recorded (v1, from a real containerd on this cgroup v1 host) and
  * constructed (v2) `Tasks.Metrics` payloads, decoded through the same protobufjs path as
- * production (ContainerdClient.decodeAny), plus edge cases on literal objects (docs/contract.md#getcontainermetrics, docs/reference-agent.md#w20).
+ * production (ContainerdClient.decodeAny), plus edge cases on literal objects (docs/contract.md#getcontainermetrics, docs/go-agent.md#w20).
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';

@@ -1,7 +1,7 @@
 /**
  * Invoker against real HTTP workers (node:http on 127.0.0.1:0): payload round trip, response
  * cap, deadlines, cancel, per-worker FIFO, header filtering, readiness retries and the
- * never-retry-after-send rule (docs/reference-agent.md#w10), keep-alive reuse and closeWorker (docs/reference-agent.md#w9).
+ * never-retry-after-send rule (docs/go-agent.md#w10), keep-alive reuse and closeWorker (docs/go-agent.md#w9).
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -148,7 +148,7 @@ test('a 6 MB payload is echoed back intact over one keep-alive connection', asyn
   assert.ok(res.body.equals(payload));
   assert.equal(res.headers['content-type'], 'application/json');
   assert.equal(res.headers['content-length'], String(payload.length));
-  // Sequential calls reuse the worker's connection (docs/reference-agent.md#w9: one dispatcher per worker).
+  // Sequential calls reuse the worker's connection (docs/go-agent.md#w9: one dispatcher per worker).
   await inv.invoke(w.target, request('{}'), noSignal());
   await inv.invoke(w.target, request('{}'), noSignal());
   assert.equal(w.connections, 1);

@@ -8,7 +8,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { parseReference } from '../../../src/runtime/containerd/image/reference.js';
 import { managedLabelFilters, workerFromSummary, type DockerContainerSummary } from '../../../src/runtime/docker/containers.js';
-import { cpuSharesFor, workerContainerBody } from '../../../src/runtime/docker/create.js';
+import { workerContainerBody } from '../../../src/runtime/docker/create.js';
+import { cpuSharesForMemory as cpuSharesFor } from '../../../src/runtime/containerd/spec/spec.js';
 import { dockerImageName, registryAuthHeader } from '../../../src/runtime/docker/pull.js';
 
 const input = {

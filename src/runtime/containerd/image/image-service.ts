@@ -9,7 +9,7 @@
  * - `never`: no registry access; a missing image is NOT_FOUND.
  *
  * Concurrent calls for one reference share one run (single-flight with its own timeout,
- * reference weakness docs/reference-agent.md#w15). How a pull talks to containerd and the registry: pull.ts and
+ * reference weakness docs/go-agent.md#w15). How a pull talks to containerd and the registry: pull.ts and
  * docs/containerd.md#pulling, docs/containerd.md#unpack.
  */
 import type { PullPolicy } from '../../../config/config.js';

@@ -1,5 +1,5 @@
 /**
- * Single-flight for image pulls (reference weakness docs/reference-agent.md#w15: no pull de-duplication, no timeout):
+ * Single-flight for image pulls (reference weakness docs/go-agent.md#w15: no pull de-duplication, no timeout):
  * concurrent callers with the same key share one run. The run gets its own signal — never a
  * caller's — bounded by a timeout, so one caller giving up does not fail the others; each
  * caller stops waiting on its own signal. When every caller has given up, the run is

@@ -26,7 +26,7 @@ export const DROPPED_CAPABILITIES: readonly string[] = ['CAP_NET_RAW'];
 export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** RLIMIT_NOFILE of every worker (docs/contract.md#ensurecontainer). */
 export const WORKER_NOFILE = 1024;
-/** Upper bound on processes + threads in one worker: stops fork bombs (docs/reference-agent.md#w19). */
+/** Upper bound on processes + threads in one worker: stops fork bombs (docs/go-agent.md#w19). */
 export const WORKER_PIDS_LIMIT = 1024;
 /** Lambda gives one full vCPU at 1,769 MB; cpu.shares scale the same way (1024 = one CPU's weight). */
 const LAMBDA_MB_PER_VCPU = 1769;
