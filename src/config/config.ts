@@ -25,6 +25,12 @@ export type ShutdownPolicy = 'keep' | 'destroy';
 export type LogFormat = 'json' | 'pretty';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
+/** One host port a worker may reach: `port` or `port/proto`. */
+export interface HostPort {
+  readonly port: number;
+  readonly proto: 'tcp' | 'udp';
+}
+
 export interface TlsConfig {
   readonly certPath: string;
   readonly keyPath: string;
@@ -84,6 +90,13 @@ export interface Config {
   readonly workerIdleTtlSeconds: number;
   /** Size cap of each worker's stdout/stderr log in bytes; 0 = no cap (issue 6 §5). */
   readonly workerLogMaxBytes: number;
+  /** Network default-deny for workers (src/netfilter/). */
+  readonly workerFirewall: {
+    /** false when the operator runs their own filter (AGENT_WORKER_FIREWALL=false). */
+    readonly enabled: boolean;
+    /** Host ports workers may reach besides DNS (AGENT_WORKER_ALLOWED_HOST_PORTS). */
+    readonly allowedHostPorts: readonly HostPort[];
+  };
   readonly docker: {
     /** `unix:///path` or `tcp://host:port`, as given. */
     readonly host: string;
@@ -180,11 +193,33 @@ export function loadConfig(env: Env): Config {
     shutdownGraceMs: readInt(env, 'AGENT_SHUTDOWN_GRACE_MS', 30_000, 0, 10 * 60_000),
     workerIdleTtlSeconds: readInt(env, 'AGENT_WORKER_IDLE_TTL_SECONDS', 0, 0, 365 * 24 * 3600),
     workerLogMaxBytes: readInt(env, 'AGENT_WORKER_LOG_MAX_BYTES', 10 * MIB, 0, 64 * 1024 * MIB),
+    workerFirewall: Object.freeze({
+      enabled: readBool(env, 'AGENT_WORKER_FIREWALL', true),
+      allowedHostPorts: Object.freeze(readHostPorts(env, 'AGENT_WORKER_ALLOWED_HOST_PORTS')),
+    }),
     docker: Object.freeze({
       host: dockerHost,
       network: readString(env, 'CONTAINERS_NETWORK') ?? 'bridge',
     }),
   });
+}
+
+/**
+ * A comma-separated list of `port` (tcp) or `port/tcp` / `port/udp`; blank = none. Duplicates
+ * are dropped, the order kept.
+ */
+export function readHostPorts(env: Env, name: string): HostPort[] {
+  const raw = readString(env, name);
+  if (raw === undefined) return [];
+  const out: HostPort[] = [];
+  for (const item of raw.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+    const m = /^(\d{1,5})(?:\/(tcp|udp))?$/i.exec(item);
+    const port = m ? Number(m[1]) : NaN;
+    if (!m || port < 1 || port > 65535) throw new ConfigError(name, `expected a comma-separated list of port or port/tcp or port/udp (ports 1-65535), got ${JSON.stringify(item)}`);
+    const proto = (m[2]?.toLowerCase() ?? 'tcp') as HostPort['proto'];
+    if (!out.some((p) => p.port === port && p.proto === proto)) out.push({ port, proto });
+  }
+  return out;
 }
 
 /** Every variable `loadConfig` reads, for the README check and `doctor`. */
@@ -197,5 +232,6 @@ export const CONFIG_VARIABLES = [
   'AGENT_INVOKE_DEFAULT_TIMEOUT_MS', 'AGENT_GRPC_TLS_DISABLED', 'AGENT_GRPC_CERT_PATH',
   'AGENT_GRPC_KEY_PATH', 'AGENT_GRPC_CA_CERT_PATH', 'AGENT_GRPC_REFLECTION', 'AGENT_METRICS_PORT',
   'AGENT_LOG_LEVEL', 'LOG_LEVEL', 'AGENT_LOG_FORMAT', 'AGENT_SHUTDOWN_POLICY', 'AGENT_SHUTDOWN_GRACE_MS',
-  'AGENT_WORKER_IDLE_TTL_SECONDS', 'AGENT_WORKER_LOG_MAX_BYTES', 'DOCKER_HOST', 'CONTAINERS_NETWORK',
+  'AGENT_WORKER_IDLE_TTL_SECONDS', 'AGENT_WORKER_LOG_MAX_BYTES', 'AGENT_WORKER_FIREWALL',
+  'AGENT_WORKER_ALLOWED_HOST_PORTS', 'DOCKER_HOST', 'CONTAINERS_NETWORK',
 ] as const;

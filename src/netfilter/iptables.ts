@@ -1,0 +1,70 @@
+/**
+ * Runs iptables / ip6tables (and their -restore twins) for the worker firewall. Every call
+ * passes `-w`, so the agent waits for the xtables lock instead of failing while the CNI bridge
+ * plugin, dockerd or an operator holds it. Failures become AgentErrors naming the command.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { AgentError, errorText } from '../errors.js';
+import type { Family } from './rules.js';
+
+/** PATH for the iptables binaries (no process.env outside main.ts). */
+export const IPTABLES_ENV_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** Bound on one iptables run, lock wait included. */
+const TIMEOUT_MS = 30_000;
+
+/** What the firewall needs from iptables; tests of the firewall logic can give their own. */
+export interface Iptables {
+  /** `iptables -S <chain>`; undefined when the chain does not exist. */
+  listChain(family: Family, chain: string): Promise<string | undefined>;
+  /** Feeds `script` to `iptables-restore -w --noflush`. */
+  restore(family: Family, script: string): Promise<void>;
+}
+
+const TOOL: Record<Family, string> = { ipv4: 'iptables', ipv6: 'ip6tables' };
+
+interface RunResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function run(cmd: string, args: readonly string[], input?: string): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = input === undefined
+      ? execFile(cmd, [...args], { env: { PATH: IPTABLES_ENV_PATH }, timeout: TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+          const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : null;
+          if (code === null && err !== null) reject(new AgentError('FAILED_PRECONDITION', `cannot run ${cmd}: ${errorText(err)}`, { cause: err }));
+          else resolve({ code, stdout, stderr });
+        })
+      : spawn(cmd, [...args], { env: { PATH: IPTABLES_ENV_PATH }, timeout: TIMEOUT_MS, stdio: ['pipe', 'pipe', 'pipe'] });
+    if (input === undefined) return;
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', (err) => {
+      reject(new AgentError('FAILED_PRECONDITION', `cannot run ${cmd}: ${errorText(err)}`, { cause: err }));
+    });
+    child.on('close', (code) => {
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin?.end(input);
+  });
+}
+
+/** The real binaries. */
+export const systemIptables: Iptables = {
+  async listChain(family, chain) {
+    const tool = TOOL[family];
+    const r = await run(tool, ['-w', '-t', 'filter', '-S', chain]);
+    if (r.code === 0) return r.stdout;
+    // "No chain/target/match by that name" (exit 1): the chain is not there.
+    if (r.code === 1 && /no chain|does not exist/i.test(r.stderr)) return undefined;
+    throw new AgentError('FAILED_PRECONDITION', `${tool} -S ${chain} failed (exit ${r.code ?? 'signal'}): ${r.stderr.trim().slice(0, 300)}`);
+  },
+  async restore(family, script) {
+    const tool = `${TOOL[family]}-restore`;
+    const r = await run(tool, ['-w', '--noflush'], script);
+    if (r.code !== 0) throw new AgentError('FAILED_PRECONDITION', `${tool} failed (exit ${r.code ?? 'signal'}): ${r.stderr.trim().slice(0, 300)}`);
+  },
+};
