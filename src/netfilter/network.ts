@@ -14,7 +14,7 @@ const BRIDGE_PLUGIN_DEFAULT = 'cni0';
 
 /** True when `name` is a Linux bridge on this host. */
 export async function isLinuxBridge(name: string): Promise<boolean> {
-  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(name)) return false;
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/.test(name)) return false;
   try {
     return (await fs.stat(`/sys/class/net/${name}/bridge`)).isDirectory();
   } catch {

@@ -14,6 +14,7 @@
  * prints them, so that a listing can be compared line by line with what should be there.
  */
 import type { HostPort } from '../config/config.js';
+import { AgentError } from '../errors.js';
 
 export type Family = 'ipv4' | 'ipv6';
 
@@ -52,15 +53,15 @@ export const INPUT_CHAIN_PREFIX = 'ESB-IN-';
 export const FORWARD_CHAIN_PREFIX = 'ESB-FWD-';
 /** iptables' limit on chain names (XT_EXTENSION_MAXNAMELEN - 1). */
 export const MAX_CHAIN_NAME = 28;
-/** Linux interface names: 1-15 characters, none of them '/', ':' or whitespace. */
-const BRIDGE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
+/** Interface names usable in a rule: 1-15 characters, no '-' first (it would read as an option). */
+const BRIDGE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/;
 
 export const LINK_LOCAL: Record<Family, string> = { ipv4: '169.254.0.0/16', ipv6: 'fe80::/10' };
 const PORT_UNREACHABLE: Record<Family, string> = { ipv4: 'icmp-port-unreachable', ipv6: 'icmp6-port-unreachable' };
 
 /** Throws unless `bridge` can be an interface name (and so a part of a chain name). */
 export function checkBridgeName(bridge: string): void {
-  if (!BRIDGE_NAME.test(bridge)) throw new Error(`invalid bridge name ${JSON.stringify(bridge)} for the worker firewall`);
+  if (!BRIDGE_NAME.test(bridge)) throw new AgentError('FAILED_PRECONDITION', `invalid bridge name ${JSON.stringify(bridge)} for the worker firewall`);
 }
 
 /** The two chain names of a bridge. Both fit iptables' 28-character limit. */
@@ -91,8 +92,8 @@ export function inputRules(family: Family, policy: FirewallPolicy): string[] {
     // uses ARP, which iptables does not see).
     for (const type of [135, 136]) rules.push(`-p ipv6-icmp -m icmp6 --icmpv6-type ${type} -j ACCEPT`);
   }
-  const dns = policy.dnsServer;
-  if (dns !== undefined && dns.includes(':') === (family === 'ipv6')) {
+  const dns = policy.dnsServer ?? '';
+  if (dns !== '' && dns.includes(':') === (family === 'ipv6')) {
     const host = `${dns}/${family === 'ipv6' ? 128 : 32}`;
     for (const proto of ['udp', 'tcp']) rules.push(`-d ${host} -p ${proto} -m ${proto} --dport 53 -j ACCEPT`);
   }
