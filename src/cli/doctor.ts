@@ -7,7 +7,7 @@ import { loadConfig, type Config } from '../config/config.js';
 import { ConfigError } from '../config/parse.js';
 import { errorText } from '../errors.js';
 import { parseCommandLine } from './args.js';
-import { checkCgroups, checkCni, checkContainerd, checkRunc, checkStateDir, checkTls, type CheckResult } from './doctor-checks.js';
+import { checkCgroups, checkCni, checkContainerd, checkFirewall, checkRunc, checkStateDir, checkTls, type CheckResult } from './doctor-checks.js';
 import { readEnvFile } from './env-file.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 import { UsageError, type CliIo } from './io.js';
@@ -25,6 +25,8 @@ variables, see the README "Configuration"):
   cgroups     cgroup v1 (legacy or hybrid) or v2 (unified), with the controllers the agent uses
   tls         (unless AGENT_GRPC_TLS_DISABLED=1) certificate, key and CA read, parse, match, not expired
   state-dir   AGENT_STATE_DIR is writable (or can be created)
+  firewall    the worker firewall chains of the agent's bridge: present, missing (WARN: the
+              agent installs them at start-up) or partly removed (FAIL: restart the agent)
 
 Each prints OK, WARN or FAIL with a fix.
 
@@ -64,6 +66,7 @@ export async function runChecks(env: CliIo['env']): Promise<CheckResult[]> {
     await checkCgroups(),
     checkTls(config),
     await checkStateDir(config),
+    await checkFirewall(config),
   );
   return results;
 }
