@@ -69,16 +69,15 @@ export class WorkerFirewall {
   async check(net: WorkerNetwork): Promise<FirewallReport & { checks: ChainCheck[] }> {
     const chains = buildChains(net, this.#policy);
     const checks: ChainCheck[] = [];
-    const parents = new Map<string, string>();
+    const tables = new Map<Family, string>();
     for (const spec of chains) {
-      const parentKey = `${spec.family}/${spec.parent}`;
-      let parentListing = parents.get(parentKey);
-      if (parentListing === undefined) {
-        parentListing = (await this.#ipt.listChain(spec.family, spec.parent)) ?? '';
-        parents.set(parentKey, parentListing);
+      let table = tables.get(spec.family);
+      if (table === undefined) {
+        table = await this.#ipt.listTable(spec.family);
+        tables.set(spec.family, table);
       }
-      const listing = await this.#ipt.listChain(spec.family, spec.chain);
-      checks.push({ spec, actualRules: listing === undefined ? undefined : parseChainListing(listing, spec.chain), jumps: countJumps(parentListing, spec.parent, spec.jump) });
+      const exists = table.split('\n').some((l) => l.trim() === `-N ${spec.chain}`);
+      checks.push({ spec, actualRules: exists ? parseChainListing(table, spec.chain) : undefined, jumps: countJumps(table, spec.parent, spec.jump) });
     }
     const verdict = judge(checks);
     return { ...verdict, chains: [...new Set(chains.map((c) => c.chain))], checks };

@@ -14,8 +14,12 @@ const TIMEOUT_MS = 30_000;
 
 /** What the firewall needs from iptables; tests of the firewall logic can give their own. */
 export interface Iptables {
-  /** `iptables -S <chain>`; undefined when the chain does not exist. */
-  listChain(family: Family, chain: string): Promise<string | undefined>;
+  /**
+   * `iptables -S` of the filter table: every chain (`-N`) and rule (`-A`). The whole table,
+   * because the nf_tables iptables cannot be asked about a single chain that does not exist
+   * (it answers "incompatible, use 'nft' tool" instead of "no such chain").
+   */
+  listTable(family: Family): Promise<string>;
   /** Feeds `script` to `iptables-restore -w --noflush`. */
   restore(family: Family, script: string): Promise<void>;
 }
@@ -54,13 +58,11 @@ function run(cmd: string, args: readonly string[], input?: string): Promise<RunR
 
 /** The real binaries. */
 export const systemIptables: Iptables = {
-  async listChain(family, chain) {
+  async listTable(family) {
     const tool = TOOL[family];
-    const r = await run(tool, ['-w', '-t', 'filter', '-S', chain]);
-    if (r.code === 0) return r.stdout;
-    // "No chain/target/match by that name" (exit 1): the chain is not there.
-    if (r.code === 1 && /no chain|does not exist/i.test(r.stderr)) return undefined;
-    throw new AgentError('FAILED_PRECONDITION', `${tool} -S ${chain} failed (exit ${r.code ?? 'signal'}): ${r.stderr.trim().slice(0, 300)}`);
+    const r = await run(tool, ['-w', '-t', 'filter', '-S']);
+    if (r.code !== 0) throw new AgentError('FAILED_PRECONDITION', `${tool} -S failed (exit ${r.code ?? 'signal'}): ${r.stderr.trim().slice(0, 300)}`);
+    return r.stdout;
   },
   async restore(family, script) {
     const tool = `${TOOL[family]}-restore`;

@@ -15,12 +15,15 @@ class FakeTable implements Iptables {
   lists = 0;
 
   /** IPv4 only, like a host without ip6tables. */
-  listChain(family: Family, chain: string): Promise<string | undefined> {
+  listTable(family: Family): Promise<string> {
     if (family === 'ipv6') return Promise.reject(new Error('ip6tables: not found'));
     this.lists++;
-    const rules = this.chains.get(chain);
-    if (rules === undefined) return Promise.resolve(undefined);
-    return Promise.resolve([`-N ${chain}`, ...rules.map((r) => `-A ${chain} ${r}`), ''].join('\n'));
+    const lines = ['-P INPUT ACCEPT', '-P FORWARD ACCEPT'];
+    for (const chain of this.chains.keys()) {
+      if (chain !== 'INPUT' && chain !== 'FORWARD') lines.push(`-N ${chain}`);
+    }
+    for (const [chain, rules] of this.chains) lines.push(...rules.map((r) => `-A ${chain} ${r}`));
+    return Promise.resolve(`${lines.join('\n')}\n`);
   }
 
   restore(_family: Family, script: string): Promise<void> {
