@@ -11,6 +11,7 @@ import path from 'node:path';
 import { runCtl } from './cli/ctl.js';
 import { runDoctor } from './cli/doctor.js';
 import { EXIT_USAGE } from './cli/exit-codes.js';
+import { runFirewall } from './cli/firewall.js';
 import { runImport } from './cli/import.js';
 import { processIo } from './cli/io.js';
 import { main } from './main.js';
@@ -24,13 +25,14 @@ commands:
   serve            run the agent (default): gRPC on PORT, /metrics on AGENT_METRICS_PORT
   ctl <command>    call the agent's API: ensure, list, invoke, pause, resume, metrics, destroy
   import <tar>     load a 'docker save' or OCI-layout tarball into containerd (no registry)
-  doctor           check containerd, runc, CNI, cgroups, TLS files and the state dir
+  doctor           check containerd, runc, CNI, cgroups, TLS files, the state dir and the worker firewall
+  firewall status|remove   report or remove the worker firewall chains (remove: when uninstalling)
 
 options:
   -h, --help     show this help ('esb-agent <command> --help' for one command)
   -V, --version  print the version
 
-Configuration comes from environment variables (see the README, "Configuration").
+Configuration comes from environment variables (docs/configuration.md).
 `;
 
 function version(): string {
@@ -61,7 +63,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
       return 0;
     case 'serve':
       if (rest.length === 1 && (rest[0] === '--help' || rest[0] === '-h')) {
-        process.stdout.write('usage: esb-agent serve\n\nRuns the agent; configuration comes from environment variables (README, "Configuration").\nExit codes: 0 after a clean SIGTERM/SIGINT shutdown, 1 start-up or shutdown failed, 2 invalid configuration.\n');
+        process.stdout.write('usage: esb-agent serve\n\nRuns the agent; configuration comes from environment variables (docs/configuration.md).\nExit codes: 0 after a clean SIGTERM/SIGINT shutdown, 1 start-up or shutdown failed, 2 invalid configuration.\n');
         return 0;
       }
       if (rest.length > 0) {
@@ -75,6 +77,8 @@ export async function runCli(argv: readonly string[]): Promise<number> {
       return runImport(rest, io);
     case 'doctor':
       return runDoctor(rest, io);
+    case 'firewall':
+      return runFirewall(rest, io);
     default:
       process.stderr.write(`esb-agent: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
       return EXIT_USAGE;

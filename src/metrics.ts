@@ -90,6 +90,13 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  readonly workerFirewallInstalls = new Counter({
+    name: 'esb_agent_worker_firewall_installs_total',
+    help: 'Worker firewall chains (re)installed, by what was found before: missing (none of them) or partial (some removed or changed).',
+    labelNames: ['found'] as const,
+    registers: [this.registry],
+  });
+
   readonly workerLogRotations = new Counter({
     name: 'esb_agent_worker_log_rotations_total',
     help: 'Worker log files rotated because they outgrew AGENT_WORKER_LOG_MAX_BYTES.',

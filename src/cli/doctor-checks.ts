@@ -19,6 +19,7 @@ import type { Config } from '../config/config.js';
 import { errorText } from '../errors.js';
 import { silentLogger } from '../log.js';
 import { ContainerdClient } from '../runtime/containerd/client.js';
+import { agentFirewall, configuredWorkerNetwork } from './firewall.js';
 
 const execFileP = promisify(execFile);
 
@@ -267,5 +268,35 @@ export async function checkStateDir(config: Config): Promise<CheckResult> {
     const up = path.dirname(parent);
     if (up === parent) return fail(name, `AGENT_STATE_DIR ${dir} cannot be created`, fix);
     parent = up;
+  }
+}
+
+/**
+ * The worker firewall (src/netfilter/): the agent's chains for its bridge are all there and
+ * exactly as the agent writes them. Missing is a warning (the agent installs them at start-up;
+ * doctor usually runs before the first start); partly removed or changed is a failure: workers
+ * may reach what they must not until the agent restarts and repairs them.
+ */
+export async function checkFirewall(config: Config): Promise<CheckResult> {
+  const name = 'firewall';
+  if (!config.workerFirewall.enabled) {
+    return warn(name, 'AGENT_WORKER_FIREWALL=false: nothing stops workers from reaching the agent\'s ports, other workers or link-local addresses', 'unset AGENT_WORKER_FIREWALL unless your own filter isolates workers');
+  }
+  const net = await configuredWorkerNetwork(config);
+  if (typeof net === 'string') return warn(name, net, 'check with esb-agent firewall status --bridge <bridge> once a worker runs');
+  let report;
+  try {
+    report = await agentFirewall(config).check(net);
+  } catch (err) {
+    return fail(name, `cannot read the worker firewall of bridge ${net.bridge}: ${errorText(err)}`, 'install iptables (apt-get install iptables); the agent needs iptables and iptables-restore');
+  }
+  const chains = report.chains.join(', ');
+  switch (report.status) {
+    case 'present':
+      return ok(name, `present: chains ${chains} complete, one jump each (bridge ${net.bridge})`);
+    case 'missing':
+      return warn(name, `missing: no worker firewall for bridge ${net.bridge} (chains ${chains})`, 'start the agent (it installs them at start-up); if it is running, restart it: systemctl restart esb-agent');
+    case 'partial':
+      return fail(name, `partly removed: ${report.problems.join('; ')} (bridge ${net.bridge})`, 'restart the agent (systemctl restart esb-agent): it repairs them at start-up; until then workers are not fully isolated');
   }
 }

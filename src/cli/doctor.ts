@@ -7,7 +7,7 @@ import { loadConfig, type Config } from '../config/config.js';
 import { ConfigError } from '../config/parse.js';
 import { errorText } from '../errors.js';
 import { parseCommandLine } from './args.js';
-import { checkCgroups, checkCni, checkContainerd, checkRunc, checkStateDir, checkTls, type CheckResult } from './doctor-checks.js';
+import { checkCgroups, checkCni, checkContainerd, checkFirewall, checkRunc, checkStateDir, checkTls, type CheckResult } from './doctor-checks.js';
 import { checkCompat } from './doctor-compat.js';
 import { checkDockerd } from './doctor-docker.js';
 import { readEnvFile } from './env-file.js';
@@ -18,7 +18,7 @@ import { toJson } from './output.js';
 export const DOCTOR_USAGE = `usage: esb-agent doctor [options]
 
 Checks what the agent needs on this host, with the agent's own configuration (environment
-variables, see the README "Configuration"):
+variables, see docs/configuration.md):
 
   config      every variable parses
   containerd  CONTAINERD_SOCKET exists and containerd answers (its version)
@@ -29,6 +29,8 @@ variables, see the README "Configuration"):
               that combination is tested, audited only or unsupported
   tls         (unless AGENT_GRPC_TLS_DISABLED=1) certificate, key and CA read, parse, match, not expired
   state-dir   AGENT_STATE_DIR is writable (or can be created)
+  firewall    the worker firewall chains of the agent's bridge: present, missing (WARN: the
+              agent installs them at start-up) or partly removed (FAIL: restart the agent)
 
 With AGENT_RUNTIME=docker, containerd, runc, cni and compat are replaced by:
 
@@ -57,14 +59,14 @@ export async function runChecks(env: CliIo['env']): Promise<CheckResult[]> {
     config = loadConfig(env);
   } catch (err) {
     const message = err instanceof ConfigError ? `invalid configuration: ${err.message}` : errorText(err);
-    return [{ name: 'config', status: 'FAIL', message, fix: 'fix that variable (README, "Configuration"); the other checks need a valid configuration' }, await checkCgroups()];
+    return [{ name: 'config', status: 'FAIL', message, fix: 'fix that variable (docs/configuration.md); the other checks need a valid configuration' }, await checkCgroups()];
   }
   const results: CheckResult[] = [
     { name: 'config', status: 'OK', message: `AGENT_RUNTIME=${config.runtime}, ENV=${config.env}, namespace ${config.containerd.namespace}` },
   ];
   if (config.runtime === 'docker') {
     // containerd, runc and CNI are dockerd's own on such a host.
-    results.push(await checkDockerd(config), await checkCgroups(), checkTls(config), await checkStateDir(config));
+    results.push(await checkDockerd(config), await checkCgroups(), checkTls(config), await checkStateDir(config), await checkFirewall(config));
     return results;
   }
   results.push(
@@ -75,6 +77,7 @@ export async function runChecks(env: CliIo['env']): Promise<CheckResult[]> {
     { name: 'compat', ...(await checkCompat(config)) },
     checkTls(config),
     await checkStateDir(config),
+    await checkFirewall(config),
   );
   return results;
 }

@@ -22,7 +22,7 @@ export function exitCodeForGrpcStatus(code: number): number {
   return code === 0 ? EXIT_OK : GRPC_EXIT_BASE + code;
 }
 
-/** Every non-OK gRPC status with its exit code, for `--help` and the README. */
+/** Every non-OK gRPC status with its exit code, for `--help` and docs/errors.md. */
 export function grpcExitCodeTable(): { readonly name: string; readonly code: number; readonly exit: number }[] {
   return (Object.entries(GrpcStatus) as [string, string | number][])
     .filter((e): e is [string, number] => typeof e[1] === 'number' && e[1] !== 0)

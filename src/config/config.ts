@@ -25,6 +25,12 @@ export type ShutdownPolicy = 'keep' | 'destroy';
 export type LogFormat = 'json' | 'pretty';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
+/** One host port a worker may reach: `port` or `port/proto`. */
+export interface HostPort {
+  readonly port: number;
+  readonly proto: 'tcp' | 'udp';
+}
+
 export interface TlsConfig {
   readonly certPath: string;
   readonly keyPath: string;
@@ -97,6 +103,13 @@ export interface Config {
   readonly limits: {
     readonly maxWorkers: number;
     readonly maxTotalMemoryMb: number;
+  };
+  /** Network default-deny for workers (src/netfilter/). */
+  readonly workerFirewall: {
+    /** false when the operator runs their own filter (AGENT_WORKER_FIREWALL=false). */
+    readonly enabled: boolean;
+    /** Host ports workers may reach besides DNS (AGENT_WORKER_ALLOWED_HOST_PORTS). */
+    readonly allowedHostPorts: readonly HostPort[];
   };
   readonly docker: {
     /** `unix:///path` or `tcp://host:port`, as given. */
@@ -231,6 +244,10 @@ export function loadConfig(env: Env): Config {
       maxWorkers: readInt(env, 'AGENT_MAX_WORKERS', DEFAULT_MAX_WORKERS, 0, 1_000_000),
       maxTotalMemoryMb: readInt(env, 'AGENT_MAX_TOTAL_MEMORY_MB', defaultMaxTotalMemoryMb(os.totalmem()), 0, 1024 * 1024 * 1024),
     }),
+    workerFirewall: Object.freeze({
+      enabled: readBool(env, 'AGENT_WORKER_FIREWALL', true),
+      allowedHostPorts: Object.freeze(readHostPorts(env, 'AGENT_WORKER_ALLOWED_HOST_PORTS')),
+    }),
     docker: Object.freeze({
       host: dockerHost,
       network: readString(env, 'CONTAINERS_NETWORK') ?? 'bridge',
@@ -238,7 +255,25 @@ export function loadConfig(env: Env): Config {
   });
 }
 
-/** Every variable `loadConfig` reads, for the README check and `doctor`. */
+/**
+ * A comma-separated list of `port` (tcp) or `port/tcp` / `port/udp`; blank = none. Duplicates
+ * are dropped, the order kept.
+ */
+export function readHostPorts(env: Env, name: string): HostPort[] {
+  const raw = readString(env, name);
+  if (raw === undefined) return [];
+  const out: HostPort[] = [];
+  for (const item of raw.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+    const m = /^(\d{1,5})(?:\/(tcp|udp))?$/i.exec(item);
+    const port = m ? Number(m[1]) : NaN;
+    if (!m || port < 1 || port > 65535) throw new ConfigError(name, `expected a comma-separated list of port or port/tcp or port/udp (ports 1-65535), got ${JSON.stringify(item)}`);
+    const proto = (m[2]?.toLowerCase() ?? 'tcp') as HostPort['proto'];
+    if (!out.some((p) => p.port === port && p.proto === proto)) out.push({ port, proto });
+  }
+  return out;
+}
+
+/** Every variable `loadConfig` reads, for the docs/configuration.md check and `doctor`. */
 export const CONFIG_VARIABLES = [
   'PORT', 'AGENT_RUNTIME', 'ENV', 'ESB_BRAND_SLUG', 'CONTAINERD_SOCKET', 'CONTAINERD_NAMESPACE',
   'CONTAINERD_RUNTIME', 'CONTAINERD_SNAPSHOTTER', 'AGENT_CGROUP_DRIVER', 'CONTAINERD_RUNC_BINARY', 'CNI_CONF_DIR', 'CNI_CONF_FILE', 'CNI_BIN_DIR',
@@ -249,5 +284,6 @@ export const CONFIG_VARIABLES = [
   'AGENT_GRPC_KEY_PATH', 'AGENT_GRPC_CA_CERT_PATH', 'AGENT_GRPC_REFLECTION', 'AGENT_METRICS_PORT',
   'AGENT_LOG_LEVEL', 'LOG_LEVEL', 'AGENT_LOG_FORMAT', 'AGENT_SHUTDOWN_POLICY', 'AGENT_SHUTDOWN_GRACE_MS',
   'AGENT_WORKER_IDLE_TTL_SECONDS', 'AGENT_WORKER_LOG_MAX_BYTES', 'AGENT_WORKER_READONLY_ROOTFS',
-  'AGENT_WORKER_TMP_SIZE_MB', 'AGENT_MAX_WORKERS', 'AGENT_MAX_TOTAL_MEMORY_MB', 'DOCKER_HOST', 'CONTAINERS_NETWORK',
+  'AGENT_WORKER_TMP_SIZE_MB', 'AGENT_MAX_WORKERS', 'AGENT_MAX_TOTAL_MEMORY_MB', 'AGENT_WORKER_FIREWALL',
+  'AGENT_WORKER_ALLOWED_HOST_PORTS', 'DOCKER_HOST', 'CONTAINERS_NETWORK',
 ] as const;

@@ -15,6 +15,7 @@ import { LogCapture } from '../helpers/logs.js';
 import { dockerLeakCount, findDockerLeaks, startDockerd, type DockerdInstance, type DockerLeakReport } from './dockerd.js';
 import { pushTestImages, type PushedTestImages } from './images.js';
 import { startRegistry, type RegistryInstance } from './registry.js';
+import { firewallLeftovers, removeFirewall } from './firewall.js';
 
 export interface DockerStackOptions {
   /** Extra agent environment (overrides the stack's). */
@@ -42,6 +43,8 @@ export interface DockerTestStack {
   call<Res = Record<string, unknown>>(method: AgentMethod, req: object, opts?: { deadlineMs?: number }): Promise<Res>;
   callError(method: AgentMethod, req: object, opts?: { deadlineMs?: number }): Promise<{ name: string; details: string }>;
   leaks(): Promise<DockerLeakReport>;
+  /** The agent's firewall chains and jumps for the test network's bridge. */
+  firewallLeftovers(): string[];
   stop(): Promise<void>;
 }
 
@@ -69,6 +72,12 @@ export async function startDockerStack(opts: DockerStackOptions = {}): Promise<D
   try {
     const dockerd = await startDockerd();
     cleanups.push(() => dockerd.stop());
+    // The agent keeps its worker firewall across restarts on purpose; the stack must not.
+    cleanups.push(() => {
+      removeFirewall(dockerd.network.bridge);
+      const left = firewallLeftovers(dockerd.network.bridge);
+      if (left.length > 0) console.error(`docker stack ${dockerd.network.bridge}: firewall rules left behind:\n${left.join('\n')}`);
+    });
     const registry = await startRegistry();
     cleanups.push(() => registry.stop());
     const images = await pushTestImages(registry);
@@ -87,11 +96,14 @@ export async function startDockerStack(opts: DockerStackOptions = {}): Promise<D
       AGENT_GRPC_TLS_DISABLED: '1',
       AGENT_SHUTDOWN_GRACE_MS: '5000',
       AGENT_LOG_LEVEL: 'debug',
+      AGENT_GRPC_ADDRESS: '0.0.0.0',
+      AGENT_METRICS_ADDRESS: '0.0.0.0',
       ...opts.env,
     };
     const stack: DockerTestStack = Object.assign(new InProcessAgent(env, logs), {
       tmp, dockerd, registry, images, envName, idPrefix: `esb-${envName}-`, subnet: dockerd.network.subnet, env, logs,
       leaks: () => findDockerLeaks(dockerd, envName),
+      firewallLeftovers: () => firewallLeftovers(dockerd.network.bridge),
       async stop() {
         await stack.stopAgent();
         await runCleanups();

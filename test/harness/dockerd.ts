@@ -4,7 +4,7 @@
  * /var/lib/docker, /etc/docker). It runs its own managed containerd under the exec root. No
  * default bridge (`--bridge=none`), no iptables rules, no ip_forward change, its own cgroup
  * parent. A test network is made through the API: a unique bridge `esbd<6 hex>`, a test-only
- * 10.253.x.0/24 subnet that is not routed yet, masquerading off.
+ * 10.253.x.0/24 subnet that is not routed yet, masquerading and inter-container communication off.
  *
  * `stop()` removes every container and the network, stops dockerd (SIGTERM, then SIGKILL),
  * kills any containerd/shim process still running from the temp dir, removes the bridge and the
@@ -206,7 +206,8 @@ export async function startDockerd(): Promise<DockerdInstance> {
         Driver: 'bridge',
         CheckDuplicate: true,
         IPAM: { Driver: 'default', Config: [{ Subnet: subnet, Gateway: gateway }] },
-        Options: { 'com.docker.network.bridge.name': bridge, 'com.docker.network.bridge.enable_ip_masquerade': 'false' },
+        // ICC off: the agent refuses a network whose workers may talk to each other.
+        Options: { 'com.docker.network.bridge.name': bridge, 'com.docker.network.bridge.enable_ip_masquerade': 'false', 'com.docker.network.bridge.enable_icc': 'false' },
         Labels: { 'com.esb.test': tag },
       },
       what: `create network ${name}`,

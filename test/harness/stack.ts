@@ -20,6 +20,7 @@ import { LogCapture } from '../helpers/logs.js';
 import { startContainerd, type ContainerdInstance } from './containerd.js';
 import { pushTestImages, type PushedTestImages } from './images.js';
 import { findLeaks, leakCount, type LeakReport } from './leaks.js';
+import { firewallLeftovers, removeFirewall } from './firewall.js';
 import { startRegistry, type RegistryInstance } from './registry.js';
 
 export const CNI_BIN_DIR = '/usr/lib/cni';
@@ -61,6 +62,8 @@ export interface TestStack {
   /** The gRPC error of a call that must fail: { code name, details }. */
   callError(method: AgentMethod, req: object, opts?: { deadlineMs?: number }): Promise<{ name: string; details: string }>;
   leaks(): Promise<LeakReport>;
+  /** The agent's firewall chains and jumps for this stack's bridge (kept when the agent stops). */
+  firewallLeftovers(): string[];
   stop(): Promise<void>;
 }
 
@@ -110,6 +113,10 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
   // Registered first, run last: host-level leftovers of any worker of this stack.
   cleanups.push(async () => {
     for (const ns of readdirSafe('/run/netns').filter((n) => n.startsWith(`esb-${envName}-`))) await removeNetns(ns);
+    // The agent keeps its worker firewall across restarts on purpose; the stack must not.
+    removeFirewall(bridge);
+    const left = firewallLeftovers(bridge);
+    if (left.length > 0) console.error(`stack ${bridge}: firewall rules left behind:\n${left.join('\n')}`);
     try {
       execFileSync('ip', ['link', 'del', bridge], { stdio: 'ignore' });
     } catch {
@@ -150,6 +157,9 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
       AGENT_GRPC_TLS_DISABLED: '1',
       AGENT_SHUTDOWN_GRACE_MS: '5000',
       AGENT_LOG_LEVEL: 'debug',
+      // Listen-address settings of newer agents: workers must be refused even on 0.0.0.0.
+      AGENT_GRPC_ADDRESS: '0.0.0.0',
+      AGENT_METRICS_ADDRESS: '0.0.0.0',
       ...opts.env,
     };
     const containerd = new ContainerdClient({ socket: ctd.socket, namespace });
@@ -158,6 +168,7 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
     });
     const stack: TestStack = Object.assign(new InProcessAgent(env, logs), {
       tmp, ctd, registry, images, envName, idPrefix: `esb-${envName}-`, namespace, bridge, subnet, networkName, netDir, stateDir, confFile, env, logs, containerd,
+      firewallLeftovers: () => firewallLeftovers(bridge),
       leaks: () => findLeaks({ client: containerd, snapshotter: 'overlayfs', idPrefix: `esb-${envName}-`, bridge, netDir, networkName, stateDir }),
       async stop() {
         await stack.stopAgent();

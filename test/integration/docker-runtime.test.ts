@@ -275,6 +275,8 @@ describe('docker runtime on a real dockerd', () => {
     assert.match(good.stdout, /^OK {4}dockerd +dockerd \S+ \(API [\d.]+\) at unix:\/\/\/.* network \S+$/m, good.stdout);
     assert.doesNotMatch(good.stdout, /containerd|compat/, 'no containerd checks on the docker runtime');
     assert.doesNotMatch(good.stdout, /not available yet/);
+    // The workers above ran on CONTAINERS_NETWORK, so the agent has installed its chains there.
+    assert.match(good.stdout, /^OK {4}firewall +present: chains ESB-IN-\S+, ESB-FWD-\S+ complete/m, good.stdout);
     const noNet = run({ CONTAINERS_NETWORK: 'esb-no-such-network' });
     assert.equal(noNet.code, 1);
     assert.match(noNet.stdout, /^FAIL {2}dockerd +.*CONTAINERS_NETWORK esb-no-such-network does not exist/m);

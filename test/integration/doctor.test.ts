@@ -15,6 +15,10 @@ import { PROJECT_ROOT } from '../../src/paths.js';
 import { startContainerd, type ContainerdInstance } from '../harness/containerd.js';
 import { scaled } from '../harness/process.js';
 import { CNI_BIN_DIR } from '../harness/stack.js';
+import { removeFirewall } from '../harness/firewall.js';
+import { loadConfig } from '../../src/config/config.js';
+import { agentFirewall } from '../../src/cli/firewall.js';
+import { randomBytes } from 'node:crypto';
 import { createTestCerts, type TestCerts } from '../helpers/certs.js';
 
 const ENTRY = path.join(PROJECT_ROOT, 'test', 'helpers', 'cli-entry.ts');
@@ -72,7 +76,10 @@ test('doctor: all OK on a healthy host; names the missing plugin, the bad cert p
   let ctd: ContainerdInstance | undefined = undefined;
   let certs: TestCerts | undefined = undefined;
   let dir: string | undefined = undefined;
+  // A bridge name of this run: the worker firewall chains are named after it.
+  const bridge = `esbtd${randomBytes(3).toString('hex')}`;
   t.after(async () => {
+    removeFirewall(bridge);
     await ctd?.stop();
     certs?.remove();
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -83,7 +90,7 @@ test('doctor: all OK on a healthy host; names the missing plugin, the bad cert p
   const confFile = path.join(dir, 'cni', '10-esbt-doctor.conflist');
   mkdirSync(path.dirname(confFile));
   // Only the file: doctor never creates the network (no bridge, no IPAM reservation).
-  writeFileSync(confFile, JSON.stringify(defaultConflist({ name: 'esbt-doctor', subnet: '10.252.254.0/24', bridge: 'esbtdoctor', gatewayIp: '10.252.254.1', dnsServer: '10.252.254.1', netDir: path.join(dir, 'ipam') }, { ipMasq: false })));
+  writeFileSync(confFile, JSON.stringify(defaultConflist({ name: 'esbt-doctor', subnet: '10.252.254.0/24', bridge, gatewayIp: '10.252.254.1', dnsServer: '10.252.254.1', netDir: path.join(dir, 'ipam') }, { ipMasq: false })));
   const pkiDir = path.join(dir, 'pki');
   mkdirSync(pkiDir);
   const pki = longLivedServerPki(pkiDir);
@@ -98,16 +105,20 @@ test('doctor: all OK on a healthy host; names the missing plugin, the bad cert p
     AGENT_GRPC_CA_CERT_PATH: pki.caPath,
   };
 
+  // The worker firewall as the agent installs it at start-up (its own chains only: no bridge).
+  await agentFirewall(loadConfig(healthy)).install({ bridge, subnet: '10.252.254.0/24', ipv6: false });
+
   const good = await doctor(healthy);
   assert.equal(good.code, 0, show(good));
-  assert.deepEqual(statuses(good.stdout), { config: 'OK', containerd: 'OK', runc: 'OK', cni: 'OK', cgroups: 'OK', compat: 'OK', tls: 'OK', 'state-dir': 'OK' }, show(good));
+  assert.deepEqual(statuses(good.stdout), { config: 'OK', containerd: 'OK', runc: 'OK', cni: 'OK', cgroups: 'OK', compat: 'OK', tls: 'OK', 'state-dir': 'OK', firewall: 'OK' }, show(good));
+  assert.match(good.stdout, new RegExp(`^OK {4}firewall +present: chains ESB-IN-${bridge}, ESB-FWD-${bridge} complete`, 'm'));
   assert.match(good.stdout, /^OK {4}containerd +containerd \S+ answers at /m);
   assert.match(good.stdout, /^OK {4}runc +runc \d+\.\d+/m);
   assert.match(good.stdout, /^OK {4}cni +network esbt-doctor \(cniVersion 1\.0\.0\).*plugins loopback, bridge, host-local, portmap/m);
   assert.match(good.stdout, /^OK {4}cgroups +cgroup v(1|2)/m);
   // The machines CI runs on are in the tested part of the compatibility matrix.
   assert.match(good.stdout, /^OK {4}compat +cgroup v(1|2), driver cgroupfs; containerd v?\d+\.\d+\S*; runc \d+\.\d+\S*; CNI plugins .* — tested: /m);
-  assert.match(good.stdout, /\n0 failed, 0 warning\(s\), 8 ok\n$/);
+  assert.match(good.stdout, /\n0 failed, 0 warning\(s\), 9 ok\n$/);
 
   // The same configuration from an environment file, with JSON output.
   const envFile = path.join(dir, 'env');
@@ -115,7 +126,7 @@ test('doctor: all OK on a healthy host; names the missing plugin, the bad cert p
   const fromFile = await doctor({}, ['--env-file', envFile, '-o', 'json']);
   assert.equal(fromFile.code, 0, show(fromFile));
   const checks = (JSON.parse(fromFile.stdout) as { checks: { name: string; status: string }[] }).checks;
-  assert.ok(checks.length === 8 && checks.every((c) => c.status === 'OK'), fromFile.stdout);
+  assert.ok(checks.length === 9 && checks.every((c) => c.status === 'OK'), fromFile.stdout);
 
   // The systemd cgroup driver needs systemd as init.
   const systemd = await doctor({ ...healthy, AGENT_CGROUP_DRIVER: 'systemd' });

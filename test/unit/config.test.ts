@@ -273,3 +273,19 @@ describe('safeName (docs/contract.md#worker-ids: lower-case, keep [a-z0-9._-], f
     });
   }
 });
+
+test('worker firewall: on by default; allowed host ports parse as port or port/proto', () => {
+  const base = loadConfig({});
+  assert.equal(base.workerFirewall.enabled, true);
+  assert.deepEqual(base.workerFirewall.allowedHostPorts, []);
+  assert.equal(loadConfig({ AGENT_WORKER_FIREWALL: 'false' }).workerFirewall.enabled, false);
+  assert.deepEqual(loadConfig({ AGENT_WORKER_ALLOWED_HOST_PORTS: ' 3128, 8125/udp ,443/TCP,3128/tcp' }).workerFirewall.allowedHostPorts, [
+    { port: 3128, proto: 'tcp' },
+    { port: 8125, proto: 'udp' },
+    { port: 443, proto: 'tcp' },
+  ]);
+  for (const bad of ['0', '65536', 'http', '53/sctp', '1-100', '22/']) {
+    assert.throws(() => loadConfig({ AGENT_WORKER_ALLOWED_HOST_PORTS: bad }), /AGENT_WORKER_ALLOWED_HOST_PORTS/, bad);
+  }
+  assert.throws(() => loadConfig({ AGENT_WORKER_FIREWALL: 'maybe' }), /AGENT_WORKER_FIREWALL/);
+});

@@ -102,13 +102,10 @@ describe('docs', () => {
 
   test('relative links in docs, README, CONTRIBUTING and CHANGELOG resolve (files and anchors)', () => {
     const broken: string[] = [];
-    // README-draft.md is written for the repository root, where it will replace README.md.
-    const sources = [...files('docs', /\.md$/).filter((f) => !f.endsWith('README-draft.md')), 'README.md', 'CONTRIBUTING.md', 'CHANGELOG.md'];
-    const draft = path.join('docs', 'README-draft.md');
-    if (existsSync(path.join(PROJECT_ROOT, draft))) sources.push(draft);
+    const sources = [...files('docs', /\.md$/), 'README.md', 'CONTRIBUTING.md', 'CHANGELOG.md'];
     for (const rel of sources) {
       if (!existsSync(path.join(PROJECT_ROOT, rel))) continue;
-      const base = rel === draft ? PROJECT_ROOT : path.join(PROJECT_ROOT, path.dirname(rel));
+      const base = path.join(PROJECT_ROOT, path.dirname(rel));
       for (const m of read(rel).matchAll(/\]\(([^)\s]+)\)/g)) {
         const target = m[1]!;
         if (/^[a-z]+:/i.test(target)) continue;

@@ -42,6 +42,9 @@ import { reconcile, type ReconcileResult } from './reconcile.js';
 import { KILL_WAIT_MS, teardownWorker } from './teardown.js';
 import { LastUsedFile } from '../last-used-file.js';
 import { WorkerLogCap } from './worker-log-cap.js';
+import { createWorkerFirewall } from '../../netfilter/index.js';
+import type { WorkerFirewall } from '../../netfilter/firewall.js';
+import { networkFromConflist, networkFromResult } from '../../netfilter/network.js';
 
 export interface ContainerdRuntimeDeps {
   readonly log: Logger;
@@ -106,6 +109,8 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
   readonly #locks = new KeyedLock();
   /** Rotates worker logs over AGENT_WORKER_LOG_MAX_BYTES; runs between start() and close(). */
   #logCap: WorkerLogCap | undefined;
+  /** undefined when AGENT_WORKER_FIREWALL=false. */
+  readonly #firewall: WorkerFirewall | undefined;
 
   constructor(config: Config, deps: ContainerdRuntimeDeps) {
     super({ log: deps.log.child({ module: 'containerd' }), metrics: deps.metrics, limits: config.limits });
@@ -129,6 +134,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
       log: deps.log,
       metrics: deps.metrics,
     });
+    this.#firewall = createWorkerFirewall(config, config.cni.dnsServer, deps);
     this.#lastUsed = new LastUsedFile(config.stateDir, this.#log, () => new Map(this.workers.list().map((w) => [w.id, w.lastUsedAt])));
     this.#events = new EventWatcher({
       client: this.client,
@@ -157,6 +163,10 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
     if (wrote) this.#log.info({ confFile: this.#config.cni.confFile }, 'generated the default CNI network config');
     await this.#cni.load();
     await secureWorkersDir(this.#config.stateDir);
+    // Before any worker can start: a conflist with the bridge plugin names its bridge, so the
+    // chains are checked (and repaired) now. Other conflists are covered at their first ADD.
+    const known = this.#firewall ? networkFromConflist(this.#cni.list) : undefined;
+    if (known) await this.#firewall?.ensure(known);
     // Before the table is built and before any RPC: nothing is in flight, so every half-made
     // worker and every lease of ours is a leftover of an earlier run.
     const first = await this.reconcile({ startup: true });
@@ -266,6 +276,9 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
         const tNet = performance.now();
         undo.push(`CNI DEL ${wid}`, (s) => this.#cni.del({ containerId: wid, netns: netnsPath }, { signal: s }));
         const result = await this.#cni.add({ containerId: wid, netns: netnsPath }, { signal });
+        // The worker's process starts only after this: its bridge must be firewalled by then.
+        // Cached per bridge, so this runs iptables once per network and process.
+        if (this.#firewall) await this.#firewall.ensure(await networkFromResult(result, this.#cni.name));
         phase('network', tNet);
         return containerIpv4(result, this.#cni.ifName);
       });

@@ -27,6 +27,8 @@ import { workerContainerBody } from './create.js';
 import { DockerEngineClient } from './engine-client.js';
 import { DockerEventWatcher, type DockerEvent } from './events.js';
 import { DockerImages } from './pull.js';
+import { createWorkerFirewall } from '../../netfilter/index.js';
+import { dockerWorkerNetwork, type DockerNetworkInspect } from './network.js';
 import { metricsFromStats, stoppedMetrics, type DockerStats } from './stats.js';
 
 export interface DockerRuntimeDeps {
@@ -54,6 +56,7 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
   readonly #destroying = new Set<string>();
   /** Serialises destroys of one worker. */
   readonly #locks = new KeyedLock();
+  readonly #deps: DockerRuntimeDeps;
 
   constructor(config: Config, deps: DockerRuntimeDeps) {
     super({ log: deps.log.child({ module: 'docker' }), metrics: deps.metrics, limits: config.limits });
@@ -61,6 +64,7 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
     this.#log = deps.log.child({ module: 'docker' });
     this.#metrics = deps.metrics;
     this.#network = config.docker.network;
+    this.#deps = deps;
     this.client = new DockerEngineClient({ host: config.docker.host });
     this.#images = new DockerImages({ client: this.client, pullPolicy: config.pullPolicy, dockerConfigDir: config.registry.dockerConfigDir, log: deps.log, metrics: deps.metrics });
     this.#events = new DockerEventWatcher({
@@ -82,6 +86,13 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
       throw new AgentError('FAILED_PRECONDITION', `CONTAINERS_NETWORK ${this.#network} does not exist in dockerd at ${this.client.host}; create it (docker network create ${this.#network}) or set CONTAINERS_NETWORK`);
     }
     if (net.status !== 200) throw new AgentError('UNAVAILABLE', `inspect network ${this.#network}: dockerd answered ${net.status}: ${net.body.slice(0, 300)}`);
+    if (this.#config.workerFirewall.enabled) {
+      // Checked and installed before the worker table and any RPC: no worker of ours runs
+      // unprotected. The DNS server of a docker network is its gateway (or dockerd's embedded
+      // resolver inside the worker, which never reaches the host's INPUT).
+      const worker = dockerWorkerNetwork(JSON.parse(net.body) as DockerNetworkInspect, this.#network);
+      await createWorkerFirewall(this.#config, worker.gateway, this.#deps)?.ensure(worker.network);
+    }
     this.#log.info({ dockerVersion: v.Version, apiVersion: v.ApiVersion, clientApiVersion: this.client.apiVersion, host: this.client.host, network: this.#network }, 'connected to dockerd');
     await this.#events.start();
     this.#log.info({ workers: this.workers.size }, 'worker table rebuilt from dockerd');
