@@ -4,9 +4,12 @@
  * test-made addresses they aim at (veth pairs, a netns with a link-local address). Everything
  * here only ever talks to loopback and to addresses a test created.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { promisify } from 'node:util';
+
+const execFileP = promisify(execFile);
 
 export type ProbeResult = 'connected' | 'refused' | 'timeout' | 'unreachable' | `error:${string}`;
 
@@ -44,10 +47,14 @@ const one = (t) => new Promise((resolve) => {
 Promise.all(targets.map(one)).then((r) => process.stdout.write(JSON.stringify(r)));
 `;
 
-/** Probes every target at once from the netns of `pid`; each result comes within `timeoutMs`. */
-export function probeFrom(pid: number, targets: readonly Target[], timeoutMs = 3000): { result: ProbeResult; ms: number }[] {
-  const out = execFileSync('nsenter', ['-t', String(pid), '-n', process.execPath, '-e', PROBE_SCRIPT, JSON.stringify(targets), String(timeoutMs)], { encoding: 'utf8', timeout: timeoutMs + 15_000 });
-  return JSON.parse(out) as { result: ProbeResult; ms: number }[];
+/**
+ * Probes every target at once from the netns of `pid`; each result comes within `timeoutMs`.
+ * Asynchronous on purpose: the listeners answering (the UDP stand-in for DNS) run in this
+ * process, whose event loop must keep turning while the probe waits.
+ */
+export async function probeFrom(pid: number, targets: readonly Target[], timeoutMs = 3000): Promise<{ result: ProbeResult; ms: number }[]> {
+  const { stdout } = await execFileP('nsenter', ['-t', String(pid), '-n', process.execPath, '-e', PROBE_SCRIPT, JSON.stringify(targets), String(timeoutMs)], { encoding: 'utf8', timeout: timeoutMs + 15_000 });
+  return JSON.parse(stdout) as { result: ProbeResult; ms: number }[];
 }
 
 /** One probe from the host itself (the positive controls). */
@@ -84,7 +91,11 @@ export function probeFromHost(target: Target, timeoutMs = 3000): Promise<ProbeRe
 
 /** A TCP listener that accepts and closes; `port` 0 = ephemeral. */
 export async function tcpListener(host: string, port = 0): Promise<{ port: number; close: () => Promise<void> }> {
-  const server = net.createServer((s) => s.end('ok'));
+  // A probe resets the connection right after connecting: that is not an error here.
+  const server = net.createServer((s) => {
+    s.on('error', () => undefined);
+    s.end('ok');
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -168,7 +179,7 @@ export async function linkLocalPeer(tag: string, local: string, remote: string, 
     ip('-n', ns, 'link', 'set', b, 'up');
     ip('-n', ns, 'route', 'add', `${local}/32`, 'dev', b);
     ip('-n', ns, 'route', 'add', workerSubnet, 'via', local, 'dev', b, 'onlink');
-    listener = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', `require('node:net').createServer((s) => s.end('ok')).listen(${port}, '${remote}', () => console.log('listening'))`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    listener = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', `require('node:net').createServer((s) => { s.on('error', () => {}); s.end('ok'); }).listen(${port}, '${remote}', () => console.log('listening'))`], { stdio: ['ignore', 'pipe', 'inherit'] });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => { reject(new Error('link-local listener did not start')); }, 10_000);
       listener?.stdout?.once('data', () => {

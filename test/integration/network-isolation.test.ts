@@ -59,7 +59,7 @@ describe('worker network isolation (containerd runtime)', () => {
   /** Probes from worker A; returns the results keyed by label. */
   const fromA = async (targets: Record<string, Target>): Promise<Record<string, ProbeResult>> => {
     const entries = Object.entries(targets);
-    const results = probeFrom(await pidOf(a.id), entries.map(([, t]) => t));
+    const results = await probeFrom(await pidOf(a.id), entries.map(([, t]) => t));
     for (const r of results) assert.ok(r.ms < 3500, `every probe settles within 3 s: ${JSON.stringify(results)}`);
     return Object.fromEntries(entries.map(([label], i) => [label, results[i]!.result]));
   };
@@ -91,6 +91,11 @@ describe('worker network isolation (containerd runtime)', () => {
       await stack.call('DestroyContainer', { container_id: a.id, owner_id: 'tenant-a' }).catch(() => undefined);
       await stack.call('DestroyContainer', { container_id: b.id, owner_id: 'tenant-b' }).catch(() => undefined);
     });
+    // Both RIEs listen before any probe: an invocation waits for that.
+    for (const [w, owner] of [[a, 'tenant-a'], [b, 'tenant-b']] as const) {
+      const res = await stack.call<{ status_code: number }>('InvokeWorker', { container_id: w.id, owner_id: owner, path: '', payload: Buffer.from('{"action":"echo"}'), headers: {}, timeout_ms: 20_000 });
+      assert.equal(res.status_code, 200);
+    }
     // The DNS server (the gateway, CNI_DNS_SERVER's default) exists once the bridge does.
     const dnsUdp = await udpEcho(gateway, 53);
     cleanups.push(() => dnsUdp.close());
@@ -140,7 +145,8 @@ describe('worker network isolation (containerd runtime)', () => {
       allowedOnGateway: { host: gateway, port: allowed.port },
       allowedOnOtherHostAddress: { host: otherHostIp, port: allowed.port },
     });
-    assert.deepEqual(r, { dnsUdp: 'connected', dnsTcp: 'connected', allowedOnGateway: 'connected', allowedOnOtherHostAddress: 'connected' });
+    const counters = (): string => execFileSync('iptables', ['-w', '-nvL', `ESB-IN-${stack.bridge}`], { encoding: 'utf8' });
+    assert.deepEqual(r, { dnsUdp: 'connected', dnsTcp: 'connected', allowedOnGateway: 'connected', allowedOnOtherHostAddress: 'connected' }, counters());
   });
 
   test('the host still invokes the worker; the install is counted', async () => {
