@@ -51,7 +51,7 @@ const RUN_DOCKER = '/run/docker';
 /** Bridges of test stacks that rely on ip_forward (containerd stacks and ours). */
 const TEST_BRIDGE = /^\d+: (esbt|esbd)[0-9a-f]{6}[:@]/;
 
-function freeSubnet(): string {
+export function freeSubnet(): string {
   const routes = execFileSync('ip', ['-4', 'route', 'show'], { encoding: 'utf8' });
   for (let i = 0; i < 50; i++) {
     const net = `10.253.${1 + Math.floor(Math.random() * 250)}.`;

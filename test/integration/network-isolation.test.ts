@@ -14,6 +14,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { firewallLeftovers, removeFirewall } from '../harness/firewall.js';
+import { startDockerStack, type DockerTestStack } from '../harness/docker-stack.js';
+import { freeSubnet } from '../harness/dockerd.js';
 import { startStack, type TestStack } from '../harness/stack.js';
 import { hostAddress, linkLocalPeer, probeFrom, probeFromHost, tcpListener, udpEcho, type ProbeResult, type Target } from '../helpers/netprobe.js';
 import type { WorkerReply as Worker } from '../helpers/replies.js';
@@ -219,5 +221,92 @@ describe('worker network isolation (containerd runtime)', () => {
     assert.ok(firewallLeftovers(stack.bridge).length > 0, 'destroying workers keeps the chains');
     await stack.stop();
     assert.deepEqual(firewallLeftovers(stack.bridge), []);
+  });
+});
+
+describe('worker network isolation (docker runtime)', () => {
+  let stack: DockerTestStack;
+  const cleanups: (() => Promise<void> | void)[] = [];
+  let gateway: string;
+  let standIn: { port: number };
+  let a: Worker;
+  let b: Worker;
+
+  const pidOf = async (id: string): Promise<number> => {
+    const c = await stack.dockerd.client.json<{ State: { Pid: number } }>({ method: 'GET', path: `/containers/${encodeURIComponent(id)}/json`, what: 'inspect' });
+    assert.ok(c.State.Pid > 0, `container ${id} has a pid`);
+    return c.State.Pid;
+  };
+  const fromA = async (targets: Record<string, Target>): Promise<Record<string, ProbeResult>> => {
+    const entries = Object.entries(targets);
+    const results = await probeFrom(await pidOf(a.id), entries.map(([, t]) => t));
+    for (const r of results) assert.ok(r.ms < 3500, `every probe settles within 3 s: ${JSON.stringify(results)}`);
+    return Object.fromEntries(entries.map(([label], i) => [label, results[i]!.result]));
+  };
+
+  before(async () => {
+    const s = await tcpListener('0.0.0.0');
+    cleanups.push(() => s.close());
+    standIn = s;
+    stack = await startDockerStack();
+    cleanups.push(() => stack.stop());
+    gateway = stack.dockerd.network.gateway;
+    a = await stack.call<Worker>('EnsureContainer', { function_name: 'iso-a', image: stack.images.worker, env: {}, owner_id: 'tenant-a' });
+    b = await stack.call<Worker>('EnsureContainer', { function_name: 'iso-b', image: stack.images.worker, env: {}, owner_id: 'tenant-b' });
+    cleanups.push(async () => {
+      if (!stack.client) return;
+      await stack.call('DestroyContainer', { container_id: a.id, owner_id: 'tenant-a' }).catch(() => undefined);
+      await stack.call('DestroyContainer', { container_id: b.id, owner_id: 'tenant-b' }).catch(() => undefined);
+    });
+    for (const [w, owner] of [[a, 'tenant-a'], [b, 'tenant-b']] as const) {
+      const res = await stack.call<{ status_code: number }>('InvokeWorker', { container_id: w.id, owner_id: owner, path: '', payload: Buffer.from('{"action":"echo"}'), headers: {}, timeout_ms: 20_000 });
+      assert.equal(res.status_code, 200);
+    }
+    const dnsUdp = await udpEcho(gateway, 53);
+    cleanups.push(() => dnsUdp.close());
+    const dnsTcp = await tcpListener(gateway, 53);
+    cleanups.push(() => dnsTcp.close());
+  });
+  after(async () => {
+    for (const fn of cleanups.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        console.error('cleanup failed:', err);
+      }
+    }
+  });
+
+  test('from a worker: the agent\'s ports, the host and the other tenant are refused; DNS on the gateway is not; the host still invokes', async () => {
+    // Positive controls first: each target answers the host.
+    for (const t of [{ host: gateway, port: stack.agent!.grpcPort }, { host: gateway, port: standIn.port }, { host: b.ip_address, port: 8080 }]) {
+      assert.equal(await probeFromHost(t), 'connected', `host → ${t.host}:${t.port}`);
+    }
+    const r = await fromA({
+      grpc: { host: gateway, port: stack.agent!.grpcPort },
+      metrics: { host: gateway, port: stack.agent!.metricsPort },
+      standIn: { host: gateway, port: standIn.port },
+      otherTenantsWorker: { host: b.ip_address, port: 8080 },
+      dnsUdp: { host: gateway, port: 53, proto: 'udp' },
+      dnsTcp: { host: gateway, port: 53 },
+    });
+    assert.deepEqual(r, { grpc: 'refused', metrics: 'refused', standIn: 'refused', otherTenantsWorker: 'refused', dnsUdp: 'connected', dnsTcp: 'connected' });
+    const res = await stack.call<{ status_code: number }>('InvokeWorker', { container_id: a.id, owner_id: 'tenant-a', path: '', payload: Buffer.from('{"action":"echo"}'), headers: {}, timeout_ms: 20_000 });
+    assert.equal(res.status_code, 200);
+    assert.ok(stack.firewallLeftovers().some((l) => l.includes(`ESB-FWD-${stack.dockerd.network.bridge}`)));
+  });
+
+  test('a CONTAINERS_NETWORK with inter-container communication on is refused at start-up, naming the network and the fix', async () => {
+    const name = `esbd-icc-${randomBytes(3).toString('hex')}`;
+    const subnet = freeSubnet();
+    await stack.dockerd.client.json({ method: 'POST', path: '/networks/create', body: { Name: name, Driver: 'bridge', IPAM: { Config: [{ Subnet: subnet }] }, Options: { 'com.docker.network.bridge.enable_ip_masquerade': 'false' } }, what: 'create network' });
+    cleanups.push(() => stack.dockerd.client.request({ method: 'DELETE', path: `/networks/${name}`, what: 'remove network' }).then(() => undefined));
+    await stack.stopAgent();
+    await assert.rejects(stack.startAgent({ CONTAINERS_NETWORK: name }), (err: Error) => {
+      assert.match(err.message, new RegExp(`CONTAINERS_NETWORK ${name} lets containers talk to each other .*enable_icc=false`));
+      return true;
+    });
+    await stack.startAgent();
+    assert.equal((await stack.call<{ containers: unknown[] }>('ListContainers', { owner_id: 'tenant-a' })).containers.length, 1);
   });
 });
