@@ -32,7 +32,6 @@ import { ImageService } from './image/image-service.js';
 import { requestedImageRef } from './image/reference.js';
 import { createLease, deleteLease } from './leases.js';
 import { buildWorkerSpec } from './spec/spec.js';
-import { resolveUser } from './spec/users.js';
 import { createTask, deleteTask, getTask, killAndWait, pauseTask, requireStatus, resumeTask, startTask, type TaskProcess } from './tasks.js';
 import { UndoStack } from '../undo.js';
 import { nowSeconds } from '../workers.js';
@@ -41,6 +40,7 @@ import { reconcile, type ReconcileResult } from './reconcile.js';
 import { KILL_WAIT_MS, teardownWorker } from './teardown.js';
 import { LastUsedFile } from '../last-used-file.js';
 import { WorkerLogCap } from './worker-log-cap.js';
+import { ImageUsers } from './image-user.js';
 
 export interface ContainerdRuntimeDeps {
   readonly log: Logger;
@@ -97,6 +97,8 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
   readonly #locks = new KeyedLock();
   /** Rotates worker logs over AGENT_WORKER_LOG_MAX_BYTES; runs between start() and close(). */
   #logCap: WorkerLogCap | undefined;
+  /** Image USER → numeric ids, read inside the image; cached per (chain id, USER). */
+  readonly users: ImageUsers;
 
   constructor(config: Config, deps: ContainerdRuntimeDeps) {
     super({ log: deps.log.child({ module: 'containerd' }), metrics: deps.metrics });
@@ -119,6 +121,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
       log: deps.log,
       metrics: deps.metrics,
     });
+    this.users = new ImageUsers({ stateDir: config.stateDir, log: this.#log });
     this.#lastUsed = new LastUsedFile(config.stateDir, this.#log, () => new Map(this.workers.list().map((w) => [w.id, w.lastUsedAt])));
     this.#events = new EventWatcher({
       client: this.client,
@@ -234,7 +237,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
       // the function's process (W3): the ADD runs alongside container + task create.
       t = performance.now();
       undo.push(`remove netns ${wid}`, () => removeNetns(wid));
-      const [nsR, userR] = await Promise.allSettled([createNetns(wid), resolveUser(image.config.config?.User, mounts)]);
+      const [nsR, userR] = await Promise.allSettled([createNetns(wid), this.users.resolve(image, image.config.config?.User, mounts)]);
       if (nsR.status === 'rejected') throw nsR.reason;
       if (userR.status === 'rejected') throw userR.reason;
       const netnsPath = nsR.value;
