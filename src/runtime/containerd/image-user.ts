@@ -84,6 +84,7 @@ export class ImageUsers {
   async #readAccountFiles(image: ImageRef, user: string, mounts: readonly SnapshotMount[]): Promise<AccountFiles> {
     const where = `image ${image.name}: USER "${safeUserText(user)}"`;
     this.mounts++;
+    this.#log.debug({ image: image.name, chainId: image.chainId }, 'image user lookup: reading /etc/passwd and /etc/group from a read-only mount of the snapshot');
     try {
       return await withReadonlyMount(this.#stateDir, mounts, (root) => withTimeout(this.#read(root), this.#timeoutMs, `${where}: reading /etc/passwd and /etc/group took over ${this.#timeoutMs} ms`));
     } catch (err) {
