@@ -147,7 +147,7 @@ describe('image USER resolved inside the image (overlayfs)', () => {
       const again = await stack.callError('EnsureContainer', { function_name: name, image: h.ref, env: {}, owner_id: OWNER }, { deadlineMs: ANSWER_MS });
       assert.equal(again.name, 'INVALID_ARGUMENT', `${name} (image local): ${again.details}`);
       assert.ok(Date.now() - t1 < ANSWER_MS, `${name} answered within ${ANSWER_MS} ms (first try, with the pull: ${pulled} ms)`);
-      const listed = await stack.call<{ containers: unknown[] }>('ListContainers', {});
+      const listed = await stack.call<{ containers: unknown[] }>('ListContainers', { owner_id: OWNER });
       assert.deepEqual(listed.containers, [], `${name}: no worker, not even half-made`);
       await expectNoLeaks(stack, name);
     }
