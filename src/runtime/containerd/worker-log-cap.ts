@@ -55,7 +55,7 @@ export async function capLogFile(logFile: string, maxBytes: number): Promise<Log
   try {
     fh = await open(logFile, constants.O_RDWR | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
     if (!(await fh.stat()).isFile()) return { sizeBytes: 0, rotated: false };
-    await pipeline(createReadStream('', { fd: fh, start: sizeBytes - maxBytes, autoClose: false }), createWriteStream(tmp, { mode: 0o644, flags: 'wx' }));
+    await pipeline(createReadStream('', { fd: fh, start: sizeBytes - maxBytes, autoClose: false }), createWriteStream(tmp, { mode: 0o644 }));
     await rename(tmp, rotated);
     await fh.truncate(0);
   } catch (err) {
