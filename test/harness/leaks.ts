@@ -2,7 +2,8 @@
  * Counts everything a worker can leave behind, so tests can assert "nothing leaked" after a
  * failure, a cancel, a destroy or a crash: containers, tasks, container snapshots and leases in
  * the agent's containerd namespace; netns; veths on the test bridge; host-local IP
- * reservations; CNI cache entries; per-worker state dirs.
+ * reservations; CNI cache entries; per-worker state dirs; mounts under the agent's state dir
+ * (the read-only snapshot mounts of image user lookups).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
@@ -10,6 +11,7 @@ import path from 'node:path';
 import type { ContainerdClient } from '../../src/runtime/containerd/client.js';
 import { listSnapshotKeys } from './containerd.js';
 import { listWorkerCgroups } from '../../src/cgroups/worker-cgroups.js';
+import { mountPointsUnder } from '../../src/runtime/containerd/rootfs/readonly-mount.js';
 
 export interface LeakReport {
   containers: string[];
@@ -24,6 +26,8 @@ export interface LeakReport {
   workerDirs: string[];
   /** Worker cgroups (ids) under the namespace's cgroup parent: a live or leaked process's home. */
   cgroups: string[];
+  /** Mount points under the state dir (image user lookups mount snapshots there for a moment). */
+  mounts: string[];
 }
 
 export interface LeakScope {
@@ -60,7 +64,8 @@ export async function findLeaks(s: LeakScope): Promise<LeakReport> {
   const cniCache = dirEntries(path.join(s.stateDir, 'cni-cache', 'results'));
   const workerDirs = dirEntries(path.join(s.stateDir, 'workers'));
   const cgroups = [...(await listWorkerCgroups(c.namespace)).keys()];
-  return { containers, tasks, snapshots, leases, netns, veths, ipReservations, cniCache, workerDirs, cgroups };
+  const mounts = await mountPointsUnder(s.stateDir);
+  return { containers, tasks, snapshots, leases, netns, veths, ipReservations, cniCache, workerDirs, cgroups, mounts };
 }
 
 /** Total number of leaked objects. */

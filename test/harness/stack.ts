@@ -50,6 +50,8 @@ export interface TestStack {
   /** The agent environment (pass to a child-process agent too). */
   readonly env: Record<string, string>;
   readonly logs: LogCapture;
+  /** The agent's CONTAINERD_SNAPSHOTTER (overlayfs unless the options' env says otherwise). */
+  readonly snapshotter: string;
   /** A containerd client in the agent's namespace, for white-box checks. */
   readonly containerd: ContainerdClient;
   agent: RunningAgent | undefined;
@@ -163,13 +165,14 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
       ...opts.env,
     };
     const containerd = new ContainerdClient({ socket: ctd.socket, namespace });
+    const snapshotter = env['CONTAINERD_SNAPSHOTTER'] ?? 'overlayfs';
     cleanups.push(() => {
       containerd.close();
     });
     const stack: TestStack = Object.assign(new InProcessAgent(env, logs), {
-      tmp, ctd, registry, images, envName, idPrefix: `esb-${envName}-`, namespace, bridge, subnet, networkName, netDir, stateDir, confFile, env, logs, containerd,
+      tmp, ctd, registry, images, envName, idPrefix: `esb-${envName}-`, namespace, bridge, subnet, networkName, netDir, stateDir, confFile, env, logs, containerd, snapshotter,
       firewallLeftovers: () => firewallLeftovers(bridge),
-      leaks: () => findLeaks({ client: containerd, snapshotter: 'overlayfs', idPrefix: `esb-${envName}-`, bridge, netDir, networkName, stateDir }),
+      leaks: () => findLeaks({ client: containerd, snapshotter, idPrefix: `esb-${envName}-`, bridge, netDir, networkName, stateDir }),
       async stop() {
         await stack.stopAgent();
         await runCleanups();

@@ -68,7 +68,7 @@ async function expectNoLeaks(stack: TestStack, what: string): Promise<void> {
 async function expectNoLeaksIn(stack: TestStack, namespace: string): Promise<void> {
   const c = new ContainerdClient({ socket: stack.ctd.socket, namespace });
   try {
-    const leaks = await findLeaks({ client: c, snapshotter: 'overlayfs', idPrefix: stack.idPrefix, bridge: stack.bridge, netDir: stack.netDir, networkName: stack.networkName, stateDir: stack.stateDir });
+    const leaks = await findLeaks({ client: c, snapshotter: stack.snapshotter, idPrefix: stack.idPrefix, bridge: stack.bridge, netDir: stack.netDir, networkName: stack.networkName, stateDir: stack.stateDir });
     assert.equal(leakCount(leaks), 0, `${namespace} left: ${JSON.stringify(leaks)}`);
   } finally {
     c.close();

@@ -7,7 +7,8 @@
  *   - containers carrying our labels (created_by, esb_env, kind) in our namespace;
  *   - per-worker directories in our state dir (Ensure creates one before anything else);
  *   - CNI cache entries in our state dir;
- *   - leases labelled com.esb.lease in our namespace.
+ *   - leases labelled com.esb.lease in our namespace;
+ *   - temp mounts under <state dir>/image-mounts (image user lookups; start-up only).
  * A worker is live when its container has complete labels and a task that was started
  * (running, paused or exited: an exited worker stays listed as STOPPED until the gateway
  * destroys it). Every other
@@ -35,8 +36,9 @@ import { LEASE_OWNER_LABEL, deleteLease } from './leases.js';
 import { deleteTask, killAndWait } from './tasks.js';
 import { KILL_WAIT_MS, teardownWorker, type TeardownDeps } from './teardown.js';
 import { listWorkerFileIds } from './worker-files.js';
+import { removeStaleMounts } from './rootfs/readonly-mount.js';
 
-export type ReconcileKind = 'container' | 'task' | 'snapshot' | 'netns' | 'cni_attachment' | 'worker_files' | 'lease' | 'cgroup' | 'temp_file';
+export type ReconcileKind = 'container' | 'task' | 'snapshot' | 'netns' | 'cni_attachment' | 'worker_files' | 'lease' | 'cgroup' | 'temp_file' | 'mount';
 
 export interface ReconcileDeps extends TeardownDeps {
   /** The ENV label value this agent manages. */
@@ -88,7 +90,7 @@ const PARALLEL_TEARDOWNS = 4;
 export async function reconcile(d: ReconcileDeps, o: ReconcileOptions): Promise<ReconcileResult> {
   const log = d.log.child({ op: 'reconcile' });
   const c = d.client;
-  const removed: Record<ReconcileKind, number> = { container: 0, task: 0, snapshot: 0, netns: 0, cni_attachment: 0, worker_files: 0, lease: 0, cgroup: 0, temp_file: 0 };
+  const removed: Record<ReconcileKind, number> = { container: 0, task: 0, snapshot: 0, netns: 0, cni_attachment: 0, worker_files: 0, lease: 0, cgroup: 0, temp_file: 0, mount: 0 };
   const count = (kind: ReconcileKind, n = 1): void => {
     if (n <= 0) return;
     removed[kind] += n;
@@ -156,6 +158,11 @@ export async function reconcile(d: ReconcileDeps, o: ReconcileOptions): Promise<
   }
 
   if (o.startup) {
+    // Read-only mounts of snapshots an image user lookup had open when the agent died. They
+    // pin the snapshot's directories, so they go before anything else could need them gone.
+    const mounts = await removeStaleMounts(d.stateDir);
+    count('mount', mounts);
+    if (mounts > 0) log.warn({ mounts }, 'unmounted image root filesystems an earlier run left mounted');
     const temps = await d.cni.removeStaleTempFiles();
     count('temp_file', temps.length);
     if (temps.length > 0) log.warn({ files: temps }, 'removed temp files of CNI cache writes an earlier run did not finish');

@@ -33,7 +33,6 @@ import { ImageService } from './image/image-service.js';
 import { requestedImageRef } from './image/reference.js';
 import { createLease, deleteLease } from './leases.js';
 import { buildWorkerSpec } from './spec/spec.js';
-import { resolveUser } from './spec/users.js';
 import { createTask, deleteTask, getTask, killAndWait, pauseTask, requireStatus, resumeTask, startTask, type TaskProcess } from './tasks.js';
 import { UndoStack } from '../undo.js';
 import { nowSeconds } from '../workers.js';
@@ -45,6 +44,7 @@ import { WorkerLogCap } from './worker-log-cap.js';
 import { createWorkerFirewall } from '../../netfilter/index.js';
 import type { WorkerFirewall } from '../../netfilter/firewall.js';
 import { networkFromConflist, networkFromResult } from '../../netfilter/network.js';
+import { ImageUsers } from './image-user.js';
 
 export interface ContainerdRuntimeDeps {
   readonly log: Logger;
@@ -111,6 +111,8 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
   #logCap: WorkerLogCap | undefined;
   /** undefined when AGENT_WORKER_FIREWALL=false. */
   readonly #firewall: WorkerFirewall | undefined;
+  /** Image USER → numeric ids, read inside the image; cached per (chain id, USER). */
+  readonly users: ImageUsers;
 
   constructor(config: Config, deps: ContainerdRuntimeDeps) {
     super({ log: deps.log.child({ module: 'containerd' }), metrics: deps.metrics, limits: config.limits });
@@ -135,6 +137,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
       metrics: deps.metrics,
     });
     this.#firewall = createWorkerFirewall(config, config.cni.dnsServer, deps);
+    this.users = new ImageUsers({ stateDir: config.stateDir, log: this.#log });
     this.#lastUsed = new LastUsedFile(config.stateDir, this.#log, () => new Map(this.workers.list().map((w) => [w.id, w.lastUsedAt])));
     this.#events = new EventWatcher({
       client: this.client,
@@ -257,7 +260,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
       // the function's process (docs/go-agent.md#w3): the ADD runs alongside container + task create.
       t = performance.now();
       undo.push(`remove netns ${wid}`, () => removeNetns(wid));
-      const [nsR, userR] = await Promise.allSettled([createNetns(wid), resolveUser(image.config.config?.User, mounts)]);
+      const [nsR, userR] = await Promise.allSettled([createNetns(wid), this.users.resolve(image, image.config.config?.User, mounts)]);
       if (nsR.status === 'rejected') throw nsR.reason;
       if (userR.status === 'rejected') throw userR.reason;
       const netnsPath = nsR.value;

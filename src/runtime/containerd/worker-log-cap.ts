@@ -7,8 +7,8 @@
  * cap, plus what the worker writes between two sweeps. A line written while the copy runs can
  * be lost; that is the price of not stopping the worker.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, rm, stat, truncate } from 'node:fs/promises';
+import { constants, createReadStream, createWriteStream } from 'node:fs';
+import { lstat, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { errorText } from '../../errors.js';
 import type { Logger } from '../../log.js';
@@ -39,7 +39,11 @@ const isMissing = (err: unknown): boolean => (err as NodeJS.ErrnoException | und
 export async function capLogFile(logFile: string, maxBytes: number): Promise<LogCapResult> {
   let sizeBytes: number;
   try {
-    sizeBytes = (await stat(logFile)).size;
+    const st = await lstat(logFile);
+    // Only a regular file is ever read or cut: a symlink, FIFO or device put in its place is
+    // never followed or opened (opening a FIFO would wait for a writer for good).
+    if (!st.isFile()) return { sizeBytes: 0, rotated: false };
+    sizeBytes = st.size;
   } catch (err) {
     if (isMissing(err)) return { sizeBytes: 0, rotated: false };
     throw err;
@@ -47,14 +51,19 @@ export async function capLogFile(logFile: string, maxBytes: number): Promise<Log
   if (maxBytes <= 0 || sizeBytes <= maxBytes) return { sizeBytes, rotated: false };
   const rotated = rotatedLogPath(logFile);
   const tmp = `${rotated}.tmp`;
+  let fh: FileHandle | undefined;
   try {
-    await pipeline(createReadStream(logFile, { start: sizeBytes - maxBytes }), createWriteStream(tmp, { mode: 0o600 }));
+    fh = await open(logFile, constants.O_RDWR | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
+    if (!(await fh.stat()).isFile()) return { sizeBytes: 0, rotated: false };
+    await pipeline(createReadStream('', { fd: fh, start: sizeBytes - maxBytes, autoClose: false }), createWriteStream(tmp, { mode: 0o600 }));
     await rename(tmp, rotated);
-    await truncate(logFile, 0);
+    await fh.truncate(0);
   } catch (err) {
     await rm(tmp, { force: true }).catch(() => undefined);
     if (isMissing(err)) return { sizeBytes, rotated: false };
     throw err;
+  } finally {
+    await fh?.close();
   }
   return { sizeBytes, rotated: true };
 }

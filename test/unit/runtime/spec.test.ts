@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { test } from 'node:test';
 import { DEFAULT_CAPABILITIES, DROPPED_CAPABILITIES, DEFAULT_PATH, cpuSharesForMemory, cpuWeightForShares, WORKER_NOFILE, WORKER_PIDS_LIMIT, buildWorkerSpec, defaultSpec, withEnv, withImageConfig } from '../../../src/runtime/containerd/spec/spec.js';
 import { DENIED_SYSCALLS, defaultSeccompProfile } from '../../../src/runtime/containerd/spec/seccomp.js';
-import { resolveUser, rootfsLayers } from '../../../src/runtime/containerd/spec/users.js';
+import { numericUser, resolveUser, safeUserText } from '../../../src/runtime/containerd/spec/users.js';
 import { memoryMbFor } from '../../../src/runtime/limits.js';
 
 const base = {
@@ -174,25 +171,38 @@ test('memoryMbFor: request env, default, and bad values', () => {
   }
 });
 
-test('resolveUser reads passwd/group from the snapshot layers, topmost first', async (t) => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'esb-users-'));
-  t.after(() => {
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const upper = path.join(dir, 'upper');
-  const lower1 = path.join(dir, 'l1');
-  const lower2 = path.join(dir, 'l2');
-  for (const d of [upper, lower1, lower2]) mkdirSync(path.join(d, 'etc'), { recursive: true });
-  writeFileSync(path.join(lower2, 'etc/passwd'), 'root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n');
-  writeFileSync(path.join(lower1, 'etc/passwd'), 'root:x:0:0::/root:/bin/sh\napp:x:1001:1002::/app:/bin/sh\n');
-  writeFileSync(path.join(lower1, 'etc/group'), 'root:x:0:\napp:x:1002:\nextra:x:2000:app,other\n');
-  const mounts = [{ type: 'overlay', source: 'overlay', options: ['index=off', `workdir=${dir}/w`, `upperdir=${upper}`, `lowerdir=${lower1}:${lower2}`] }];
-  assert.deepEqual(rootfsLayers(mounts), [upper, lower1, lower2]);
-  assert.deepEqual(await resolveUser('app', mounts), { uid: 1001, gid: 1002, additionalGids: [1002, 2000] });
-  assert.deepEqual(await resolveUser('', mounts), { uid: 0, gid: 0, additionalGids: [0] });
-  assert.deepEqual(await resolveUser('1234:99', mounts), { uid: 1234, gid: 99, additionalGids: [99] });
-  assert.deepEqual(await resolveUser('4321', mounts), { uid: 4321, gid: 0, additionalGids: [0] });
-  assert.deepEqual(await resolveUser('app:extra', mounts), { uid: 1001, gid: 2000, additionalGids: [2000] });
-  await assert.rejects(resolveUser('ghost', mounts), { code: 'INVALID_ARGUMENT' });
-  await assert.rejects(resolveUser('app:ghosts', mounts), { code: 'INVALID_ARGUMENT' });
+test('resolveUser: names, uids and groups from the account files, containerd rules', () => {
+  const files = {
+    passwd: 'root:x:0:0::/root:/bin/sh\napp:x:1001:1002::/app:/bin/sh\n# comment\nbad:x:notanumber:1::/:/bin/sh\n',
+    group: 'root:x:0:\napp:x:1002:\nextra:x:2000:app,other\n',
+  };
+  const img = 'registry.test/fn:v1';
+  assert.deepEqual(resolveUser('app', files, img), { uid: 1001, gid: 1002, additionalGids: [1002, 2000] });
+  assert.deepEqual(resolveUser('', files, img), { uid: 0, gid: 0, additionalGids: [0] });
+  assert.deepEqual(resolveUser(undefined, files, img), { uid: 0, gid: 0, additionalGids: [0] });
+  assert.deepEqual(resolveUser('1234:99', files, img), { uid: 1234, gid: 99, additionalGids: [99] });
+  assert.deepEqual(resolveUser('4321', files, img), { uid: 4321, gid: 0, additionalGids: [0] });
+  assert.deepEqual(resolveUser('1001', files, img), { uid: 1001, gid: 1002, additionalGids: [1002, 2000] });
+  assert.deepEqual(resolveUser('app:extra', files, img), { uid: 1001, gid: 2000, additionalGids: [2000] });
+  assert.deepEqual(resolveUser('app:77', files, img), { uid: 1001, gid: 77, additionalGids: [77, 2000] });
+  assert.deepEqual(resolveUser('55:extra', files, img), { uid: 55, gid: 2000, additionalGids: [2000] });
+  assert.throws(() => resolveUser('ghost', files, img), { code: 'INVALID_ARGUMENT', message: /registry\.test\/fn:v1.*"ghost".*not in the image's \/etc\/passwd/ });
+  assert.throws(() => resolveUser('app:ghosts', files, img), { code: 'INVALID_ARGUMENT', message: /not in the image's \/etc\/group/ });
+  assert.throws(() => resolveUser('bad', files, img), { code: 'INVALID_ARGUMENT' }, 'an entry with a non-numeric uid does not count');
+  assert.throws(() => resolveUser('app', { passwd: undefined, group: undefined }, img), { code: 'INVALID_ARGUMENT', message: /has none/ });
+  assert.throws(() => resolveUser(':0', files, img), { code: 'INVALID_ARGUMENT' });
+  assert.throws(() => resolveUser('99999999999', files, img), { code: 'INVALID_ARGUMENT', message: /out of range/ });
+});
+
+test('numericUser: blank and uid:gid need no files; anything else does', () => {
+  assert.deepEqual(numericUser(''), { uid: 0, gid: 0, additionalGids: [0] });
+  assert.deepEqual(numericUser('  '), { uid: 0, gid: 0, additionalGids: [0] });
+  assert.deepEqual(numericUser('10:20'), { uid: 10, gid: 20, additionalGids: [20] });
+  for (const u of ['10', 'app', 'app:20', '10:grp']) assert.equal(numericUser(u), undefined, u);
+});
+
+test('safeUserText: an image-controlled USER is cut short and stripped in messages', () => {
+  assert.equal(safeUserText('app:staff'), 'app:staff');
+  assert.equal(safeUserText('a\nb"c\u001b[31m'), 'a?b?c??31m');
+  assert.ok(safeUserText('x'.repeat(500)).length <= 65);
 });

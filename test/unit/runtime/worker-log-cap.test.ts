@@ -4,7 +4,8 @@
  * start of the truncated file, and the sweeper over a state dir.
  */
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -120,4 +121,19 @@ test('the timer sweeps until stop(); a cap of 0 never starts it', async (t) => {
   await new Promise((r) => setTimeout(r, 30));
   await off.stop();
   assert.equal(statSync(f.log).size, 1000);
+});
+
+test('a symlink or FIFO in place of a log is never followed, opened or cut', async (t) => {
+  const dir = tempDir(t);
+  const target = path.join(dir, 'elsewhere');
+  writeFileSync(target, lines(0, 100));
+  const link = path.join(dir, 'output.log');
+  symlinkSync(target, link);
+  assert.deepEqual(await capLogFile(link, 100), { sizeBytes: 0, rotated: false });
+  assert.equal(readFileSync(target, 'utf8'), lines(0, 100), 'the link target is untouched');
+  assert.equal(existsSync(rotatedLogPath(link)), false);
+  const fifo = path.join(dir, 'fifo.log');
+  execFileSync('mkfifo', [fifo]);
+  assert.deepEqual(await capLogFile(fifo, 0), { sizeBytes: 0, rotated: false });
+  assert.deepEqual(await capLogFile(fifo, 1), { sizeBytes: 0, rotated: false });
 });

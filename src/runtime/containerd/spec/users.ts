@@ -1,53 +1,52 @@
 /**
- * Resolves an image's `User` (`uid`, `uid:gid`, `name`, `name:group`) to numeric ids, reading
- * /etc/passwd and /etc/group from the container's rootfs. The Go client temp-mounts the
- * snapshot for this (docs/containerd.md#default-spec); the agent runs on the host as root, so it reads
- * the files straight from the snapshot's directories instead: the overlay's upper dir, then
- * each lower dir top-down — no mount needed.
+ * Resolves an image's `User` (`name`, `uid`, `name:group`, `uid:gid`, `uid:group`, `name:gid`)
+ * to numeric ids from the text of the image's /etc/passwd and /etc/group, with containerd's
+ * rules: blank → root with additional gid 0; a numeric uid without a passwd entry gets gid 0;
+ * additional gids are the primary gid plus the /etc/group memberships of the user's name. Reading the files safely is image-user.ts's job; this is only parsing.
  */
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { AgentError } from '../../../errors.js';
 import type { OciUser } from './types.js';
 
-export interface MountLike {
-  readonly type: string;
-  readonly source: string;
-  readonly options: readonly string[];
-}
-
-/** Directories that make up the rootfs described by `mounts`, topmost first. */
-export function rootfsLayers(mounts: readonly MountLike[]): string[] {
-  const m = mounts[0];
-  if (!m) return [];
-  if (m.type === 'bind' || m.type === 'rbind') return [m.source];
-  if (m.type === 'overlay') {
-    const dirs: string[] = [];
-    const upper = m.options.find((o) => o.startsWith('upperdir='));
-    if (upper) dirs.push(upper.slice('upperdir='.length));
-    const lower = m.options.find((o) => o.startsWith('lowerdir='));
-    if (lower) dirs.push(...lower.slice('lowerdir='.length).split(':'));
-    return dirs;
-  }
-  return [];
-}
-
-/** Reads `file` (relative to /) from the topmost layer that has it; undefined when none does. */
-async function readFromLayers(layers: readonly string[], file: string): Promise<string | undefined> {
-  for (const dir of layers) {
-    try {
-      return await readFile(path.join(dir, file), 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
-  }
-  return undefined;
+/** The image's account files; undefined = the image has no such file. */
+export interface AccountFiles {
+  readonly passwd: string | undefined;
+  readonly group: string | undefined;
 }
 
 interface PasswdEntry {
   name: string;
   uid: number;
   gid: number;
+}
+
+const isNumeric = (s: string): boolean => /^\d+$/.test(s);
+
+/** A USER string fit for an error message: it comes from the image, so it is cut short and stripped to safe characters. */
+export function safeUserText(user: string): string {
+  const clean = user.replace(/[^A-Za-z0-9._:@+-]/g, '?');
+  return clean.length > 64 ? `${clean.slice(0, 64)}…` : clean;
+}
+
+/** `user` split into its user and optional group parts. */
+function splitUser(user: string): { u: string; g: string | undefined } {
+  const i = user.indexOf(':');
+  return i < 0 ? { u: user, g: undefined } : { u: user.slice(0, i), g: user.slice(i + 1) };
+}
+
+/**
+ * The ids of `user` when no file is needed: blank (root) or numeric `uid:gid`. Undefined when
+ * the image's files must be read.
+ */
+export function numericUser(user: string | undefined): OciUser | undefined {
+  const spec = (user ?? '').trim();
+  if (spec === '') return { uid: 0, gid: 0, additionalGids: [0] };
+  const { u, g } = splitUser(spec);
+  if (g !== undefined && isNumeric(u) && isNumeric(g)) {
+    const uid = Number(u);
+    const gid = Number(g);
+    if (Number.isSafeInteger(uid) && Number.isSafeInteger(gid)) return { uid, gid, additionalGids: [gid] };
+  }
+  return undefined;
 }
 
 function parseColonFile(text: string | undefined): string[][] {
@@ -58,43 +57,64 @@ function parseColonFile(text: string | undefined): string[][] {
     .map((l) => l.split(':'));
 }
 
-const isNumeric = (s: string): boolean => /^\d+$/.test(s);
+/** A numeric id field of an account file, or undefined when it is not one. */
+function idField(s: string | undefined): number | undefined {
+  if (s === undefined || !isNumeric(s)) return undefined;
+  const n = Number(s);
+  return Number.isSafeInteger(n) && n <= 0xffffffff ? n : undefined;
+}
 
 /**
- * Numeric user for the spec. Blank → root. Unknown names → INVALID_ARGUMENT naming them.
- * As in containerd: a numeric uid without a passwd entry gets gid 0; additional gids come
- * from /etc/group memberships of the user's name.
+ * Numeric user for the spec from the image's account files. A user or group that is not in
+ * them → INVALID_ARGUMENT naming the image and the (sanitised) USER.
  */
-export async function resolveUser(user: string | undefined, mounts: readonly MountLike[]): Promise<OciUser> {
+export function resolveUser(user: string | undefined, files: AccountFiles, imageName: string): OciUser {
+  const fast = numericUser(user);
+  if (fast) return fast;
   const spec = (user ?? '').trim();
-  if (spec === '') return { uid: 0, gid: 0, additionalGids: [0] };
-  const [u = '', g] = spec.split(':', 2);
-  const layers = rootfsLayers(mounts);
-  const needFiles = !isNumeric(u) || (g !== undefined && !isNumeric(g)) || g === undefined;
-  const passwd: PasswdEntry[] = needFiles
-    ? parseColonFile(await readFromLayers(layers, 'etc/passwd')).map((f) => ({ name: f[0] ?? '', uid: Number(f[2]), gid: Number(f[3]) }))
-    : [];
-  const groups = needFiles ? parseColonFile(await readFromLayers(layers, 'etc/group')) : [];
+  const { u, g } = splitUser(spec);
+  const shown = safeUserText(spec);
+  const refuse = (what: string): AgentError => new AgentError('INVALID_ARGUMENT', `image ${imageName}: USER "${shown}": ${what}`);
+  if (u === '') throw refuse('no user name or uid before the ":"');
+  const passwd: PasswdEntry[] = [];
+  for (const f of parseColonFile(files.passwd)) {
+    const uid = idField(f[2]);
+    const gid = idField(f[3]);
+    if (uid !== undefined && gid !== undefined) passwd.push({ name: f[0] ?? '', uid, gid });
+  }
+  const groups = parseColonFile(files.group);
 
   let entry: PasswdEntry | undefined;
   let uid: number;
   if (isNumeric(u)) {
-    uid = Number(u);
+    const n = idField(u);
+    if (n === undefined) throw refuse('the uid is out of range');
+    uid = n;
     entry = passwd.find((p) => p.uid === uid);
   } else {
     entry = passwd.find((p) => p.name === u);
-    if (!entry) throw new AgentError('INVALID_ARGUMENT', `image user ${JSON.stringify(u)} is not in the image's /etc/passwd`);
+    if (!entry) throw refuse(files.passwd === undefined ? 'the user needs /etc/passwd, and the image has none' : "the user is not in the image's /etc/passwd");
     uid = entry.uid;
   }
   let gid: number;
   if (g === undefined) gid = entry?.gid ?? 0;
-  else if (isNumeric(g)) gid = Number(g);
-  else {
+  else if (isNumeric(g)) {
+    const n = idField(g);
+    if (n === undefined) throw refuse('the gid is out of range');
+    gid = n;
+  } else {
     const grp = groups.find((f) => f[0] === g);
-    if (!grp) throw new AgentError('INVALID_ARGUMENT', `image group ${JSON.stringify(g)} is not in the image's /etc/group`);
-    gid = Number(grp[2]);
+    const n = idField(grp?.[2]);
+    if (n === undefined) throw refuse(files.group === undefined ? 'the group needs /etc/group, and the image has none' : "the group is not in the image's /etc/group");
+    gid = n;
   }
-  const extra = entry ? groups.filter((f) => (f[3] ?? '').split(',').includes(entry.name)).map((f) => Number(f[2])) : [];
-  const additionalGids = [...new Set([gid, ...extra])].filter((n) => Number.isSafeInteger(n));
-  return { uid, gid, additionalGids };
+  const name = entry?.name;
+  const extra =
+    name !== undefined
+      ? groups.filter((f) => (f[3] ?? '').split(',').includes(name)).flatMap((f) => {
+          const n = idField(f[2]);
+          return n === undefined ? [] : [n];
+        })
+      : [];
+  return { uid, gid, additionalGids: [...new Set([gid, ...extra])] };
 }
