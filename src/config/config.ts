@@ -177,7 +177,7 @@ export function loadConfig(env: Env): Config {
     throw new ConfigError('AGENT_GRPC_ALLOWED_CLIENTS', 'needs TLS: without client certificates there is no identity to check; unset it or turn TLS on (unset AGENT_GRPC_TLS_DISABLED)');
   }
   for (const c of allowedClients) {
-    if ([...c].some((ch) => /\s/.test(ch) || ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f)) throw new ConfigError('AGENT_GRPC_ALLOWED_CLIENTS', `entries are DNS names, URIs or common names without spaces or control characters, got ${JSON.stringify(c)}`);
+    if (/[\s\p{Cc}]/u.test(c)) throw new ConfigError('AGENT_GRPC_ALLOWED_CLIENTS', `entries are DNS names, URIs or common names without spaces or control characters, got ${JSON.stringify(c)}`);
   }
   // Set but blank means "no registry": a blank image then resolves to safe(fn):tag (spec §3).
   const registry = env['CONTAINER_REGISTRY'] !== undefined ? env['CONTAINER_REGISTRY'].trim() : 'registry:5010';
