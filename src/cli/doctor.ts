@@ -7,7 +7,7 @@ import { loadConfig, type Config } from '../config/config.js';
 import { ConfigError } from '../config/parse.js';
 import { errorText } from '../errors.js';
 import { parseCommandLine } from './args.js';
-import { checkCgroups, checkCni, checkContainerd, checkRunc, checkStateDir, checkTls, type CheckResult } from './doctor-checks.js';
+import { checkCgroups, checkCni, checkContainerd, checkListen, checkRunc, checkStateDir, checkTls, type CheckResult } from './doctor-checks.js';
 import { readEnvFile } from './env-file.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 import { UsageError, type CliIo } from './io.js';
@@ -24,6 +24,8 @@ variables, see the README "Configuration"):
   cni         CNI_CONF_FILE parses; every plugin it names is in CNI_BIN_DIR and speaks its cniVersion
   cgroups     cgroup v1 (legacy or hybrid) or v2 (unified), with the controllers the agent uses
   tls         (unless AGENT_GRPC_TLS_DISABLED=1) certificate, key and CA read, parse, match, not expired
+  listen      AGENT_GRPC_ADDRESS and AGENT_METRICS_ADDRESS exist here; plaintext only on loopback; an
+              AGENT_GRPC_ALLOWED_CLIENTS list with mTLS
   state-dir   AGENT_STATE_DIR is writable (or can be created)
 
 Each prints OK, WARN or FAIL with a fix.
@@ -63,6 +65,7 @@ export async function runChecks(env: CliIo['env']): Promise<CheckResult[]> {
     await checkCni(config),
     await checkCgroups(),
     checkTls(config),
+    await checkListen(config),
     await checkStateDir(config),
   );
   return results;

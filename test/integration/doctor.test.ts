@@ -95,16 +95,18 @@ test('doctor: all OK on a healthy host; names the missing plugin, the bad cert p
     AGENT_GRPC_CERT_PATH: pki.certPath,
     AGENT_GRPC_KEY_PATH: pki.keyPath,
     AGENT_GRPC_CA_CERT_PATH: pki.caPath,
+    AGENT_GRPC_ALLOWED_CLIENTS: 'gateway.esb.test',
   };
 
   const good = await doctor(healthy);
   assert.equal(good.code, 0, show(good));
-  assert.deepEqual(statuses(good.stdout), { config: 'OK', containerd: 'OK', runc: 'OK', cni: 'OK', cgroups: 'OK', tls: 'OK', 'state-dir': 'OK' }, show(good));
+  assert.deepEqual(statuses(good.stdout), { config: 'OK', containerd: 'OK', runc: 'OK', cni: 'OK', cgroups: 'OK', tls: 'OK', listen: 'OK', 'state-dir': 'OK' }, show(good));
   assert.match(good.stdout, /^OK {4}containerd +containerd \S+ answers at /m);
   assert.match(good.stdout, /^OK {4}runc +runc \d+\.\d+/m);
   assert.match(good.stdout, /^OK {4}cni +network esbt-doctor \(cniVersion 1\.0\.0\).*plugins loopback, bridge, host-local, portmap/m);
   assert.match(good.stdout, /^OK {4}cgroups +cgroup v(1|2)/m);
-  assert.match(good.stdout, /\n0 failed, 0 warning\(s\), 7 ok\n$/);
+  assert.match(good.stdout, /^OK {4}listen +mTLS gRPC on 0\.0\.0\.0:50051 for gateway\.esb\.test; \/metrics on 127\.0\.0\.1:9091$/m);
+  assert.match(good.stdout, /\n0 failed, 0 warning\(s\), 8 ok\n$/);
 
   // The same configuration from an environment file, with JSON output.
   const envFile = path.join(dir, 'env');
@@ -112,7 +114,7 @@ test('doctor: all OK on a healthy host; names the missing plugin, the bad cert p
   const fromFile = await doctor({}, ['--env-file', envFile, '-o', 'json']);
   assert.equal(fromFile.code, 0, show(fromFile));
   const checks = (JSON.parse(fromFile.stdout) as { checks: { name: string; status: string }[] }).checks;
-  assert.ok(checks.length === 7 && checks.every((c) => c.status === 'OK'), fromFile.stdout);
+  assert.ok(checks.length === 8 && checks.every((c) => c.status === 'OK'), fromFile.stdout);
 
   // A plugin directory without the bridge plugin the conflist names.
   const partialBin = path.join(dir, 'cni-bin');
@@ -147,6 +149,23 @@ test('doctor: all OK on a healthy host; names the missing plugin, the bad cert p
   assert.equal(down.code, 1, show(down));
   assert.ok(down.stdout.includes(`FAIL  containerd  CONTAINERD_SOCKET ${noSocket} does not exist (ENOENT)`), down.stdout);
   assert.match(down.stdout, /fix: start containerd/);
+
+  // Without an allowlist any certificate of the CA may call: a warning.
+  const open = await doctor({ ...healthy, AGENT_GRPC_ALLOWED_CLIENTS: '' });
+  assert.equal(open.code, 0, show(open));
+  assert.match(open.stdout, /^WARN {2}listen +mTLS gRPC on 0\.0\.0\.0:50051; AGENT_GRPC_ALLOWED_CLIENTS is empty/m);
+
+  // Plaintext on every interface is a warning naming the risk; on loopback (the default) it is not.
+  const exposed = await doctor({ ...healthy, AGENT_GRPC_ALLOWED_CLIENTS: '', AGENT_GRPC_TLS_DISABLED: '1', AGENT_GRPC_ADDRESS: '0.0.0.0' });
+  assert.equal(exposed.code, 0, show(exposed));
+  assert.match(exposed.stdout, /^WARN {2}listen +plaintext gRPC on 0\.0\.0\.0:50051: anyone who can reach it can run containers as root/m);
+  const loopback = await doctor({ ...healthy, AGENT_GRPC_ALLOWED_CLIENTS: '', AGENT_GRPC_TLS_DISABLED: '1' });
+  assert.match(loopback.stdout, /^OK {4}listen +plaintext gRPC on loopback 127\.0\.0\.1:50051 \(local clients only\)/m);
+
+  // An address this host does not have (TEST-NET-1; only bound, never sent to) fails.
+  const elsewhere = await doctor({ ...healthy, AGENT_METRICS_ADDRESS: '192.0.2.1' });
+  assert.equal(elsewhere.code, 1, show(elsewhere));
+  assert.match(elsewhere.stdout, /^FAIL {2}listen +AGENT_METRICS_ADDRESS 192\.0\.2\.1 cannot be bound on this host \(EADDRNOTAVAIL\)$/m);
 
   // An invalid variable fails the configuration check and says which.
   const badConfig = await doctor({ ...healthy, PORT: 'x' });
