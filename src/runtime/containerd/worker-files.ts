@@ -4,7 +4,7 @@
  * set per worker, each written atomically (temp + rename), never rewritten under a live worker
  * (the reference agent truncated one shared resolv.conf on every Ensure: W16).
  */
-import { appendFile, mkdir, rename, rm, stat, writeFile, readdir } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 export interface WorkerFiles {
@@ -26,6 +26,9 @@ export function workerFiles(stateDir: string, id: string): WorkerFiles {
 async function writeAtomic(file: string, content: string): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}`;
   await writeFile(tmp, content, { mode: 0o644 });
+  // Bind-mounted read-only into the worker, whose user may not be root: it must be readable by
+  // all whatever the agent's umask (the systemd unit sets UMask=0077), and chmod ignores umask.
+  await chmod(tmp, 0o644);
   await rename(tmp, file);
 }
 
