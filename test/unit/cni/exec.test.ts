@@ -183,7 +183,7 @@ test('runPlugin goes through the exec seam (a fake exec, no process)', async (t)
     seen.push(`${req.env['CNI_COMMAND']} ${path.basename(req.file)} ${req.stdin}`);
     return Promise.resolve({ exitCode: 1, signal: null, stdout: JSON.stringify({ cniVersion: '1.0.0', code: 11, msg: 'later' }), stderr: '' });
   };
-  await assert.rejects(runPlugin(runner(f, { exec }), call({ stdin: '{}' })), isAgentError('UNAVAILABLE', /later \(code 11\)/));
+  await assert.rejects(runPlugin(runner(f, { exec }), call({ stdin: '{}' })), isAgentError('UNAVAILABLE', /try again later \(CNI error code 11;/));
   assert.deepEqual(seen, ['ADD fake {}']);
   const crashed: PluginExec = () => Promise.resolve({ exitCode: null, signal: 'SIGSEGV', stdout: '', stderr: 'boom' });
   await assert.rejects(runPlugin(runner(f, { exec: crashed }), call()), isAgentError('INTERNAL', /killed by SIGSEGV: boom/));

@@ -304,7 +304,7 @@ test('add(): code 11 from a plugin → UNAVAILABLE, undone like any failure', as
   const s = await setup(t);
   const n = await s.network();
   await s.fakes.set('plug-a', 'ADD.error', { code: 11, msg: 'try again later' });
-  await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('UNAVAILABLE', /try again later \(code 11\)/));
+  await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('UNAVAILABLE', /try again later \(CNI error code 11;/));
   assert.deepEqual(summary(await s.fakes.calls('DEL')), ['plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo']);
 });
 
