@@ -80,7 +80,7 @@ export async function startAgent(env: Env, opts: StartAgentOptions = {}): Promis
   const log = createRootLogger(config, opts.logDestination);
   const metrics = new AgentMetrics();
   const runtime = opts.runtime ?? createRuntime(config, { log, metrics });
-  const invoker = opts.invoker ?? new HttpInvoker({ maxResponseBytes: config.invoke.maxResponseBytes, defaultTimeoutMs: config.invoke.defaultTimeoutMs, log, metrics });
+  const invoker = opts.invoker ?? new HttpInvoker({ maxResponseBytes: config.invoke.maxResponseBytes, defaultTimeoutMs: config.invoke.defaultTimeoutMs, maxQueue: config.invoke.maxQueue, log, metrics });
   if (invoker instanceof HttpInvoker) metrics.countInvokeConnections(() => invoker.connections);
   // Whatever removes a worker (Destroy, idle sweep, reconciliation, a resync), its invoke
   // connection goes with it: the proxy's per-worker entries must never outlive the workers.
@@ -90,7 +90,7 @@ export async function startAgent(env: Env, opts: StartAgentOptions = {}): Promis
     });
   });
   const server = createAgentServer({ config, runtime, invoker, log, metrics, tls, ...(opts.healthPollMs === undefined ? {} : { healthPollMs: opts.healthPollMs }) });
-  const metricsServer = createMetricsServer({ registry: metrics.registry, port: config.metricsPort, log });
+  const metricsServer = createMetricsServer({ registry: metrics.registry, host: config.metricsAddress, port: config.metricsPort, log });
 
   try {
     await runtime.start();
@@ -115,7 +115,17 @@ export async function startAgent(env: Env, opts: StartAgentOptions = {}): Promis
   const idleSweeper = new IdleSweeper({ runtime, ttlSeconds: config.workerIdleTtlSeconds, log, metrics });
   idleSweeper.start();
   log.info(
-    { grpcPort, metricsPort, runtime: runtime.kind, tls: config.tls !== undefined, reflection: config.reflection, healthy: server.health.serving },
+    {
+      grpcAddress: config.grpcAddress,
+      grpcPort,
+      metricsAddress: config.metricsAddress,
+      metricsPort,
+      runtime: runtime.kind,
+      tls: config.tls !== undefined,
+      allowedClients: config.allowedClients.length,
+      reflection: config.reflection,
+      healthy: server.health.serving,
+    },
     'esb-agent serving',
   );
 

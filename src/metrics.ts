@@ -131,6 +131,30 @@ export class AgentMetrics {
   countInvokeConnections(count: () => number): void {
     this.#invokeConnections = count;
   }
+  readonly grpcInFlight = new Gauge({
+    name: 'esb_agent_grpc_in_flight',
+    help: 'gRPC calls being handled now and counted against AGENT_GRPC_MAX_IN_FLIGHT (health checks are not counted).',
+    registers: [this.registry],
+  });
+
+  readonly grpcRefused = new Counter({
+    name: 'esb_agent_grpc_refused_total',
+    help: 'gRPC calls refused before their handler ran, by reason: client_not_allowed (AGENT_GRPC_ALLOWED_CLIENTS, PERMISSION_DENIED) or in_flight_limit (AGENT_GRPC_MAX_IN_FLIGHT, RESOURCE_EXHAUSTED).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly invokeQueued = new Gauge({
+    name: 'esb_agent_invoke_queued',
+    help: 'InvokeWorker calls waiting behind the running one on their worker, over all workers.',
+    registers: [this.registry],
+  });
+
+  readonly invokeQueueFull = new Counter({
+    name: 'esb_agent_invoke_queue_full_total',
+    help: 'InvokeWorker calls refused with RESOURCE_EXHAUSTED because their worker already had AGENT_INVOKE_MAX_QUEUE calls waiting.',
+    registers: [this.registry],
+  });
 
   /** Records one EnsureContainer phase that began at `t0` (performance.now()). */
   observePhase(phase: string, t0: number): void {

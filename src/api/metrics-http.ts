@@ -1,10 +1,11 @@
 /**
- * The Prometheus endpoint: `GET /metrics` on AGENT_METRICS_PORT (docs/metrics.md#endpoint), served with node:http
+ * The Prometheus endpoint: `GET /metrics` on AGENT_METRICS_ADDRESS:AGENT_METRICS_PORT, served with node:http
  * from the agent's own registry. Everything else is 404 (405 for other methods on /metrics).
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { hostPort } from '../config/parse.js';
 import { errorText } from '../errors.js';
 import type { Logger } from '../log.js';
 
@@ -16,8 +17,8 @@ export interface MetricsServerOptions {
   readonly registry: Registry;
   /** 0 = an ephemeral port. */
   readonly port: number;
-  /** Default 0.0.0.0: Prometheus scrapes from another host. */
-  readonly host?: string;
+  /** The address to bind (AGENT_METRICS_ADDRESS); the endpoint has no authentication. */
+  readonly host: string;
   readonly log: Logger;
 }
 
@@ -30,7 +31,7 @@ export class MetricsServer {
   readonly #log: Logger;
   #boundPort: number | undefined;
 
-  constructor({ registry, port, host = '0.0.0.0', log }: MetricsServerOptions) {
+  constructor({ registry, port, host, log }: MetricsServerOptions) {
     this.#registry = registry;
     this.#port = port;
     this.#host = host;
@@ -50,11 +51,11 @@ export class MetricsServer {
     return this.#boundPort;
   }
 
-  /** Binds and resolves to the bound port; rejects (naming AGENT_METRICS_PORT) when it cannot. */
+  /** Binds and resolves to the bound port; rejects (naming the variables) when it cannot. */
   listen(): Promise<number> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => {
-        reject(new Error(`cannot listen on ${this.#host}:${this.#port} (AGENT_METRICS_PORT): ${errorText(err)}`, { cause: err }));
+        reject(new Error(`cannot listen on ${hostPort(this.#host, this.#port)} (AGENT_METRICS_ADDRESS, AGENT_METRICS_PORT): ${errorText(err)}`, { cause: err }));
       };
       this.#server.once('error', onError);
       this.#server.listen(this.#port, this.#host, () => {

@@ -1,10 +1,11 @@
 /**
  * The gRPC server: AgentService over mTLS (or plaintext when AGENT_GRPC_TLS_DISABLED=1),
- * explicit message limits, health, optional reflection, and graceful shutdown.
+ * explicit message and stream limits, admission (client allowlist, in-flight cap), health,
+ * optional reflection, and graceful shutdown.
  *
  * What a client must set: a receive limit of at least AGENT_INVOKE_MAX_RESPONSE_SIZE + 64 KiB
- * for InvokeWorker (grpc's default is 4 MiB: docs/contract.md#gateway, docs/go-agent.md#w11), and a client certificate with the
- * clientAuth usage signed by AGENT_GRPC_CA_CERT_PATH.
+ * for InvokeWorker (grpc's default is 4 MiB: docs/contract.md#gateway), and a client certificate with the clientAuth
+ * usage signed by AGENT_GRPC_CA_CERT_PATH (and listed in AGENT_GRPC_ALLOWED_CLIENTS if set).
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -14,8 +15,8 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { protoPath as HEALTH_PROTO_PATH } from 'grpc-health-check';
-import type { Config, TlsConfig } from '../config/config.js';
-import { ConfigError } from '../config/parse.js';
+import { plaintextExposed, type Config, type TlsConfig } from '../config/config.js';
+import { ConfigError, hostPort } from '../config/parse.js';
 import { errorText } from '../errors.js';
 import type { ProtoGrpcType } from '../gen/agent/agent.js';
 import type { AgentServiceHandlers } from '../gen/agent/esb/agent/v1/AgentService.js';
@@ -24,6 +25,7 @@ import type { AgentMetrics } from '../metrics.js';
 import { AGENT_PROTO_DIR } from '../paths.js';
 import { PROTO_LOADER_OPTIONS } from '../proto-options.js';
 import type { Runtime } from '../runtime/runtime.js';
+import { Admission } from './admission.js';
 import { HealthMonitor } from './health.js';
 import { createAgentService, type Invoker } from './service.js';
 import { InflightTracker, unary, type UnaryDeps } from './status.js';
@@ -35,7 +37,8 @@ const MIB = 1024 * KIB;
 /**
  * Receive limit: the largest InvokeWorker payload plus room for path, headers and ids (an
  * EnsureContainer with the largest env is far smaller). grpc's default of 4 MiB cannot carry a
- * 6 MB Lambda payload (docs/go-agent.md#w11).
+ * 6 MB Lambda payload. grpc-js checks it while decoding, before any handler runs, and answers
+ * RESOURCE_EXHAUSTED: this is what bounds the request one call can hold.
  */
 export const MAX_RECEIVE_MESSAGE_BYTES = LIMITS.invokePayloadBytes + MIB;
 
@@ -67,14 +70,33 @@ export function maxSendMessageBytes(maxResponseBytes: number): number {
   return Math.max(maxResponseBytes + RESPONSE_OVERHEAD_BYTES, MIN_SEND_MESSAGE_BYTES);
 }
 
-/** grpc-js server options: explicit message limits and keepalive (docs/contract.md#message-limits). */
-export function grpcServerOptions(config: Pick<Config, 'invoke'>): grpc.ServerOptions {
+/** grpc-js server options: explicit message and stream limits, keepalive (docs/contract.md#message-limits). */
+export function grpcServerOptions(config: Pick<Config, 'invoke' | 'grpcMaxConcurrentStreams'>): grpc.ServerOptions {
   return {
     'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
     'grpc.max_send_message_length': maxSendMessageBytes(config.invoke.maxResponseBytes),
     'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
+    'grpc.max_concurrent_streams': config.grpcMaxConcurrentStreams,
   };
+}
+
+/**
+ * The one start-up warning about who can reach the API, or undefined when nothing is risky:
+ * plaintext on loopback (any local process can run containers), plaintext on a wider address
+ * (anyone who reaches it can), or mTLS without an allowlist (any certificate of the CA can).
+ */
+export function exposureWarning(config: Pick<Config, 'tls' | 'grpcAddress' | 'allowedClients'>): string | undefined {
+  if (plaintextExposed(config)) {
+    return `gRPC is plaintext (AGENT_GRPC_TLS_DISABLED=1) on ${config.grpcAddress}, which is not loopback (AGENT_GRPC_ADDRESS): anyone who can reach this port can run containers as root on this host; use mTLS, or a loopback address`;
+  }
+  if (config.tls === undefined) {
+    return `gRPC is plaintext (AGENT_GRPC_TLS_DISABLED=1) on loopback ${config.grpcAddress}: any local process can run containers as root on this host`;
+  }
+  if (config.allowedClients.length === 0) {
+    return 'AGENT_GRPC_ALLOWED_CLIENTS is empty: any client certificate signed by AGENT_GRPC_CA_CERT_PATH may call the agent; list the gateway\'s certificate identities to narrow it';
+  }
+  return undefined;
 }
 
 /** PEM contents of the server's TLS files. */
@@ -130,13 +152,11 @@ export function loadTlsMaterial(config: TlsConfig): TlsMaterial {
 /**
  * Server credentials. With TLS: the client must present a certificate that chains to the
  * configured CA. grpc-js passes the CA as Node's `ca` option, which *replaces* the system
- * store, so a certificate from a public CA is refused (docs/go-agent.md#w7). Without: plaintext, with a warning.
+ * store, so a certificate from a public CA is refused. Without: plaintext (exposureWarning
+ * says so once at start-up).
  */
 export function serverCredentials(material: TlsMaterial | undefined, log: Logger): grpc.ServerCredentials {
-  if (material === undefined) {
-    log.warn('gRPC TLS is disabled (AGENT_GRPC_TLS_DISABLED=1): any client that can reach the port can run containers');
-    return grpc.ServerCredentials.createInsecure();
-  }
+  if (material === undefined) return grpc.ServerCredentials.createInsecure();
   // Node's default minimum is TLS 1.2; a `--tls-min-v1.0` flag could lower it for the whole
   // process, and grpc-js offers no per-server option, so hold the floor here (docs/contract.md#tls).
   if (tls.DEFAULT_MIN_VERSION === 'TLSv1' || tls.DEFAULT_MIN_VERSION === 'TLSv1.1') {
@@ -184,6 +204,8 @@ export class AgentServer {
   readonly health: HealthMonitor;
   /** RPC handlers that have not answered yet. */
   readonly inflight = new InflightTracker();
+  /** Client allowlist and in-flight cap, ahead of every handler. */
+  readonly admission: Admission;
   readonly #credentials: grpc.ServerCredentials;
   readonly #config: Config;
   readonly #log: Logger;
@@ -197,7 +219,10 @@ export class AgentServer {
     const material = opts.tls ?? (config.tls ? loadTlsMaterial(config.tls) : undefined);
     if (material) this.#log.info({ subject: material.subject, validTo: material.validTo }, 'mTLS enabled');
     this.#credentials = serverCredentials(material, this.#log);
-    this.server = new grpc.Server(grpcServerOptions(config));
+    const warning = exposureWarning(config);
+    if (warning !== undefined) this.#log.warn({ address: config.grpcAddress, tls: material !== undefined }, warning);
+    this.admission = new Admission({ allowedClients: config.allowedClients, maxInFlight: config.grpcMaxInFlight, log: this.#log, metrics });
+    this.server = new grpc.Server({ ...grpcServerOptions(config), interceptors: [this.admission.interceptor] });
 
     const agentPackage = loadAgentPackage();
     const proto = grpc.loadPackageDefinition(agentPackage) as unknown as ProtoGrpcType;
@@ -232,15 +257,15 @@ export class AgentServer {
 
   /**
    * Checks the backend once (so health is right from the first request), binds
-   * `0.0.0.0:<config.port>` (0 = an ephemeral port) and starts health polling. Resolves to the
-   * bound port; rejects when the address cannot be bound.
+   * `<AGENT_GRPC_ADDRESS>:<PORT>` (0 = an ephemeral port) and starts health polling. Resolves
+   * to the bound port; rejects when the address cannot be bound.
    */
   async listen(): Promise<number> {
     await this.health.check();
-    const address = `0.0.0.0:${this.#config.port}`;
+    const address = hostPort(this.#config.grpcAddress, this.#config.port);
     this.#port = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(address, this.#credentials, (err, port) => {
-        if (err) reject(new Error(`cannot listen on ${address} (PORT): ${err.message}`, { cause: err }));
+        if (err) reject(new Error(`cannot listen on ${address} (AGENT_GRPC_ADDRESS, PORT): ${err.message}`, { cause: err }));
         else resolve(port);
       });
     });

@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { AgentError, abortError, errorText, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { AgentMetrics } from '../metrics.js';
+import { redactHostPaths } from '../redact.js';
 
 /** AgentError code → gRPC status: the only place this mapping exists (docs/errors.md#codes). */
 export const STATUS_BY_CODE: Readonly<Record<ErrorCode, grpc.status>> = Object.freeze({
@@ -70,9 +71,13 @@ export function toAgentError(err: unknown, signal: AbortSignal | undefined, what
   return new AgentError('INTERNAL', `${what}: internal error: ${errorText(err)}`, { cause: err });
 }
 
-/** The `{ code, details }` object grpc-js sends as the call's status. */
+/**
+ * The `{ code, details }` object grpc-js sends as the call's status. Host file paths are
+ * replaced on the way out whatever module wrote the message (the rpc log line keeps them).
+ */
 export function toServiceError(err: AgentError): Partial<grpc.StatusObject> & { code: grpc.status; details: string } {
-  const details = err.message.length > MAX_DETAILS_CHARS ? `${err.message.slice(0, MAX_DETAILS_CHARS - 1)}…` : err.message;
+  const text = redactHostPaths(err.message);
+  const details = text.length > MAX_DETAILS_CHARS ? `${text.slice(0, MAX_DETAILS_CHARS - 1)}…` : text;
   return { code: toStatus(err.code), details, metadata: new grpc.Metadata() };
 }
 

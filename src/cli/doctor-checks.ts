@@ -7,6 +7,7 @@
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { constants as fsConstants, promises as fs } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -15,7 +16,8 @@ import { loadNetworkList } from '../cni/conflist.js';
 import { findPlugin } from '../cni/exec.js';
 import { CniNetwork } from '../cni/network.js';
 import { isObject } from '../cni/result.js';
-import type { Config } from '../config/config.js';
+import { plaintextExposed, type Config } from '../config/config.js';
+import { hostPort, isLoopbackAddress } from '../config/parse.js';
 import { errorText } from '../errors.js';
 import { silentLogger } from '../log.js';
 import { ContainerdClient } from '../runtime/containerd/client.js';
@@ -240,6 +242,45 @@ export function checkTls(config: Config, now: Date = new Date()): CheckResult {
   const what = `certificate ${material.subject} (${config.tls.certPath}) matches its key, valid until ${notAfter.toISOString()}; client CA ${config.tls.caCertPath}`;
   if (days < CERT_EXPIRY_WARN_DAYS) return warn(name, `${what}: expires in ${days} day(s)`, renew);
   return ok(name, what);
+}
+
+/** Resolves undefined when `address` can be bound on this host (port 0), else the error code. */
+function bindProbe(address: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', (err: NodeJS.ErrnoException) => {
+      resolve(err.code ?? errorText(err));
+    });
+    srv.listen(0, address, () => {
+      srv.close(() => {
+        resolve(undefined);
+      });
+    });
+  });
+}
+
+/**
+ * Who can reach the agent: the gRPC and /metrics addresses exist on this host, plaintext is not
+ * exposed beyond loopback by accident, and with mTLS an allowlist narrows the CA's clients.
+ */
+export async function checkListen(config: Config): Promise<CheckResult> {
+  const name = 'listen';
+  for (const [variable, address] of [['AGENT_GRPC_ADDRESS', config.grpcAddress], ['AGENT_METRICS_ADDRESS', config.metricsAddress]] as const) {
+    const failed = await bindProbe(address);
+    if (failed !== undefined) {
+      return fail(name, `${variable} ${address} cannot be bound on this host (${failed})`, `set ${variable} to an address of this host (127.0.0.1, 0.0.0.0 or one interface's address)`);
+    }
+  }
+  const grpcAt = hostPort(config.grpcAddress, config.port);
+  const metricsAt = `/metrics on ${hostPort(config.metricsAddress, config.metricsPort)}${isLoopbackAddress(config.metricsAddress) ? '' : ' (no authentication; reachable from other hosts)'}`;
+  if (plaintextExposed(config)) {
+    return warn(name, `plaintext gRPC on ${grpcAt}: anyone who can reach it can run containers as root; ${metricsAt}`, 'turn mTLS on (unset AGENT_GRPC_TLS_DISABLED), or set AGENT_GRPC_ADDRESS=127.0.0.1');
+  }
+  if (config.tls === undefined) return ok(name, `plaintext gRPC on loopback ${grpcAt} (local clients only); ${metricsAt}`);
+  if (config.allowedClients.length === 0) {
+    return warn(name, `mTLS gRPC on ${grpcAt}; AGENT_GRPC_ALLOWED_CLIENTS is empty, so any client certificate of the CA may call; ${metricsAt}`, "set AGENT_GRPC_ALLOWED_CLIENTS to the gateway certificate's DNS or URI SAN (or its CN)");
+  }
+  return ok(name, `mTLS gRPC on ${grpcAt} for ${config.allowedClients.join(', ')}; ${metricsAt}`);
 }
 
 /** The state dir: writable (or creatable under a writable parent). */

@@ -7,7 +7,7 @@ import { loadConfig, type Config } from '../config/config.js';
 import { ConfigError } from '../config/parse.js';
 import { errorText } from '../errors.js';
 import { parseCommandLine } from './args.js';
-import { checkCgroups, checkCni, checkContainerd, checkFirewall, checkRunc, checkStateDir, checkTls, type CheckResult } from './doctor-checks.js';
+import { checkCgroups, checkCni, checkContainerd, checkFirewall, checkListen, checkRunc, checkStateDir, checkTls, type CheckResult } from './doctor-checks.js';
 import { checkCompat } from './doctor-compat.js';
 import { checkDockerd } from './doctor-docker.js';
 import { readEnvFile } from './env-file.js';
@@ -28,6 +28,8 @@ variables, see docs/configuration.md):
   compat      cgroup version and driver, containerd, runc and CNI plugin versions, and whether
               that combination is tested, audited only or unsupported
   tls         (unless AGENT_GRPC_TLS_DISABLED=1) certificate, key and CA read, parse, match, not expired
+  listen      AGENT_GRPC_ADDRESS and AGENT_METRICS_ADDRESS exist here; plaintext only on loopback; an
+              AGENT_GRPC_ALLOWED_CLIENTS list with mTLS
   state-dir   AGENT_STATE_DIR is writable (or can be created)
   firewall    the worker firewall chains of the agent's bridge: present, missing (WARN: the
               agent installs them at start-up) or partly removed (FAIL: restart the agent)
@@ -66,7 +68,7 @@ export async function runChecks(env: CliIo['env']): Promise<CheckResult[]> {
   ];
   if (config.runtime === 'docker') {
     // containerd, runc and CNI are dockerd's own on such a host.
-    results.push(await checkDockerd(config), await checkCgroups(), checkTls(config), await checkStateDir(config), await checkFirewall(config));
+    results.push(await checkDockerd(config), await checkCgroups(), checkTls(config), await checkListen(config), await checkStateDir(config), await checkFirewall(config));
     return results;
   }
   results.push(
@@ -76,6 +78,7 @@ export async function runChecks(env: CliIo['env']): Promise<CheckResult[]> {
     await checkCgroups(),
     { name: 'compat', ...(await checkCompat(config)) },
     checkTls(config),
+    await checkListen(config),
     await checkStateDir(config),
     await checkFirewall(config),
   );

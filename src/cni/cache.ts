@@ -56,7 +56,7 @@ export async function writeCache(cacheDir: string, entry: CachedAttachment): Pro
     // is DEL'd by reconciliation, while ADD stays off the disk-flush path.
     await writeFileAtomic(file, JSON.stringify(doc), { mode: 0o600, sync: false });
   } catch (err) {
-    throw new AgentError('INTERNAL', `cannot write CNI cache ${file}: ${errorText(err)}`, { cause: err });
+    throw new AgentError('INTERNAL', `cannot write CNI cache entry ${path.basename(file)} (${errnoCode(err) ?? errorText(err)})`, { cause: err });
   }
 }
 
@@ -68,10 +68,10 @@ export async function readCache(cacheDir: string, networkName: string, container
     text = await fs.readFile(file, 'utf8');
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return undefined;
-    throw new AgentError('INTERNAL', `cannot read CNI cache ${file}: ${errorText(err)}`, { cause: err });
+    throw new AgentError('INTERNAL', `cannot read CNI cache entry ${path.basename(file)} (${errnoCode(err) ?? errorText(err)})`, { cause: err });
   }
   const entry = decodeCache(text);
-  if (entry === undefined) throw new AgentError('INTERNAL', `CNI cache ${file} is not a ${CACHE_KIND} entry`);
+  if (entry === undefined) throw new AgentError('INTERNAL', `CNI cache entry ${path.basename(file)} is not a ${CACHE_KIND} entry`);
   return entry;
 }
 
@@ -81,7 +81,7 @@ export async function removeCache(cacheDir: string, networkName: string, contain
   try {
     await fs.rm(file, { force: true });
   } catch (err) {
-    throw new AgentError('INTERNAL', `cannot remove CNI cache ${file}: ${errorText(err)}`, { cause: err });
+    throw new AgentError('INTERNAL', `cannot remove CNI cache entry ${path.basename(file)} (${errnoCode(err) ?? errorText(err)})`, { cause: err });
   }
 }
 
@@ -109,7 +109,7 @@ export async function listCache(cacheDir: string, bad?: (file: string) => void):
     names = await fs.readdir(dir);
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return [];
-    throw new AgentError('INTERNAL', `cannot list CNI cache ${dir}: ${errorText(err)}`, { cause: err });
+    throw new AgentError('INTERNAL', `cannot list the CNI cache (${errnoCode(err) ?? errorText(err)})`, { cause: err });
   }
   const out: CachedAttachment[] = [];
   for (const name of names.sort()) {

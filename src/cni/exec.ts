@@ -7,7 +7,8 @@
 import { spawn } from 'node:child_process';
 import { constants as fsConstants, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { AgentError, abortError, errorText, type ErrorCode } from '../errors.js';
+import { AgentError, abortError, type ErrorCode } from '../errors.js';
+import { redactHost } from '../redact.js';
 import { errnoCode } from './atomic-file.js';
 import type { CniNetworkList, CniPluginConf } from './conflist.js';
 import { isObject } from './result.js';
@@ -124,7 +125,7 @@ export async function findPlugin(type: string, binDirs: readonly string[]): Prom
       // not here (or not executable): try the next directory
     }
   }
-  throw new AgentError('FAILED_PRECONDITION', `CNI plugin ${type} not found in ${binDirs.join(':')} (install the CNI plugins or fix CNI_BIN_DIR)`);
+  throw new AgentError('FAILED_PRECONDITION', `CNI plugin ${type} not found in CNI_BIN_DIR (install the CNI plugins or fix CNI_BIN_DIR)`);
 }
 
 /** What pluginStdin adds to a plugin's config besides name and cniVersion. */
@@ -220,7 +221,7 @@ export async function runPlugin(runner: PluginRunner, call: PluginCall, signal?:
   try {
     out = await runner.exec({ file, env, stdin: call.stdin, signal: combined });
   } catch (err) {
-    throw new AgentError('INTERNAL', `${what}: cannot run ${file}: ${errorText(err)}`, { cause: err });
+    throw new AgentError('INTERNAL', `${what}: cannot run the plugin binary (${errnoCode(err) ?? 'spawn failed'})`, { cause: new PluginOutput(String(err)) });
   } finally {
     clearTimeout(timer);
   }
@@ -231,8 +232,8 @@ export async function runPlugin(runner: PluginRunner, call: PluginCall, signal?:
   if (call.command === 'DEL' || call.command === 'CHECK') return undefined;
   try {
     return JSON.parse(out.stdout) as unknown;
-  } catch (err) {
-    throw new AgentError('INTERNAL', `${what} printed no JSON result: ${snippet(out.stdout) || '(empty output)'}`, { cause: err });
+  } catch {
+    throw new AgentError('INTERNAL', `${what} printed no JSON result (its output is in the agent log at debug level)`, { cause: new PluginOutput(out.stdout || '(empty output)') });
   }
 }
 
@@ -252,9 +253,27 @@ function errorCodeFor(cniCode: number, text: string): ErrorCode {
   return 'INTERNAL';
 }
 
+/**
+ * What a plugin printed, kept out of gRPC messages: the caller sees the CNI error code, the
+ * agent's log (debug level, redacted) sees this. `cause` of the AgentError runPlugin throws.
+ */
+export class PluginOutput extends Error {
+  constructor(text: string) {
+    super(redactHost(text));
+    this.name = 'PluginOutput';
+  }
+}
+
+/** The plugin's own words for a failure, for the log only; undefined when there are none. */
+export function pluginOutputOf(err: unknown): string | undefined {
+  const cause = err instanceof Error ? err.cause : undefined;
+  return cause instanceof PluginOutput ? cause.message : undefined;
+}
+
 function pluginError(what: string, out: PluginProcessResult): AgentError {
+  const output = new PluginOutput(`${out.stderr} ${out.stdout}`);
   if (out.exitCode === null) {
-    return new AgentError('INTERNAL', `${what} failed: killed by ${out.signal ?? 'a signal'}${stderrNote(out.stderr)}`);
+    return new AgentError('INTERNAL', `${what} failed: killed by ${out.signal ?? 'a signal'}`, { cause: output });
   }
   let doc: unknown;
   try {
@@ -266,20 +285,13 @@ function pluginError(what: string, out: PluginProcessResult): AgentError {
     const code = doc['code'];
     const msg = typeof doc['msg'] === 'string' && doc['msg'] !== '' ? doc['msg'] : 'no message';
     const details = typeof doc['details'] === 'string' && doc['details'] !== '' ? `: ${doc['details']}` : '';
-    return new AgentError(errorCodeFor(code, `${msg}${details}`), `${what} failed: ${msg}${details} (code ${code})`);
+    const agentCode = errorCodeFor(code, `${msg}${details}`);
+    // The plugin's msg/details may name host paths, interfaces or users: the log gets them.
+    const summary = agentCode === 'RESOURCE_EXHAUSTED' ? 'no IP address left in the network\'s range' : agentCode === 'UNAVAILABLE' ? 'try again later' : 'plugin error';
+    return new AgentError(agentCode, `${what} failed: ${summary} (CNI error code ${code}; the plugin's message is in the agent log at debug level)`, { cause: new PluginOutput(`${msg}${details}`) });
   }
   // Not a CNI error document: a crash or a plugin that only wrote to stderr.
-  return new AgentError('INTERNAL', `${what} failed: exit status ${out.exitCode}${stderrNote(out.stderr || out.stdout)}`);
-}
-
-function stderrNote(text: string): string {
-  const s = snippet(text);
-  return s === '' ? '' : `: ${s}`;
-}
-
-function snippet(text: string): string {
-  const t = text.trim().replace(/\s+/g, ' ');
-  return t.length > 500 ? `${t.slice(0, 500)}…` : t;
+  return new AgentError('INTERNAL', `${what} failed: exit status ${out.exitCode} (its output is in the agent log at debug level)`, { cause: output });
 }
 
 /**

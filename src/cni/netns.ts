@@ -14,6 +14,7 @@ import path from 'node:path';
 import { AgentError, errorText } from '../errors.js';
 import { errnoCode } from './atomic-file.js';
 import { KeyedLock } from '../keyed-lock.js';
+import { redactHost } from '../redact.js';
 
 /** Where iproute2 pins named netns (its compiled-in NETNS_RUN_DIR). */
 export const NETNS_RUN_DIR = '/run/netns';
@@ -61,7 +62,7 @@ let firstAdd: Promise<unknown> | undefined;
 export async function createNetns(name: string): Promise<string> {
   const file = netnsPath(name);
   return withNameLock(name, async () => {
-    if (await exists(file)) throw new AgentError('ALREADY_EXISTS', `netns ${name} already exists at ${file}`);
+    if (await exists(file)) throw new AgentError('ALREADY_EXISTS', `netns ${name} already exists`);
     const run = (): Promise<void> => ip(['netns', 'add', name], `create netns ${name}`);
     if (firstAdd === undefined) {
       const p = run();
@@ -106,7 +107,7 @@ export async function listNetns(): Promise<string[]> {
     return names.filter((n) => NETNS_NAME.test(n)).sort();
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return [];
-    throw new AgentError('INTERNAL', `cannot list ${NETNS_RUN_DIR}: ${errorText(err)}`, { cause: err });
+    throw new AgentError('INTERNAL', `cannot list the named netns (${errnoCode(err) ?? errorText(err)})`, { cause: err });
   }
 }
 
@@ -132,7 +133,7 @@ async function exists(file: string): Promise<boolean> {
     return true;
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return false;
-    throw new AgentError('INTERNAL', `cannot check ${file}: ${errorText(err)}`, { cause: err });
+    throw new AgentError('INTERNAL', `cannot check netns ${path.basename(file)} (${errnoCode(err) ?? 'unknown error'})`, { cause: err });
   }
 }
 
@@ -143,8 +144,9 @@ function ip(args: readonly string[], what: string): Promise<void> {
         resolve();
         return;
       }
-      const detail = stderr.trim() || err.message;
-      reject(new AgentError('INTERNAL', `cannot ${what}: ip ${args.join(' ')}: ${detail}`, { cause: err }));
+      // ip's own words (stderr) may name host paths: they stay in `cause`, for the log.
+      const detail = redactHost(stderr.trim() || err.message);
+      reject(new AgentError('INTERNAL', `cannot ${what}: ip ${args[0] ?? ''} ${args[1] ?? ''} failed (exit ${typeof err.code === 'number' ? err.code : 'by signal'})`, { cause: new Error(detail) }));
     });
   });
 }

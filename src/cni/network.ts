@@ -24,7 +24,7 @@ import type { Logger } from '../log.js';
 import type { AgentMetrics } from '../metrics.js';
 import { listCache, readCache, removeCache, removeCacheTempFiles, writeCache, resultsDir, type CachedAttachment } from './cache.js';
 import { cniVersionAtLeast, loadNetworkList, parseNetworkList, type CniNetworkList, type CniPluginConf } from './conflist.js';
-import { findPlugin, formatCniArgs, pluginStdin, pluginVersions, runPlugin, spawnPlugin, type CniCommand, type PluginExec, type PluginRunner } from './exec.js';
+import { findPlugin, formatCniArgs, pluginOutputOf, pluginStdin, pluginVersions, runPlugin, spawnPlugin, type CniCommand, type PluginExec, type PluginRunner } from './exec.js';
 import { isNetnsHandle } from './netns.js';
 import { Semaphore } from './concurrency.js';
 import { KeyedLock } from '../keyed-lock.js';
@@ -199,7 +199,7 @@ export class CniNetwork {
       if (existing !== undefined) {
         throw new AgentError('ALREADY_EXISTS', `CNI attachment ${att.containerId} is already on network ${list.name} (DEL it first)`);
       }
-      if (!(await isNetnsHandle(att.netns))) throw new AgentError('FAILED_PRECONDITION', `netns ${att.netns} for ${att.containerId} does not exist`);
+      if (!(await isNetnsHandle(att.netns))) throw new AgentError('FAILED_PRECONDITION', `the netns of ${att.containerId} does not exist`);
       try {
         // Loopback and the main network touch different interfaces: attach both at once, as
         // go-cni does, but let both settle before any undo (an undo racing an ADD leaks).
@@ -377,6 +377,8 @@ export class CniNetwork {
     } catch (err) {
       // A caller's cancel is not a plugin failure; a timeout or an error is.
       if (!signal?.aborted) this.#metrics?.cniErrors.inc({ command });
+      const output = pluginOutputOf(err);
+      if (output !== undefined) this.#log.debug({ containerId, network: list.name, plugin: plugin.type, command, output }, 'CNI plugin failed');
       throw err;
     } finally {
       release();

@@ -61,7 +61,7 @@ export function parseResult(value: unknown, where: string): CniResult {
   if (!isObject(value)) throw bad('not a JSON object');
   const cniVersion = value['cniVersion'];
   if (typeof cniVersion !== 'string') throw bad('cniVersion missing');
-  if (!RESULT_VERSION.test(cniVersion)) throw bad(`unsupported cniVersion ${JSON.stringify(cniVersion)} (expected 0.3.x, 0.4.0 or 1.0.0)`);
+  if (!RESULT_VERSION.test(cniVersion)) throw bad('unsupported cniVersion (expected 0.3.x, 0.4.0 or 1.0.0)');
   const legacy = cniVersion !== '1.0.0';
 
   const interfaces = optionalArray(value['interfaces'], 'interfaces', bad).map((v, i): CniInterface => {
@@ -79,14 +79,14 @@ export function parseResult(value: unknown, where: string): CniResult {
   const ips = optionalArray(value['ips'], 'ips', bad).map((v, i): CniIpConfig => {
     if (!isObject(v)) throw bad(`ips[${i}] is not an object`);
     const address = v['address'];
-    if (typeof address !== 'string' || !isCidr(address)) throw bad(`ips[${i}].address ${JSON.stringify(address)} is not an IP/prefix`);
+    if (typeof address !== 'string' || !isCidr(address)) throw bad(`ips[${i}].address is not an IP/prefix`);
     // 0.3.x/0.4.0 carry `version` ("4"/"6"); when present it must agree with the address. 1.0.0
     // removed the field.
     if (legacy && v['version'] !== undefined && v['version'] !== (address.includes(':') ? '6' : '4')) {
-      throw bad(`ips[${i}].version ${JSON.stringify(v['version'])} does not match ${address}`);
+      throw bad(`ips[${i}].version does not match its address`);
     }
     const gateway = optionalString(v, 'gateway', `ips[${i}]`, bad);
-    if (gateway.gateway !== undefined && net.isIP(gateway.gateway) === 0) throw bad(`ips[${i}].gateway ${JSON.stringify(gateway.gateway)} is not an IP`);
+    if (gateway.gateway !== undefined && net.isIP(gateway.gateway) === 0) throw bad(`ips[${i}].gateway is not an IP`);
     const idx = v['interface'];
     if (idx !== undefined && (typeof idx !== 'number' || !Number.isInteger(idx) || idx < 0 || idx >= interfaces.length)) {
       throw bad(`ips[${i}].interface ${JSON.stringify(idx)} is not an index into interfaces (${interfaces.length})`);

@@ -13,7 +13,10 @@ import {
   readBool,
   readEnum,
   readInt,
+  isLoopbackAddress,
   readIpv4,
+  readList,
+  readListenAddress,
   readString,
   readUnixSocket,
   type Env,
@@ -51,6 +54,19 @@ export interface CniConfig {
 
 export interface Config {
   readonly port: number;
+  /** The address gRPC binds (AGENT_GRPC_ADDRESS), an IP literal without brackets. */
+  readonly grpcAddress: string;
+  /** True when AGENT_GRPC_ADDRESS was set, false when the default applied. */
+  readonly grpcAddressExplicit: boolean;
+  /**
+   * Client identities allowed to call (AGENT_GRPC_ALLOWED_CLIENTS), matched against the client
+   * certificate's DNS/URI SANs, or its CN when it has neither. Empty: any certificate of the CA.
+   */
+  readonly allowedClients: readonly string[];
+  /** Cap on RPCs being handled at once over every connection; health is not counted. */
+  readonly grpcMaxInFlight: number;
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one connection may open at once. */
+  readonly grpcMaxConcurrentStreams: number;
   readonly runtime: RuntimeKind;
   readonly env: string;
   readonly brand: string;
@@ -80,11 +96,15 @@ export interface Config {
   readonly invoke: {
     readonly maxResponseBytes: number;
     readonly defaultTimeoutMs: number;
+    /** Calls that may wait behind the running one on a worker; more are refused at once. */
+    readonly maxQueue: number;
   };
   /** undefined when TLS is disabled (AGENT_GRPC_TLS_DISABLED=1). */
   readonly tls: TlsConfig | undefined;
   readonly reflection: boolean;
   readonly metricsPort: number;
+  /** The address /metrics binds (AGENT_METRICS_ADDRESS). */
+  readonly metricsAddress: string;
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
   readonly shutdownPolicy: ShutdownPolicy;
@@ -127,6 +147,32 @@ export function safeName(s: string): string {
     .replace(/^[._-]+|[._-]+$/g, '');
 }
 
+/** gRPC with mTLS listens on every interface: the gateway is usually on another host. */
+export const DEFAULT_TLS_GRPC_ADDRESS = '0.0.0.0';
+/** Plaintext gRPC listens on loopback only unless AGENT_GRPC_ADDRESS says otherwise. */
+export const DEFAULT_PLAINTEXT_GRPC_ADDRESS = '127.0.0.1';
+/** /metrics has no authentication: loopback unless the operator opens it. */
+export const DEFAULT_METRICS_ADDRESS = '127.0.0.1';
+/**
+ * RPCs handled at once. Sized for a 2-vCPU/4 GiB host: each call holds at most one request
+ * (≤ 17 MiB) and, for InvokeWorker, one response (≤ AGENT_INVOKE_MAX_RESPONSE_SIZE); typical
+ * payloads are KiBs, so 512 calls stay within tens of MiB, while the largest ones are the
+ * operator's call to budget.
+ */
+export const DEFAULT_GRPC_MAX_IN_FLIGHT = 512;
+/**
+ * Streams per connection. Above the in-flight cap, so a single gateway connection sees
+ * RESOURCE_EXHAUSTED at once rather than HTTP/2 queueing on its side, yet a flood of streams
+ * on one connection is still bounded.
+ */
+export const DEFAULT_GRPC_MAX_CONCURRENT_STREAMS = 1024;
+/**
+ * Invocations waiting behind the running one on a worker (the Lambda RIE runs one at a time).
+ * With the 30 s default timeout and functions of about a second, a longer queue would mostly
+ * hold calls that time out before their turn.
+ */
+export const DEFAULT_INVOKE_MAX_QUEUE = 32;
+
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const MIB = 1024 * 1024;
 /** Lambda's default ephemeral storage (/tmp), in MiB. */
@@ -166,6 +212,17 @@ export function loadConfig(env: Env): Config {
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(bridge)) throw new ConfigError('CNI_BRIDGE', `expected a Linux interface name of at most 15 characters, got ${JSON.stringify(bridge)}`);
 
   const tlsDisabled = readBool(env, 'AGENT_GRPC_TLS_DISABLED', false);
+  const grpcAddressSet = readListenAddress(env, 'AGENT_GRPC_ADDRESS');
+  // Plaintext means anyone who reaches the port runs containers as root: by default only this
+  // host may. A wider address is the operator's explicit choice (and is logged as a warning).
+  const grpcAddress = grpcAddressSet ?? (tlsDisabled ? DEFAULT_PLAINTEXT_GRPC_ADDRESS : DEFAULT_TLS_GRPC_ADDRESS);
+  const allowedClients = readList(env, 'AGENT_GRPC_ALLOWED_CLIENTS');
+  if (tlsDisabled && allowedClients.length > 0) {
+    throw new ConfigError('AGENT_GRPC_ALLOWED_CLIENTS', 'needs TLS: without client certificates there is no identity to check; unset it or turn TLS on (unset AGENT_GRPC_TLS_DISABLED)');
+  }
+  for (const c of allowedClients) {
+    if (/[\s\p{Cc}]/u.test(c)) throw new ConfigError('AGENT_GRPC_ALLOWED_CLIENTS', `entries are DNS names, URIs or common names without spaces or control characters, got ${JSON.stringify(c)}`);
+  }
   // Set but blank means "no registry": a blank image then resolves to safe(fn):tag (docs/contract.md#ensurecontainer).
   const registry = env['CONTAINER_REGISTRY'] !== undefined ? env['CONTAINER_REGISTRY'].trim() : 'registry:5010';
   if (/\s|^[a-z]+:\/\//i.test(registry)) throw new ConfigError('CONTAINER_REGISTRY', `expected host[:port][/path] without a scheme, got ${JSON.stringify(registry)}`);
@@ -186,6 +243,11 @@ export function loadConfig(env: Env): Config {
   const home = env['HOME'] ?? os.homedir();
   return Object.freeze({
     port: readInt(env, 'PORT', 50051, 0, 65535),
+    grpcAddress,
+    grpcAddressExplicit: grpcAddressSet !== undefined,
+    allowedClients: Object.freeze(allowedClients),
+    grpcMaxInFlight: readInt(env, 'AGENT_GRPC_MAX_IN_FLIGHT', DEFAULT_GRPC_MAX_IN_FLIGHT, 1, 1_000_000),
+    grpcMaxConcurrentStreams: readInt(env, 'AGENT_GRPC_MAX_CONCURRENT_STREAMS', DEFAULT_GRPC_MAX_CONCURRENT_STREAMS, 1, 1_000_000),
     runtime: readEnum<RuntimeKind>(env, 'AGENT_RUNTIME', 'containerd', ['containerd', 'docker']),
     env: envName,
     brand,
@@ -220,6 +282,7 @@ export function loadConfig(env: Env): Config {
     invoke: Object.freeze({
       maxResponseBytes: readInt(env, 'AGENT_INVOKE_MAX_RESPONSE_SIZE', 10 * MIB, 1, 512 * MIB),
       defaultTimeoutMs: readInt(env, 'AGENT_INVOKE_DEFAULT_TIMEOUT_MS', 30_000, 1, 15 * 60_000),
+      maxQueue: readInt(env, 'AGENT_INVOKE_MAX_QUEUE', DEFAULT_INVOKE_MAX_QUEUE, 0, 100_000),
     }),
     tls: tlsDisabled
       ? undefined
@@ -230,6 +293,7 @@ export function loadConfig(env: Env): Config {
         }),
     reflection: readBool(env, 'AGENT_GRPC_REFLECTION', false),
     metricsPort: readInt(env, 'AGENT_METRICS_PORT', 9091, 0, 65535),
+    metricsAddress: readListenAddress(env, 'AGENT_METRICS_ADDRESS') ?? DEFAULT_METRICS_ADDRESS,
     logLevel: readEnum<LogLevel>(env, 'AGENT_LOG_LEVEL', readEnum<LogLevel>(env, 'LOG_LEVEL', 'info', LOG_LEVELS), LOG_LEVELS),
     logFormat: readEnum<LogFormat>(env, 'AGENT_LOG_FORMAT', 'json', ['json', 'pretty']),
     shutdownPolicy: readEnum<ShutdownPolicy>(env, 'AGENT_SHUTDOWN_POLICY', 'keep', ['keep', 'destroy']),
@@ -286,4 +350,11 @@ export const CONFIG_VARIABLES = [
   'AGENT_WORKER_IDLE_TTL_SECONDS', 'AGENT_WORKER_LOG_MAX_BYTES', 'AGENT_WORKER_READONLY_ROOTFS',
   'AGENT_WORKER_TMP_SIZE_MB', 'AGENT_MAX_WORKERS', 'AGENT_MAX_TOTAL_MEMORY_MB', 'AGENT_WORKER_FIREWALL',
   'AGENT_WORKER_ALLOWED_HOST_PORTS', 'DOCKER_HOST', 'CONTAINERS_NETWORK',
+  'AGENT_GRPC_ADDRESS', 'AGENT_METRICS_ADDRESS', 'AGENT_GRPC_ALLOWED_CLIENTS', 'AGENT_GRPC_MAX_IN_FLIGHT',
+  'AGENT_GRPC_MAX_CONCURRENT_STREAMS', 'AGENT_INVOKE_MAX_QUEUE',
 ] as const;
+
+/** True when gRPC is plaintext on an address other hosts can reach. */
+export function plaintextExposed(config: Pick<Config, 'tls' | 'grpcAddress'>): boolean {
+  return config.tls === undefined && !isLoopbackAddress(config.grpcAddress);
+}

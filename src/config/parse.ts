@@ -2,6 +2,7 @@
  * Parsers for environment values. Each throws a ConfigError naming the variable and the
  * accepted form; none falls back silently (reference weakness docs/go-agent.md#w24).
  */
+import { isIP } from 'node:net';
 
 /** A configuration value that cannot be used; start-up stops with its message. */
 export class ConfigError extends Error {
@@ -79,6 +80,37 @@ export function readIpv4(env: Env, name: string): string | undefined {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(raw);
   if (!m || m.slice(1, 5).some((o) => Number(o) > 255)) throw new ConfigError(name, `expected an IPv4 address, got ${JSON.stringify(raw)}`);
   return raw;
+}
+
+/** An IPv4 or IPv6 address literal to listen on (`0.0.0.0`, `127.0.0.1`, `::`, `::1`, `[::1]`). */
+export function readListenAddress(env: Env, name: string): string | undefined {
+  const raw = readString(env, name);
+  if (raw === undefined) return undefined;
+  const bare = raw.startsWith('[') && raw.endsWith(']') ? raw.slice(1, -1) : raw;
+  if (isIP(bare) === 0) throw new ConfigError(name, `expected an IPv4 or IPv6 address such as 127.0.0.1, 0.0.0.0 or ::1 (no port, no host name), got ${JSON.stringify(raw)}`);
+  return bare;
+}
+
+/** True for 127.0.0.0/8, ::1 and IPv4-mapped loopback: addresses no other host can reach. */
+export function isLoopbackAddress(address: string): boolean {
+  const family = isIP(address);
+  if (family === 4) return address.startsWith('127.');
+  if (family !== 6) return false;
+  // The URL parser writes an IPv6 address in its one canonical form (::1, ::ffff:7f00:1).
+  const canonical = new URL(`http://[${address}]/`).hostname.slice(1, -1);
+  if (canonical === '::1') return true;
+  const mapped = /^::ffff:([0-9a-f]{1,4}):[0-9a-f]{1,4}$/.exec(canonical);
+  return mapped !== null && (parseInt(mapped[1]!, 16) >> 8) === 127;
+}
+
+/** `host:port` for grpc-js and logs; IPv6 in brackets. */
+export function hostPort(address: string, port: number): string {
+  return isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+/** Comma-separated list; blanks dropped, entries trimmed. */
+export function readList(env: Env, name: string): string[] {
+  return (readString(env, name) ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
 }
 
 /** A `unix:///abs/path` (or bare absolute path) socket address, returned as an absolute path. */

@@ -91,7 +91,12 @@ export interface InvokerOptions {
   /** Used when a request's `timeoutMs` ≤ 0 (AGENT_INVOKE_DEFAULT_TIMEOUT_MS). */
   readonly defaultTimeoutMs: number;
   readonly log: Logger;
-  readonly metrics?: Pick<AgentMetrics, 'invokeDuration' | 'invokeRequestBytes' | 'invokeResponseBytes'> | undefined;
+  /**
+   * Calls that may wait behind the running one on a worker (AGENT_INVOKE_MAX_QUEUE); one more
+   * is refused RESOURCE_EXHAUSTED at once, unsent. Default: unbounded.
+   */
+  readonly maxQueue?: number | undefined;
+  readonly metrics?: Pick<AgentMetrics, 'invokeDuration' | 'invokeRequestBytes' | 'invokeResponseBytes' | 'invokeQueued' | 'invokeQueueFull'> | undefined;
   /** Builds the dispatcher for one worker origin; default a single-connection keep-alive Client. */
   readonly dispatcherFactory?: ((origin: string) => Dispatcher) | undefined;
   readonly clock?: InvokerClock | undefined;
@@ -152,13 +157,15 @@ function describe(err: unknown): string {
  * - DEADLINE_EXCEEDED: the call's timeout passed (while queued, while the worker did not accept
  *   connections, or while waiting for the response), or the caller's signal timed out;
  * - CANCELLED: the caller's signal aborted, or the invoker was closed;
- * - RESOURCE_EXHAUSTED: response body over `maxResponseBytes`;
+ * - RESOURCE_EXHAUSTED: response body over `maxResponseBytes`, or `maxQueue` calls already
+ *   waiting for the worker (refused at once, never sent);
  * - INTERNAL: the worker closed or reset the connection after the request was sent (not
  *   retried: the function may have run), or any other failure.
  */
 export class Invoker {
   readonly #maxResponseBytes: number;
   readonly #defaultTimeoutMs: number;
+  readonly #maxQueue: number;
   readonly #log: Logger;
   readonly #metrics: InvokerOptions['metrics'];
   readonly #factory: (origin: string) => Dispatcher;
@@ -171,11 +178,13 @@ export class Invoker {
     return this.#lanes.size;
   }
 
-  constructor({ maxResponseBytes, defaultTimeoutMs, log, metrics, dispatcherFactory, clock }: InvokerOptions) {
+  constructor({ maxResponseBytes, defaultTimeoutMs, maxQueue, log, metrics, dispatcherFactory, clock }: InvokerOptions) {
     if (!Number.isSafeInteger(maxResponseBytes) || maxResponseBytes < 0) throw new RangeError(`invalid maxResponseBytes: ${maxResponseBytes}`);
     if (!Number.isFinite(defaultTimeoutMs) || defaultTimeoutMs <= 0) throw new RangeError(`invalid defaultTimeoutMs: ${defaultTimeoutMs}`);
     this.#maxResponseBytes = maxResponseBytes;
     this.#defaultTimeoutMs = defaultTimeoutMs;
+    if (maxQueue !== undefined && (!Number.isSafeInteger(maxQueue) || maxQueue < 0)) throw new RangeError(`invalid maxQueue: ${maxQueue}`);
+    this.#maxQueue = maxQueue ?? Number.POSITIVE_INFINITY;
     this.#log = log.child({ module: 'invoke' });
     this.#metrics = metrics;
     this.#factory = dispatcherFactory ?? createWorkerDispatcher;
@@ -215,9 +224,23 @@ export class Invoker {
       }, timeoutMs);
       opts.signal.addEventListener('abort', onClientAbort, { once: true });
       lane = this.#lane(target.id, origin);
+      // Checked and joined without an await in between, so the bound holds exactly.
+      const queued = lane.queue.busy;
+      if (queued && lane.queue.waiting >= this.#maxQueue) {
+        this.#metrics?.invokeQueueFull.inc();
+        throw new AgentError(
+          'RESOURCE_EXHAUSTED',
+          `${what}: ${lane.queue.waiting} invocations are already waiting for this worker (AGENT_INVOKE_MAX_QUEUE=${this.#maxQueue}); request not sent, retry later or ensure another worker`,
+        );
+      }
       lane.calls.add(ac);
 
-      await lane.queue.acquire(ac.signal);
+      if (queued) this.#metrics?.invokeQueued.inc();
+      try {
+        await lane.queue.acquire(ac.signal);
+      } finally {
+        if (queued) this.#metrics?.invokeQueued.dec();
+      }
       try {
         call.phase = 'connecting';
         let backoffMs = READY_BACKOFF_INITIAL_MS;

@@ -1,6 +1,7 @@
 /**
  * Test PKI made with the `openssl` CLI in a temp dir: a CA, a server certificate for
- * localhost/127.0.0.1 (serverAuth), a client certificate (clientAuth) from that CA, and a
+ * localhost/127.0.0.1 (serverAuth), client certificates (clientAuth) from that CA (one known
+ * by its CN only, one by a URI SAN, one by another DNS SAN with the first one's CN), and a
  * second, "rogue" CA with its own client certificate. EC P-256 keys: fast to make.
  * `remove()` deletes the dir; register it with `t.after` before anything else can fail.
  */
@@ -21,7 +22,12 @@ export interface TestCerts {
   readonly caPath: string;
   readonly ca: Buffer;
   readonly server: CertPair;
+  /** CN esb-gateway, no SAN. */
   readonly client: CertPair;
+  /** SAN URI:spiffe://esb.test/gateway, CN esb-gateway-uri. */
+  readonly uriClient: CertPair;
+  /** SAN DNS:other.esb.test, CN esb-gateway (the CN of `client`, which SANs override). */
+  readonly otherClient: CertPair;
   readonly rogueCaPath: string;
   readonly rogueCa: Buffer;
   /** Signed by the rogue CA; it must be refused. */
@@ -73,6 +79,8 @@ export function createTestCerts(): TestCerts {
     ].join('\n'));
     const clientExt = ['basicConstraints=CA:FALSE', 'keyUsage=critical,digitalSignature', 'extendedKeyUsage=clientAuth', ''].join('\n');
     const client = makeLeaf(dir, 'client', 'ca', 'esb-gateway', clientExt);
+    const uriClient = makeLeaf(dir, 'uri-client', 'ca', 'esb-gateway-uri', `${clientExt}subjectAltName=URI:spiffe://esb.test/gateway\n`);
+    const otherClient = makeLeaf(dir, 'other-client', 'ca', 'esb-gateway', `${clientExt}subjectAltName=DNS:other.esb.test\n`);
     const rogueClient = makeLeaf(dir, 'rogue-client', 'rogue-ca', 'esb-gateway', clientExt);
     return {
       dir,
@@ -80,6 +88,8 @@ export function createTestCerts(): TestCerts {
       ca: readFileSync(path.join(dir, 'ca.crt')),
       server,
       client,
+      uriClient,
+      otherClient,
       rogueCaPath: path.join(dir, 'rogue-ca.crt'),
       rogueCa: readFileSync(path.join(dir, 'rogue-ca.crt')),
       rogueClient,

@@ -21,6 +21,7 @@ import { CniNetwork } from '../../src/cni/network.js';
 import { createNetns, isNetnsHandle, listNetns, netnsExists, removeNetns } from '../../src/cni/netns.js';
 import { containerIpv4 } from '../../src/cni/result.js';
 import { FakePlugins } from '../fixtures/cni/fake-plugins.js';
+import { pluginOutputOf } from '../../src/cni/exec.js';
 
 const CNI_BIN = '/usr/lib/cni';
 
@@ -33,8 +34,16 @@ function run(cmd: string, args: readonly string[]): Promise<string> {
   });
 }
 
-function isAgentError(code: ErrorCode, re = /./): (err: unknown) => boolean {
-  return (err: unknown) => err instanceof AgentError && err.code === code && re.test(err.message);
+/**
+ * Matches an AgentError by code and message; `output`, when given, must be in the plugin output
+ * kept for the log (pluginOutputOf) and never in the message itself.
+ */
+function isAgentError(code: ErrorCode, re = /./, output?: string): (err: unknown) => boolean {
+  return (err: unknown) =>
+    err instanceof AgentError &&
+    err.code === code &&
+    re.test(err.message) &&
+    (output === undefined || ((pluginOutputOf(err) ?? '').includes(output) && !err.message.includes(output)));
 }
 
 /** Interfaces enslaved to `bridge` (the host ends of worker veths); [] when the bridge is gone. */
@@ -252,7 +261,7 @@ test('CniNetwork with the real plugins on named netns', async (t) => {
     const doc = defaultConflist(cfg, { ipMasq: false });
     await fs.writeFile(bad, JSON.stringify({ ...doc, plugins: [...(doc['plugins'] as object[]), { type: 'esb-no-such-plugin' }] }));
     const n = new CniNetwork({ confFile: bad, binDirs: [CNI_BIN], cacheDir, log: silentLogger() });
-    await assert.rejects(n.load(), isAgentError('FAILED_PRECONDITION', new RegExp(`CNI plugin esb-no-such-plugin not found in ${CNI_BIN}`)));
+    await assert.rejects(n.load(), isAgentError('FAILED_PRECONDITION', /CNI plugin esb-no-such-plugin not found in CNI_BIN_DIR/));
   });
 
   await t.test('a cniVersion 1.1.0 conflist loads when the plugins speak 1.1.0, else fails naming the plugin and its versions', async () => {
@@ -279,7 +288,7 @@ test('CniNetwork with the real plugins on named netns', async (t) => {
     await n.load();
     const id = `${bridge}-w5`;
     const ns = await newNetns(id);
-    await assert.rejects(n.add({ containerId: id, netns: ns }), isAgentError('INTERNAL', /CNI plugin bridge ADD failed: .*RangeStart 10\.251\.0\.2 not in network/));
+    await assert.rejects(n.add({ containerId: id, netns: ns }), isAgentError('INTERNAL', /CNI plugin bridge ADD failed: plugin error \(CNI error code \d+; the plugin's message is in the agent log at debug level\)$/, 'RangeStart 10.251.0.2 not in network'));
     assert.deepEqual(await linksIn(id), ['lo']);
     assert.deepEqual(await portsOf(bridge), []);
     assert.deepEqual(await reservations(), []);

@@ -103,6 +103,7 @@ test('doctor: all OK on a healthy host; names the missing plugin, the bad cert p
     AGENT_GRPC_CERT_PATH: pki.certPath,
     AGENT_GRPC_KEY_PATH: pki.keyPath,
     AGENT_GRPC_CA_CERT_PATH: pki.caPath,
+    AGENT_GRPC_ALLOWED_CLIENTS: 'gateway.esb.test',
   };
 
   // The worker firewall as the agent installs it at start-up (its own chains only: no bridge).
@@ -110,7 +111,7 @@ test('doctor: all OK on a healthy host; names the missing plugin, the bad cert p
 
   const good = await doctor(healthy);
   assert.equal(good.code, 0, show(good));
-  assert.deepEqual(statuses(good.stdout), { config: 'OK', containerd: 'OK', runc: 'OK', cni: 'OK', cgroups: 'OK', compat: 'OK', tls: 'OK', 'state-dir': 'OK', firewall: 'OK' }, show(good));
+  assert.deepEqual(statuses(good.stdout), { config: 'OK', containerd: 'OK', runc: 'OK', cni: 'OK', cgroups: 'OK', compat: 'OK', tls: 'OK', listen: 'OK', 'state-dir': 'OK', firewall: 'OK' }, show(good));
   assert.match(good.stdout, new RegExp(`^OK {4}firewall +present: chains ESB-IN-${bridge}, ESB-FWD-${bridge} complete`, 'm'));
   assert.match(good.stdout, /^OK {4}containerd +containerd \S+ answers at /m);
   assert.match(good.stdout, /^OK {4}runc +runc \d+\.\d+/m);
@@ -118,7 +119,8 @@ test('doctor: all OK on a healthy host; names the missing plugin, the bad cert p
   assert.match(good.stdout, /^OK {4}cgroups +cgroup v(1|2)/m);
   // The machines CI runs on are in the tested part of the compatibility matrix.
   assert.match(good.stdout, /^OK {4}compat +cgroup v(1|2), driver cgroupfs; containerd v?\d+\.\d+\S*; runc \d+\.\d+\S*; CNI plugins .* — tested: /m);
-  assert.match(good.stdout, /\n0 failed, 0 warning\(s\), 9 ok\n$/);
+  assert.match(good.stdout, /\n0 failed, 0 warning\(s\), 10 ok\n$/);
+  assert.match(good.stdout, /^OK {4}listen +mTLS gRPC on 0\.0\.0\.0:50051 for gateway\.esb\.test; \/metrics on 127\.0\.0\.1:9091$/m);
 
   // The same configuration from an environment file, with JSON output.
   const envFile = path.join(dir, 'env');
@@ -126,7 +128,7 @@ test('doctor: all OK on a healthy host; names the missing plugin, the bad cert p
   const fromFile = await doctor({}, ['--env-file', envFile, '-o', 'json']);
   assert.equal(fromFile.code, 0, show(fromFile));
   const checks = (JSON.parse(fromFile.stdout) as { checks: { name: string; status: string }[] }).checks;
-  assert.ok(checks.length === 9 && checks.every((c) => c.status === 'OK'), fromFile.stdout);
+  assert.ok(checks.length === 10 && checks.every((c) => c.status === 'OK'), fromFile.stdout);
 
   // The systemd cgroup driver needs systemd as init.
   const systemd = await doctor({ ...healthy, AGENT_CGROUP_DRIVER: 'systemd' });
@@ -167,6 +169,23 @@ test('doctor: all OK on a healthy host; names the missing plugin, the bad cert p
   assert.equal(down.code, 1, show(down));
   assert.ok(down.stdout.includes(`FAIL  containerd  CONTAINERD_SOCKET ${noSocket} does not exist (ENOENT)`), down.stdout);
   assert.match(down.stdout, /fix: start containerd/);
+
+  // Without an allowlist any certificate of the CA may call: a warning.
+  const open = await doctor({ ...healthy, AGENT_GRPC_ALLOWED_CLIENTS: '' });
+  assert.equal(open.code, 0, show(open));
+  assert.match(open.stdout, /^WARN {2}listen +mTLS gRPC on 0\.0\.0\.0:50051; AGENT_GRPC_ALLOWED_CLIENTS is empty/m);
+
+  // Plaintext on every interface is a warning naming the risk; on loopback (the default) it is not.
+  const exposed = await doctor({ ...healthy, AGENT_GRPC_ALLOWED_CLIENTS: '', AGENT_GRPC_TLS_DISABLED: '1', AGENT_GRPC_ADDRESS: '0.0.0.0' });
+  assert.equal(exposed.code, 0, show(exposed));
+  assert.match(exposed.stdout, /^WARN {2}listen +plaintext gRPC on 0\.0\.0\.0:50051: anyone who can reach it can run containers as root/m);
+  const loopback = await doctor({ ...healthy, AGENT_GRPC_ALLOWED_CLIENTS: '', AGENT_GRPC_TLS_DISABLED: '1' });
+  assert.match(loopback.stdout, /^OK {4}listen +plaintext gRPC on loopback 127\.0\.0\.1:50051 \(local clients only\)/m);
+
+  // An address this host does not have (TEST-NET-1; only bound, never sent to) fails.
+  const elsewhere = await doctor({ ...healthy, AGENT_METRICS_ADDRESS: '192.0.2.1' });
+  assert.equal(elsewhere.code, 1, show(elsewhere));
+  assert.match(elsewhere.stdout, /^FAIL {2}listen +AGENT_METRICS_ADDRESS 192\.0\.2\.1 cannot be bound on this host \(EADDRNOTAVAIL\)$/m);
 
   // An invalid variable fails the configuration check and says which.
   const badConfig = await doctor({ ...healthy, PORT: 'x' });

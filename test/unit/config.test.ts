@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { CONFIG_VARIABLES, loadConfig, safeName } from '../../src/config/config.js';
-import { ConfigError, ipv4ToString, parseIpv4Cidr, readBool, readEnum, readInt, readIpv4, readString, readUnixSocket } from '../../src/config/parse.js';
+import { CONFIG_VARIABLES, loadConfig, plaintextExposed, safeName } from '../../src/config/config.js';
+import { ConfigError, hostPort, ipv4ToString, isLoopbackAddress, parseIpv4Cidr, readBool, readEnum, readInt, readIpv4, readString, readUnixSocket } from '../../src/config/parse.js';
 
 /** Asserts `fn` throws a ConfigError for `variable` whose message starts with the variable's name. */
 function configError(fn: () => unknown, variable: string, message?: RegExp): void {
@@ -56,6 +56,12 @@ describe('loadConfig defaults (docs/configuration.md#variables)', () => {
     ['AGENT_WORKER_LOG_MAX_BYTES', c.workerLogMaxBytes, 10_485_760],
     ['DOCKER_HOST', c.docker.host, 'unix:///var/run/docker.sock'],
     ['CONTAINERS_NETWORK', c.docker.network, 'bridge'],
+    ['AGENT_GRPC_ADDRESS', c.grpcAddress, '0.0.0.0'],
+    ['AGENT_METRICS_ADDRESS', c.metricsAddress, '127.0.0.1'],
+    ['AGENT_GRPC_ALLOWED_CLIENTS', c.allowedClients, []],
+    ['AGENT_GRPC_MAX_IN_FLIGHT', c.grpcMaxInFlight, 512],
+    ['AGENT_GRPC_MAX_CONCURRENT_STREAMS', c.grpcMaxConcurrentStreams, 1024],
+    ['AGENT_INVOKE_MAX_QUEUE', c.invoke.maxQueue, 32],
   ];
   for (const [variable, actual, expected] of cases) {
     test(`${variable} defaults to ${JSON.stringify(expected)}`, () => {
@@ -75,6 +81,47 @@ describe('loadConfig defaults (docs/configuration.md#variables)', () => {
   });
   test('CONFIG_VARIABLES lists every variable of the spec table', () => {
     for (const [variable] of cases) assert.ok((CONFIG_VARIABLES as readonly string[]).includes(variable), variable);
+  });
+});
+
+describe('listen addresses and client allowlist', () => {
+  test('plaintext defaults to loopback; an explicit address is kept and marked explicit', () => {
+    const plain = loadConfig({ AGENT_GRPC_TLS_DISABLED: '1' });
+    assert.equal(plain.grpcAddress, '127.0.0.1');
+    assert.equal(plain.grpcAddressExplicit, false);
+    assert.equal(plaintextExposed(plain), false);
+    const open = loadConfig({ AGENT_GRPC_TLS_DISABLED: '1', AGENT_GRPC_ADDRESS: '0.0.0.0' });
+    assert.equal(open.grpcAddress, '0.0.0.0');
+    assert.equal(open.grpcAddressExplicit, true);
+    assert.equal(plaintextExposed(open), true);
+    assert.equal(plaintextExposed(loadConfig({ AGENT_GRPC_ADDRESS: '0.0.0.0' })), false, 'mTLS on any address is not plaintext exposure');
+    assert.equal(loadConfig({ AGENT_GRPC_ADDRESS: '[::1]', AGENT_METRICS_ADDRESS: '::' }).grpcAddress, '::1');
+    assert.equal(loadConfig({ AGENT_METRICS_ADDRESS: '::' }).metricsAddress, '::');
+  });
+  test('addresses must be IP literals', () => {
+    for (const bad of ['localhost', '0.0.0.0:50051', '10.0.0.256', 'http://1.2.3.4', '::1::2']) {
+      configError(() => loadConfig({ AGENT_GRPC_ADDRESS: bad }), 'AGENT_GRPC_ADDRESS', /IPv4 or IPv6 address/);
+      configError(() => loadConfig({ AGENT_METRICS_ADDRESS: bad }), 'AGENT_METRICS_ADDRESS', /IPv4 or IPv6 address/);
+    }
+  });
+  test('AGENT_GRPC_ALLOWED_CLIENTS: comma-separated, trimmed; refused without TLS and with spaces inside an entry', () => {
+    assert.deepEqual(loadConfig({ AGENT_GRPC_ALLOWED_CLIENTS: ' gw.example , spiffe://esb/gw,,' }).allowedClients, ['gw.example', 'spiffe://esb/gw']);
+    configError(() => loadConfig({ AGENT_GRPC_TLS_DISABLED: '1', AGENT_GRPC_ALLOWED_CLIENTS: 'gw' }), 'AGENT_GRPC_ALLOWED_CLIENTS', /needs TLS/);
+    configError(() => loadConfig({ AGENT_GRPC_ALLOWED_CLIENTS: 'a b' }), 'AGENT_GRPC_ALLOWED_CLIENTS');
+  });
+  test('bounds are positive integers (the invoke queue may be 0: no waiting at all)', () => {
+    configError(() => loadConfig({ AGENT_GRPC_MAX_IN_FLIGHT: '0' }), 'AGENT_GRPC_MAX_IN_FLIGHT');
+    configError(() => loadConfig({ AGENT_GRPC_MAX_CONCURRENT_STREAMS: '0' }), 'AGENT_GRPC_MAX_CONCURRENT_STREAMS');
+    configError(() => loadConfig({ AGENT_INVOKE_MAX_QUEUE: '-1' }), 'AGENT_INVOKE_MAX_QUEUE');
+    assert.equal(loadConfig({ AGENT_INVOKE_MAX_QUEUE: '0' }).invoke.maxQueue, 0);
+  });
+  test('isLoopbackAddress: 127/8, ::1 and IPv4-mapped loopback only', () => {
+    for (const a of ['127.0.0.1', '127.9.8.7', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1']) assert.equal(isLoopbackAddress(a), true, a);
+    for (const a of ['0.0.0.0', '::', '10.0.0.1', '::ffff:10.0.0.1', 'fe80::1', '128.0.0.1']) assert.equal(isLoopbackAddress(a), false, a);
+  });
+  test('hostPort brackets IPv6', () => {
+    assert.equal(hostPort('::1', 5), '[::1]:5');
+    assert.equal(hostPort('127.0.0.1', 5), '127.0.0.1:5');
   });
 });
 

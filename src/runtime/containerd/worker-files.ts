@@ -36,6 +36,8 @@ const MOUNTED_FILE_MODE = 0o644;
 async function writeAtomic(file: string, content: string): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}`;
   await writeFile(tmp, content, { mode: MOUNTED_FILE_MODE });
+  // The mode above is masked by the umask (the systemd unit sets UMask=0077); chmod is not.
+  await chmod(tmp, MOUNTED_FILE_MODE);
   await rename(tmp, file);
 }
 

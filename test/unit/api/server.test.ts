@@ -31,8 +31,9 @@ const MIB = 1024 * 1024;
 describe('message limits', () => {
   test('receive ≥ 16 MiB; send ≥ max response + 64 KiB and never below 16 MiB', () => {
     assert.ok(MAX_RECEIVE_MESSAGE_BYTES >= 16 * MIB);
-    const opts = grpcServerOptions({ invoke: { maxResponseBytes: 10 * MIB, defaultTimeoutMs: 30_000 } });
+    const opts = grpcServerOptions({ invoke: { maxResponseBytes: 10 * MIB, defaultTimeoutMs: 30_000, maxQueue: 32 }, grpcMaxConcurrentStreams: 77 });
     assert.equal(opts['grpc.max_receive_message_length'], MAX_RECEIVE_MESSAGE_BYTES);
+    assert.equal(opts['grpc.max_concurrent_streams'], 77);
     assert.ok(opts['grpc.max_send_message_length']! >= 10 * MIB + 64 * 1024);
     assert.equal(maxSendMessageBytes(100 * MIB), 100 * MIB + 64 * 1024);
     assert.equal(maxSendMessageBytes(1024), MIN_SEND_MESSAGE_BYTES);

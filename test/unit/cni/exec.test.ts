@@ -4,23 +4,21 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { AgentError, type ErrorCode } from '../../../src/errors.js';
 import { parseNetworkList } from '../../../src/cni/conflist.js';
-import {
-  findPlugin,
-  formatCniArgs,
-  pluginStdin,
-  pluginVersions,
-  runPlugin,
-  spawnPlugin,
-  type PluginCall,
-  type PluginExec,
-  type PluginRunner,
-} from '../../../src/cni/exec.js';
+import { findPlugin, formatCniArgs, type PluginCall, type PluginExec, pluginOutputOf, type PluginRunner, pluginStdin, pluginVersions, runPlugin, spawnPlugin } from '../../../src/cni/exec.js';
 import { FakePlugins } from '../../fixtures/cni/fake-plugins.js';
 
 const ENV_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
 
-function isAgentError(code: ErrorCode, re: RegExp): (err: unknown) => boolean {
-  return (err: unknown) => err instanceof AgentError && err.code === code && re.test(err.message);
+/**
+ * Matches an AgentError by code and message; `output`, when given, must be in the plugin output
+ * kept for the log (pluginOutputOf) and never in the message itself.
+ */
+function isAgentError(code: ErrorCode, re: RegExp, output?: string): (err: unknown) => boolean {
+  return (err: unknown) =>
+    err instanceof AgentError &&
+    err.code === code &&
+    re.test(err.message) &&
+    (output === undefined || ((pluginOutputOf(err) ?? '').includes(output) && !err.message.includes(output)));
 }
 
 async function fakes(t: { after: (fn: () => Promise<void>) => void }, types: string[]): Promise<FakePlugins> {
@@ -108,40 +106,40 @@ test('runPlugin: DEL and CHECK output is ignored', async (t) => {
 test('runPlugin: CNI error 11 "try again later" → UNAVAILABLE', async (t) => {
   const f = await fakes(t, ['fake']);
   await f.set('fake', 'ADD.error', { cniVersion: '1.0.0', code: 11, msg: 'resource busy', details: 'lock held' });
-  await assert.rejects(runPlugin(runner(f), call()), isAgentError('UNAVAILABLE', /^CNI plugin fake ADD failed: resource busy: lock held \(code 11\)$/));
+  await assert.rejects(runPlugin(runner(f), call()), isAgentError('UNAVAILABLE', /^CNI plugin fake ADD failed: try again later \(CNI error code 11; the plugin's message is in the agent log at debug level\)$/, 'resource busy: lock held'));
 });
 
 test('runPlugin: any other CNI error → INTERNAL "CNI plugin <type> <CMD> failed: <msg> (code N)"', async (t) => {
   const f = await fakes(t, ['fake']);
   await f.set('fake', 'DEL.error', { cniVersion: '1.0.0', code: 999, msg: 'container veth name provided (eth0) already exists' });
-  await assert.rejects(runPlugin(runner(f), call({ command: 'DEL' })), isAgentError('INTERNAL', /^CNI plugin fake DEL failed: container veth name provided \(eth0\) already exists \(code 999\)$/));
+  await assert.rejects(runPlugin(runner(f), call({ command: 'DEL' })), isAgentError('INTERNAL', /^CNI plugin fake DEL failed: plugin error \(CNI error code 999; the plugin's message is in the agent log at debug level\)$/, 'container veth name provided (eth0) already exists'));
   await f.set('fake', 'ADD.error', { code: 7, msg: '' });
-  await assert.rejects(runPlugin(runner(f), call()), isAgentError('INTERNAL', /failed: no message \(code 7\)/));
+  await assert.rejects(runPlugin(runner(f), call()), isAgentError('INTERNAL', /failed: plugin error \(CNI error code 7;/, 'no message'));
 });
 
 test('runPlugin: host-local out of addresses → RESOURCE_EXHAUSTED (the contract\'s "host out of IPs")', async (t) => {
   const f = await fakes(t, ['fake']);
   // What bridge relays from host-local on this host, code 999 included.
   await f.set('fake', 'ADD.error', { cniVersion: '1.0.0', code: 999, msg: 'failed to allocate for range 0: no IP addresses available in range set: 10.250.77.2-10.250.77.2' });
-  await assert.rejects(runPlugin(runner(f), call()), isAgentError('RESOURCE_EXHAUSTED', /^CNI plugin fake ADD failed: failed to allocate for range 0: no IP addresses available in range set: 10\.250\.77\.2-10\.250\.77\.2 \(code 999\)$/));
+  await assert.rejects(runPlugin(runner(f), call()), isAgentError('RESOURCE_EXHAUSTED', /^CNI plugin fake ADD failed: no IP address left in the network's range \(CNI error code 999;/, 'failed to allocate for range 0: no IP addresses available in range set: 10.250.77.2-10.250.77.2'));
 });
 
 test('runPlugin: a failure without a CNI error document → INTERNAL with exit status and stderr', async (t) => {
   const f = await fakes(t, ['fake']);
   await f.set('fake', 'ADD.stderr', 'panic: runtime error\n  goroutine 1');
-  await assert.rejects(runPlugin(runner(f), call()), isAgentError('INTERNAL', /^CNI plugin fake ADD failed: exit status 2: panic: runtime error goroutine 1$/));
+  await assert.rejects(runPlugin(runner(f), call()), isAgentError('INTERNAL', /^CNI plugin fake ADD failed: exit status 2 \(its output is in the agent log at debug level\)$/, 'panic: runtime error goroutine 1'));
 });
 
 test('runPlugin: ADD that prints no JSON → INTERNAL', async (t) => {
   const f = await fakes(t, ['fake']);
   await f.set('fake', 'result', 'ok!');
-  await assert.rejects(runPlugin(runner(f), call()), isAgentError('INTERNAL', /printed no JSON result: ok!/));
+  await assert.rejects(runPlugin(runner(f), call()), isAgentError('INTERNAL', /printed no JSON result \(its output is in the agent log at debug level\)$/, 'ok!'));
 });
 
 test('runPlugin: a missing plugin → FAILED_PRECONDITION naming the type and the dirs', async (t) => {
   const f = await fakes(t, ['fake']);
   await fs.writeFile(path.join(f.dir, 'noexec'), '#!/bin/sh\n', { mode: 0o644 });
-  await assert.rejects(runPlugin(runner(f, { binDirs: ['/nonexistent', f.dir] }), call({ type: 'bridgee' })), isAgentError('FAILED_PRECONDITION', new RegExp(`^CNI plugin bridgee not found in /nonexistent:${f.dir}`)));
+  await assert.rejects(runPlugin(runner(f, { binDirs: ['/nonexistent', f.dir] }), call({ type: 'bridgee' })), isAgentError('FAILED_PRECONDITION', /^CNI plugin bridgee not found in CNI_BIN_DIR \(install the CNI plugins or fix CNI_BIN_DIR\)$/));
   // A file that is not executable does not count.
   await assert.rejects(findPlugin('noexec', [f.dir]), isAgentError('FAILED_PRECONDITION', /noexec not found/));
   assert.equal(await findPlugin('fake', ['/nonexistent', f.dir]), path.join(f.dir, 'fake'));
@@ -185,12 +183,17 @@ test('runPlugin goes through the exec seam (a fake exec, no process)', async (t)
     seen.push(`${req.env['CNI_COMMAND']} ${path.basename(req.file)} ${req.stdin}`);
     return Promise.resolve({ exitCode: 1, signal: null, stdout: JSON.stringify({ cniVersion: '1.0.0', code: 11, msg: 'later' }), stderr: '' });
   };
-  await assert.rejects(runPlugin(runner(f, { exec }), call({ stdin: '{}' })), isAgentError('UNAVAILABLE', /later \(code 11\)/));
+  await assert.rejects(runPlugin(runner(f, { exec }), call({ stdin: '{}' })), isAgentError('UNAVAILABLE', /try again later \(CNI error code 11;/));
   assert.deepEqual(seen, ['ADD fake {}']);
   const crashed: PluginExec = () => Promise.resolve({ exitCode: null, signal: 'SIGSEGV', stdout: '', stderr: 'boom' });
-  await assert.rejects(runPlugin(runner(f, { exec: crashed }), call()), isAgentError('INTERNAL', /killed by SIGSEGV: boom/));
+  await assert.rejects(runPlugin(runner(f, { exec: crashed }), call()), (err: unknown) => {
+    // The plugin's own words stay out of the gRPC message; the log gets them (pluginOutputOf).
+    assert.ok(err instanceof AgentError && err.code === 'INTERNAL' && err.message.endsWith("killed by SIGSEGV"), String(err));
+    assert.equal(pluginOutputOf(err), 'boom');
+    return true;
+  });
   const unstartable: PluginExec = () => Promise.reject(Object.assign(new Error('spawn EACCES'), { code: 'EACCES' }));
-  await assert.rejects(runPlugin(runner(f, { exec: unstartable }), call()), isAgentError('INTERNAL', /cannot run .*spawn EACCES/));
+  await assert.rejects(runPlugin(runner(f, { exec: unstartable }), call()), isAgentError('INTERNAL', /cannot run the plugin binary \(EACCES\)$/));
 });
 
 test('pluginVersions reads supportedVersions (VERSION)', async (t) => {

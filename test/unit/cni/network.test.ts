@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { AgentError, type ErrorCode } from '../../../src/errors.js';
 import { createLogger, silentLogger } from '../../../src/log.js';
 import { AgentMetrics } from '../../../src/metrics.js';
-import { spawnPlugin, type PluginExec } from '../../../src/cni/exec.js';
+import { type PluginExec, pluginOutputOf, spawnPlugin } from '../../../src/cni/exec.js';
 import { CniNetwork, type CniNetworkOptions } from '../../../src/cni/network.js';
 import { FakePlugins, type FakeCall } from '../../fixtures/cni/fake-plugins.js';
 
@@ -39,8 +39,16 @@ interface Setup {
   network(over?: Partial<CniNetworkOptions>): Promise<CniNetwork>;
 }
 
-function isAgentError(code: ErrorCode, re = /./): (err: unknown) => boolean {
-  return (err: unknown) => err instanceof AgentError && err.code === code && re.test(err.message);
+/**
+ * Matches an AgentError by code and message; `output`, when given, must be in the plugin output
+ * kept for the log (pluginOutputOf) and never in the message itself.
+ */
+function isAgentError(code: ErrorCode, re = /./, output?: string): (err: unknown) => boolean {
+  return (err: unknown) =>
+    err instanceof AgentError &&
+    err.code === code &&
+    re.test(err.message) &&
+    (output === undefined || ((pluginOutputOf(err) ?? '').includes(output) && !err.message.includes(output)));
 }
 
 async function setup(t: { after: (fn: () => Promise<void>) => void }, list: Record<string, unknown> = {}): Promise<Setup> {
@@ -112,7 +120,7 @@ test('load() checks every plugin and IPAM binary and its VERSION, and prepares t
 test('load(): a missing plugin, IPAM plugin or loopback → FAILED_PRECONDITION naming it and the dirs', async (t) => {
   const s = await setup(t);
   await fs.rm(path.join(s.fakes.dir, 'ipam-x'));
-  await assert.rejects(s.network(), isAgentError('FAILED_PRECONDITION', new RegExp(`CNI plugin ipam-x not found in ${s.fakes.dir}`)));
+  await assert.rejects(s.network(), isAgentError('FAILED_PRECONDITION', /CNI plugin ipam-x not found in CNI_BIN_DIR/));
   await s.fakes.add('ipam-x');
   await fs.rm(path.join(s.fakes.dir, 'loopback'));
   await assert.rejects(s.network(), isAgentError('FAILED_PRECONDITION', /CNI plugin loopback not found/));
@@ -190,7 +198,7 @@ test('check(): every plugin, in order, with the cached result as prevResult', as
   assert.deepEqual(calls[1]?.stdin?.['prevResult'], RESULT_B);
   assert.deepEqual(calls[2]?.stdin?.['prevResult'], RESULT_B);
   await s.fakes.set('plug-a', 'CHECK.error', { code: 100, msg: 'eth0 missing' });
-  await assert.rejects(n.check({ containerId: 'w1', netns: NETNS }), isAgentError('INTERNAL', /CNI plugin plug-a CHECK failed: eth0 missing \(code 100\)/));
+  await assert.rejects(n.check({ containerId: 'w1', netns: NETNS }), isAgentError('INTERNAL', /CNI plugin plug-a CHECK failed: plugin error \(CNI error code 100;/, 'eth0 missing'));
   assert.deepEqual(await cniErrors(s.metrics), { CHECK: 1 });
 });
 
@@ -271,7 +279,7 @@ test('del(): a failing plugin → INTERNAL, the cache entry stays for a retry, l
   await n.add({ containerId: 'w1', netns: NETNS });
   await s.fakes.set('plug-b', 'DEL.error', { code: 100, msg: 'iptables locked' });
   await s.fakes.clearCalls();
-  await assert.rejects(n.del({ containerId: 'w1', netns: NETNS }), isAgentError('INTERNAL', /CNI plugin plug-b DEL failed: iptables locked \(code 100\)/));
+  await assert.rejects(n.del({ containerId: 'w1', netns: NETNS }), isAgentError('INTERNAL', /CNI plugin plug-b DEL failed: plugin error \(CNI error code 100;/, 'iptables locked'));
   assert.deepEqual(summary(await s.fakes.calls()), ['plug-b DEL eth0', 'loopback DEL lo']);
   assert.deepEqual(await n.listCachedAttachments(), [{ containerId: 'w1', netns: NETNS }]);
   assert.deepEqual(await cniErrors(s.metrics), { DEL: 1 });
@@ -284,7 +292,7 @@ test('add() failing mid-chain runs DEL for every plugin in reverse, leaves no ca
   const s = await setup(t);
   const n = await s.network();
   await s.fakes.set('plug-b', 'ADD.error', { cniVersion: '1.0.0', code: 7, msg: 'invalid network config', details: 'bad ipam' });
-  await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('INTERNAL', /^CNI plugin plug-b ADD failed: invalid network config: bad ipam \(code 7\)$/));
+  await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('INTERNAL', /^CNI plugin plug-b ADD failed: plugin error \(CNI error code 7; the plugin's message is in the agent log at debug level\)$/, 'invalid network config: bad ipam'));
   const calls = await s.fakes.calls();
   assert.deepEqual(loopbackFirst(summary(calls)), ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b ADD eth0', 'plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo']);
   for (const c of calls.filter((x) => x.command === 'DEL')) assert.equal(hasPrev(c), false);
@@ -296,7 +304,7 @@ test('add(): code 11 from a plugin → UNAVAILABLE, undone like any failure', as
   const s = await setup(t);
   const n = await s.network();
   await s.fakes.set('plug-a', 'ADD.error', { code: 11, msg: 'try again later' });
-  await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('UNAVAILABLE', /try again later \(code 11\)/));
+  await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('UNAVAILABLE', /try again later \(CNI error code 11;/));
   assert.deepEqual(summary(await s.fakes.calls('DEL')), ['plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo']);
 });
 
@@ -331,7 +339,7 @@ test('add(): a DEL that fails while undoing leaves result-less cache entries so 
   const n = await s.network();
   await s.fakes.set('plug-b', 'ADD.error', { code: 100, msg: 'boom' });
   await s.fakes.set('plug-a', 'DEL.error', { code: 100, msg: 'stuck' });
-  await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('INTERNAL', /plug-b ADD failed: boom/));
+  await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('INTERNAL', /plug-b ADD failed: /, 'boom'));
   assert.deepEqual(await n.listCachedAttachments(), [{ containerId: 'w1', netns: NETNS }]);
   // Until it is DEL'ed, the id cannot be ADDed again.
   await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('ALREADY_EXISTS'));
@@ -350,7 +358,7 @@ test('add(): bad input is refused before any plugin runs', async (t) => {
   await n.add({ containerId: 'w1', netns: NETNS });
   await s.fakes.clearCalls();
   await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('ALREADY_EXISTS', /w1 is already on network testnet/));
-  await assert.rejects(n.add({ containerId: 'w2', netns: '/run/netns/esb-test-none' }), isAgentError('FAILED_PRECONDITION', /netns \/run\/netns\/esb-test-none for w2 does not exist/));
+  await assert.rejects(n.add({ containerId: 'w2', netns: '/run/netns/esb-test-none' }), isAgentError('FAILED_PRECONDITION', /^the netns of w2 does not exist$/));
   await assert.rejects(n.add({ containerId: '-x', netns: NETNS }), isAgentError('INVALID_ARGUMENT', /container id/));
   await assert.rejects(n.add({ containerId: 'w3', netns: 'relative' }), isAgentError('INVALID_ARGUMENT', /absolute path/));
   await assert.rejects(n.add({ containerId: 'w3', netns: NETNS }, { cniArgs: [['A', 'b;c']] }), isAgentError('INVALID_ARGUMENT'));
