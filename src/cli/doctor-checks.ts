@@ -323,11 +323,12 @@ export async function checkFirewall(config: Config): Promise<CheckResult> {
   if (!config.workerFirewall.enabled) {
     return warn(name, 'AGENT_WORKER_FIREWALL=false: nothing stops workers from reaching the agent\'s ports, other workers or link-local addresses', 'unset AGENT_WORKER_FIREWALL unless your own filter isolates workers');
   }
-  const net = await configuredWorkerNetwork(config);
-  if (typeof net === 'string') return warn(name, net, 'check with esb-agent firewall status --bridge <bridge> once a worker runs');
+  const found = await configuredWorkerNetwork(config);
+  if (typeof found === 'string') return warn(name, found, 'check with esb-agent firewall status --bridge <bridge> once a worker runs');
+  const net = found.network;
   let report;
   try {
-    report = await agentFirewall(config).check(net);
+    report = await agentFirewall(config, found.dnsServer).check(net);
   } catch (err) {
     return fail(name, `cannot read the worker firewall of bridge ${net.bridge}: ${errorText(err)}`, 'install iptables (apt-get install iptables); the agent needs iptables and iptables-restore');
   }

@@ -12,7 +12,7 @@ import { WorkerFirewall } from '../netfilter/firewall.js';
 import { networkFromConflist } from '../netfilter/network.js';
 import { checkBridgeName, chainNames, type WorkerNetwork } from '../netfilter/rules.js';
 import { DockerEngineClient } from '../runtime/docker/engine-client.js';
-import type { DockerNetworkInspect } from '../runtime/docker/network.js';
+import { describeDockerNetwork, type DockerNetworkInspect } from '../runtime/docker/network.js';
 import { parseCommandLine } from './args.js';
 import { readEnvFile } from './env-file.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit-codes.js';
@@ -47,16 +47,22 @@ const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-/** The network the agent's chains protect, or a sentence saying why it cannot be told. */
-export async function configuredWorkerNetwork(config: Config): Promise<WorkerNetwork | string> {
+/** The network the agent's chains protect and the DNS server its rules open. */
+export interface AgentNetwork {
+  readonly network: WorkerNetwork;
+  readonly dnsServer: string | undefined;
+}
+
+/** The agent's network, or a sentence saying why it cannot be told. */
+export async function configuredWorkerNetwork(config: Config): Promise<AgentNetwork | string> {
   if (config.runtime === 'docker') {
     const client = new DockerEngineClient({ host: config.docker.host });
     try {
       const res = await client.request({ method: 'GET', path: `/networks/${encodeURIComponent(config.docker.network)}`, what: `inspect network ${config.docker.network}`, signal: AbortSignal.timeout(5000) });
       if (res.status !== 200) return `dockerd answered ${res.status} for CONTAINERS_NETWORK ${config.docker.network}`;
-      const n = JSON.parse(res.body) as DockerNetworkInspect;
-      const bridge = n.Options?.['com.docker.network.bridge.name'] ?? (n.Name === 'bridge' ? 'docker0' : `br-${(n.Id ?? '').slice(0, 12)}`);
-      return { bridge, subnet: (n.IPAM?.Config ?? []).map((c) => c.Subnet ?? '').join(','), ipv6: n.EnableIPv6 === true };
+      // The same description, and the same DNS server, the docker runtime installs with.
+      const { network, gateway } = describeDockerNetwork(JSON.parse(res.body) as DockerNetworkInspect);
+      return { network, dnsServer: gateway };
     } catch (err) {
       return `cannot inspect CONTAINERS_NETWORK ${config.docker.network}: ${errorText(err)}`;
     } finally {
@@ -68,14 +74,15 @@ export async function configuredWorkerNetwork(config: Config): Promise<WorkerNet
     list = await loadNetworkList(config.cni.confFile);
   } catch {
     // No conflist (yet): the one the agent generates, from its configuration.
-    return { bridge: config.cni.bridge, subnet: config.cni.subnet, ipv6: false };
+    return { network: { bridge: config.cni.bridge, subnet: config.cni.subnet, ipv6: false }, dnsServer: config.cni.dnsServer };
   }
-  return networkFromConflist(list) ?? `CNI_CONF_FILE ${config.cni.confFile} has no bridge plugin; the agent learns its bridge from the first CNI ADD (use --bridge)`;
+  const network = networkFromConflist(list);
+  return network !== undefined ? { network, dnsServer: config.cni.dnsServer } : `CNI_CONF_FILE ${config.cni.confFile} has no bridge plugin; the agent learns its bridge from the first CNI ADD (use --bridge)`;
 }
 
 /** A firewall with the agent's policy: the one whose rules `status` compares against. */
-export function agentFirewall(config: Config): WorkerFirewall {
-  return new WorkerFirewall({ policy: { dnsServer: config.cni.dnsServer, allowedHostPorts: config.workerFirewall.allowedHostPorts }, log: silentLogger() });
+export function agentFirewall(config: Config, dnsServer: string | undefined): WorkerFirewall {
+  return new WorkerFirewall({ policy: { dnsServer, allowedHostPorts: config.workerFirewall.allowedHostPorts }, log: silentLogger() });
 }
 
 /** Runs `esb-agent firewall <argv>`; resolves to the exit code. */
@@ -113,12 +120,15 @@ export async function runFirewall(argv: readonly string[], io: CliIo): Promise<n
     io.err(`esb-agent firewall: ${err instanceof ConfigError ? `invalid configuration: ${err.message}` : errorText(err)}\n`);
     return EXIT_FAILURE;
   }
-  const net = values.bridge !== undefined ? { bridge: values.bridge, subnet: '(given)', ipv6: false } : await configuredWorkerNetwork(config);
-  if (typeof net === 'string') {
-    io.err(`esb-agent firewall: ${net}\n`);
+  const found = await configuredWorkerNetwork(config);
+  if (typeof found === 'string' && values.bridge === undefined) {
+    io.err(`esb-agent firewall: ${found}\n`);
     return EXIT_FAILURE;
   }
-  const fw = agentFirewall(config);
+  // --bridge names another bridge; the DNS rule still follows the configured network when known.
+  const dnsServer = typeof found === 'string' ? config.cni.dnsServer : found.dnsServer;
+  const net = values.bridge !== undefined ? { bridge: values.bridge, subnet: '(given)', ipv6: false } : (found as AgentNetwork).network;
+  const fw = agentFirewall(config, dnsServer);
   const names = chainNames(net.bridge);
   try {
     if (action === 'remove') {

@@ -107,7 +107,8 @@ test('doctor: all OK on a healthy host; names the missing plugin, the bad cert p
   };
 
   // The worker firewall as the agent installs it at start-up (its own chains only: no bridge).
-  await agentFirewall(loadConfig(healthy)).install({ bridge, subnet: '10.252.254.0/24', ipv6: false });
+  const healthyConfig = loadConfig(healthy);
+  await agentFirewall(healthyConfig, healthyConfig.cni.dnsServer).install({ bridge, subnet: '10.252.254.0/24', ipv6: false });
 
   const good = await doctor(healthy);
   assert.equal(good.code, 0, show(good));

@@ -32,7 +32,16 @@ export function dockerWorkerNetwork(inspect: DockerNetworkInspect, name: string)
   if (inspect.Options?.[ICC_OPTION] !== 'false') {
     throw new AgentError('FAILED_PRECONDITION', `CONTAINERS_NETWORK ${name} lets containers talk to each other (${ICC_OPTION} is not false); workers of different tenants must not: use a network made with ${create}, or set AGENT_WORKER_FIREWALL=false if you isolate workers yourself`);
   }
-  const bridge = inspect.Options[BRIDGE_NAME_OPTION] ?? (inspect.Name === 'bridge' ? 'docker0' : `br-${(inspect.Id ?? '').slice(0, 12)}`);
+  return describeDockerNetwork(inspect);
+}
+
+/**
+ * Bridge, subnet and IPv4 gateway of a docker network, unchecked: what `esb-agent firewall`
+ * and `doctor` compare against. The gateway is the workers' DNS server on the host (dockerd's
+ * embedded resolver answers inside the worker and never reaches the host's INPUT).
+ */
+export function describeDockerNetwork(inspect: DockerNetworkInspect): { network: WorkerNetwork; gateway: string | undefined } {
+  const bridge = inspect.Options?.[BRIDGE_NAME_OPTION] ?? (inspect.Name === 'bridge' ? 'docker0' : `br-${(inspect.Id ?? '').slice(0, 12)}`);
   const configs = inspect.IPAM?.Config ?? [];
   const subnets = configs.map((c) => c.Subnet ?? '').filter((s) => s !== '');
   const gateway = configs.find((c) => c.Gateway !== undefined && c.Gateway !== '' && !c.Gateway.includes(':'))?.Gateway;

@@ -4,7 +4,7 @@ import { parseNetworkList } from '../../../src/cni/conflist.js';
 import { parseResult } from '../../../src/cni/result.js';
 import { AgentError } from '../../../src/errors.js';
 import { networkFromConflist, networkFromResult, subnetOf } from '../../../src/netfilter/network.js';
-import { dockerWorkerNetwork } from '../../../src/runtime/docker/network.js';
+import { describeDockerNetwork, dockerWorkerNetwork } from '../../../src/runtime/docker/network.js';
 
 const list = (plugins: object[]): ReturnType<typeof parseNetworkList> => parseNetworkList(JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins }), 'test');
 
@@ -59,4 +59,11 @@ test('docker: ICC on (the default) or another driver is refused with the fix', (
   assert.throws(() => dockerWorkerNetwork({ Name: 'bridge', Driver: 'bridge', Options: { 'com.docker.network.bridge.enable_icc': 'true' } }, 'bridge'), refused(/CONTAINERS_NETWORK bridge lets containers talk.*enable_icc=false/));
   assert.throws(() => dockerWorkerNetwork({ Name: 'w', Driver: 'bridge', Options: {} }, 'w'), refused(/enable_icc/));
   assert.throws(() => dockerWorkerNetwork({ Name: 'h', Driver: 'host' }, 'h'), refused(/uses the host driver/));
+});
+
+test('docker: status and doctor describe any network (ICC on too) the way the runtime installs it, gateway as DNS', () => {
+  const inspect = { Name: 'bridge', Driver: 'bridge', Options: { 'com.docker.network.bridge.enable_icc': 'true' }, IPAM: { Config: [{ Subnet: 'fd00::/64', Gateway: 'fd00::1' }, { Subnet: '172.17.0.0/16', Gateway: '172.17.0.1' }] } };
+  assert.deepEqual(describeDockerNetwork(inspect), { network: { bridge: 'docker0', subnet: 'fd00::/64,172.17.0.0/16', ipv6: true }, gateway: '172.17.0.1' });
+  const ok = { ...inspect, Name: 'w', Options: { 'com.docker.network.bridge.enable_icc': 'false', 'com.docker.network.bridge.name': 'esbd2' } };
+  assert.deepEqual(describeDockerNetwork(ok), dockerWorkerNetwork(ok, 'w'));
 });
