@@ -41,6 +41,7 @@ import { reconcile, type ReconcileResult } from './reconcile.js';
 import { KILL_WAIT_MS, teardownWorker } from './teardown.js';
 import { LastUsedFile } from '../last-used-file.js';
 import { WorkerLogCap } from './worker-log-cap.js';
+import { RegistryHosts } from './image/registry-hosts.js';
 
 export interface ContainerdRuntimeDeps {
   readonly log: Logger;
@@ -107,8 +108,13 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
     this.#images = new ImageService({
       client: this.client,
       snapshotter: config.containerd.snapshotter,
-      registry: { insecure: config.registry.insecure, caFile: config.registry.caFile, dockerConfigDir: config.registry.dockerConfigDir },
+      registry: {
+        hosts: new RegistryHosts({ allowed: config.registry.allowed, insecure: config.registry.insecure }),
+        caFile: config.registry.caFile,
+        dockerConfigDir: config.registry.dockerConfigDir,
+      },
       pullPolicy: config.pullPolicy,
+      bounds: config.images,
       log: deps.log,
       metrics: deps.metrics,
     });
