@@ -54,7 +54,7 @@ export function engineErrorCode(status: number, message: string): ErrorCode {
 export function pullErrorCode(status: number, message: string): ErrorCode {
   if (status === 404) return 'NOT_FOUND';
   if (REGISTRY_DENIED.test(message)) return 'PERMISSION_DENIED';
-  if (REGISTRY_DOWN.test(message)) return 'UNAVAILABLE';
+  if (REGISTRY_DOWN.test(message) || /\b(?:HTTP|status(?: code)?:?) ?(?:5\d\d|429)\b/i.test(message)) return 'UNAVAILABLE';
   if (REGISTRY_MISSING.test(message)) return 'NOT_FOUND';
   if (status === 400) return 'INVALID_ARGUMENT';
   return status === 0 ? 'INTERNAL' : engineErrorCode(status, message);

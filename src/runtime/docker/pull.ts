@@ -73,7 +73,7 @@ export class DockerImages {
         o.metrics.pullsRunning.set(running);
         o.metrics.pullsQueued.set(queued);
       },
-      onRefused: () => o.metrics.imageRefusals.inc({ reason: 'busy' }),
+      onRefused: () => { o.metrics.imageRefusals.inc({ reason: 'busy' }); },
     });
   }
 

@@ -87,7 +87,7 @@ export class ImageService {
         this.#metrics.pullsRunning.set(running);
         this.#metrics.pullsQueued.set(queued);
       },
-      onRefused: () => this.#metrics.imageRefusals.inc({ reason: 'busy' }),
+      onRefused: () => { this.#metrics.imageRefusals.inc({ reason: 'busy' }); },
     });
   }
 
