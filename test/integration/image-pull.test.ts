@@ -499,7 +499,7 @@ test('unknown tag → NOT_FOUND; index without the host platform → NOT_FOUND "
   const c = await namespace(t);
   const { svc } = service(t, c);
   const missing = `${proxy!.host}/esb-test/busybox:does-not-exist`;
-  await assert.rejects(svc.ensureImage(missing, { signal: signal() }), (e: unknown) => isCode('NOT_FOUND')(e) && (e as Error).message === `image ${missing} not found in ${proxy!.host}`);
+  await assert.rejects(svc.ensureImage(missing, { signal: signal() }), (e: unknown) => isCode('NOT_FOUND')(e) && (e as Error).message === `image ${missing} not found in ${proxy!.host} (HTTP 404)`);
   await assert.rejects(svc.ensureImage(`${proxy!.host}/esb-test/nothing-here:v1`, { signal: signal() }), isCode('NOT_FOUND'));
   const s390 = service(t, c, { platform: { os: 'linux', architecture: 's390x' } });
   const ref = via(pushed.multiarch);
