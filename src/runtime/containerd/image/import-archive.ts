@@ -76,6 +76,8 @@ export const MAX_METADATA_ENTRIES = 1024;
 export const MAX_METADATA_BYTES = 64 * 1024 * 1024;
 /** Symlinks and hard links recorded at most. */
 const MAX_LINKS = 65_536;
+/** Blob and spooled entries at most (each may be empty, so the byte bound alone does not cap them). */
+const MAX_DATA_ENTRIES = 65_536;
 
 const BLOB_PATH = /^blobs\/sha256\/([a-f0-9]{64})$/;
 const METADATA_NAMES = new Set(['oci-layout', 'repositories']);
@@ -182,6 +184,7 @@ export async function readArchive(file: string, opts: ReadArchiveOptions): Promi
       const blob = BLOB_PATH.exec(name);
       const metadataEntry = !blob && (name.endsWith('.json') || METADATA_NAMES.has(name));
       if (!metadataEntry) {
+        if (blobs.size + spooled.size >= MAX_DATA_ENTRIES) throw tooBig(`more than ${MAX_DATA_ENTRIES} blob or layer files`, 'limit for an image archive');
         storedBytes += size;
         if (storedBytes > opts.maxBytes) throw tooBig(`its blobs and layers hold more than ${opts.maxBytes} bytes`, 'AGENT_IMAGE_MAX_BYTES limit');
       } else {
