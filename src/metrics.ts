@@ -54,6 +54,25 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  readonly pullsRunning = new Gauge({
+    name: 'esb_agent_image_pulls_running',
+    help: 'Image pulls and unpacks running now (at most AGENT_MAX_CONCURRENT_PULLS).',
+    registers: [this.registry],
+  });
+
+  readonly pullsQueued = new Gauge({
+    name: 'esb_agent_image_pulls_queued',
+    help: 'Image pulls waiting for a slot.',
+    registers: [this.registry],
+  });
+
+  readonly imageRefusals = new Counter({
+    name: 'esb_agent_image_refusals_total',
+    help: 'Pulls and imports refused by a bound, by reason (registry_not_allowed, busy, layers, layer_bytes, image_bytes).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly cniErrors = new Counter({
     name: 'esb_agent_cni_errors_total',
     help: 'Failed CNI plugin runs, by command (ADD, DEL, CHECK).',

@@ -8,6 +8,7 @@ import { loadConfig } from '../config/config.js';
 import { ConfigError } from '../config/parse.js';
 import { errorText } from '../errors.js';
 import { ContainerdClient } from '../runtime/containerd/client.js';
+import type { ImageLimits } from '../runtime/containerd/image/image-limits.js';
 import { importImageArchive, type ImportResult } from '../runtime/containerd/image/import.js';
 import { parseCommandLine, parseDurationMs } from './args.js';
 import { readEnvFile } from './env-file.js';
@@ -28,10 +29,14 @@ Loads an image tarball into containerd for the agent, with no registry: the outp
 platform's layers are unpacked, so EnsureContainer finds the image with IMAGE_PULL_POLICY=never.
 Images are named from the archive (docker RepoTags, or the io.containerd.image.name /
 org.opencontainers.image.ref.name annotations), normalised like EnsureContainer's image
-(esb/fn:v1 → docker.io/esb/fn:v1). A failed import leaves nothing behind.
+(esb/fn:v1 → docker.io/esb/fn:v1). An existing image of the same name with another digest is
+not replaced unless --force is given. The archive and each image must stay within
+AGENT_IMAGE_MAX_BYTES, AGENT_IMAGE_MAX_LAYER_BYTES and AGENT_IMAGE_MAX_LAYERS. A failed import
+leaves nothing behind.
 
 options:
   --name REF          name the image REF instead (the archive must hold one image)
+  --force             replace existing images of the same name that have another digest
   --env-file FILE     read the agent's environment file first (e.g. /etc/esb-agent/env)
   --socket PATH       containerd socket (default CONTAINERD_SOCKET or /run/containerd/containerd.sock)
   --namespace NS      containerd namespace (default CONTAINERD_NAMESPACE or the brand, esb)
@@ -45,6 +50,7 @@ exit codes: 0 imported; 1 the import failed (the message says why); 64 wrong com
 
 const OPTIONS = {
   name: { type: 'string' },
+  force: { type: 'boolean' },
   'env-file': { type: 'string' },
   socket: { type: 'string' },
   namespace: { type: 'string' },
@@ -84,12 +90,14 @@ export async function runImport(argv: readonly string[], io: CliIo): Promise<num
   let socket: string;
   let namespace: string;
   let snapshotter: string;
+  let limits: ImageLimits;
   try {
     const env = values['env-file'] === undefined ? io.env : { ...io.env, ...readEnvFile(values['env-file']) };
     const config = loadConfig(env);
     socket = values.socket ?? config.containerd.socket;
     namespace = values.namespace ?? config.containerd.namespace;
     snapshotter = values.snapshotter ?? config.containerd.snapshotter;
+    limits = config.images;
   } catch (err) {
     io.err(`esb-agent import: ${err instanceof ConfigError ? `invalid configuration: ${err.message}` : errorText(err)}\n`);
     return EXIT_FAILURE;
@@ -106,7 +114,7 @@ export async function runImport(argv: readonly string[], io: CliIo): Promise<num
   try {
     await client.waitForReady(CONNECT_TIMEOUT_MS);
     await client.ensureNamespace({ signal });
-    const result = await importImageArchive(file, { client, snapshotter, name: values.name, signal });
+    const result = await importImageArchive(file, { client, snapshotter, name: values.name, signal, limits, force: values.force === true });
     io.out(values.output === 'json' ? toJson({ file, ...result }) : summary(file, result));
     return EXIT_OK;
   } catch (err) {

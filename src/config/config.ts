@@ -5,6 +5,7 @@
  */
 import os from 'node:os';
 import { MAX_MEMORY_MB, MIN_MEMORY_MB } from '../runtime/limits.js';
+import { defaultRegistryHost, parseHostList, parseHostPattern, type HostPattern } from '../runtime/containerd/image/registry-hosts.js';
 import path from 'node:path';
 import {
   ConfigError,
@@ -85,13 +86,18 @@ export interface Config {
   readonly registry: {
     /** Host[:port][/path prefix] used to resolve a blank image; '' = none. */
     readonly defaultRegistry: string;
-    readonly insecure: boolean;
+    /** Registries images may be pulled from (AGENT_ALLOWED_REGISTRIES). */
+    readonly allowed: readonly HostPattern[];
+    /** Registries reached over plain HTTP (CONTAINER_REGISTRY_INSECURE); empty = none. */
+    readonly insecure: readonly HostPattern[];
     readonly caFile: string | undefined;
     /** Directory holding the docker-style config.json with `auths`. */
     readonly dockerConfigDir: string;
   };
   readonly tag: string;
   readonly pullPolicy: PullPolicy;
+  /** Bounds on pulls and imports (AGENT_MAX_CONCURRENT_PULLS, AGENT_IMAGE_MAX_*). */
+  readonly images: ImageBounds;
   readonly defaultMemoryMb: number;
   readonly invoke: {
     readonly maxResponseBytes: number;
@@ -136,6 +142,35 @@ export interface Config {
     readonly host: string;
     readonly network: string;
   };
+}
+
+export interface ImageBounds {
+  /** Pulls and unpacks running at once; more wait in a bounded queue. */
+  readonly maxConcurrentPulls: number;
+  readonly maxLayers: number;
+  /** Compressed bytes of one layer, as declared and as streamed. */
+  readonly maxLayerBytes: number;
+  /** Compressed bytes of one image (config + layers). */
+  readonly maxImageBytes: number;
+}
+
+/**
+ * A host list variable: comma-separated patterns. For CONTAINER_REGISTRY_INSECURE,
+ * `1`/`true`/`yes`/`on` means the CONTAINER_REGISTRY host and `0`/`false`/`no`/`off` none.
+ */
+function readHostList(env: Env, name: string, fallback: readonly string[], registryHost: string, boolWords: boolean): HostPattern[] {
+  const raw = readString(env, name);
+  try {
+    if (raw === undefined) return fallback.map((h) => parseHostPattern(h));
+    if (boolWords) {
+      const word = raw.toLowerCase();
+      if (['1', 'true', 'yes', 'on'].includes(word)) return [parseHostPattern(registryHost)];
+      if (['0', 'false', 'no', 'off'].includes(word)) return [];
+    }
+    return parseHostList(raw);
+  } catch (err) {
+    throw new ConfigError(name, (err as Error).message);
+  }
 }
 
 /** `safe()` of the contract: lower-case, keep [a-z0-9._-], fold separator runs to '-', trim them. */
@@ -240,6 +275,7 @@ export function loadConfig(env: Env): Config {
     throw new ConfigError('CONTAINERD_RUNC_BINARY', `expected an absolute path or a command name found on the shim's PATH (runc, crun), got ${JSON.stringify(runcBinary)}`);
   }
 
+  const registryHost = defaultRegistryHost(registry);
   const home = env['HOME'] ?? os.homedir();
   return Object.freeze({
     port: readInt(env, 'PORT', 50051, 0, 65535),
@@ -272,12 +308,19 @@ export function loadConfig(env: Env): Config {
     stateDir: readString(env, 'AGENT_STATE_DIR') ?? '/var/lib/esb-agent',
     registry: Object.freeze({
       defaultRegistry: registry.replace(/\/+$/, ''),
-      insecure: readBool(env, 'CONTAINER_REGISTRY_INSECURE', false),
+      allowed: Object.freeze(readHostList(env, 'AGENT_ALLOWED_REGISTRIES', [registryHost], registryHost, false)),
+      insecure: Object.freeze(readHostList(env, 'CONTAINER_REGISTRY_INSECURE', [], registryHost, true)),
       caFile: readString(env, 'CONTAINER_REGISTRY_CA_FILE'),
       dockerConfigDir: readString(env, 'DOCKER_CONFIG') ?? path.join(home, '.docker'),
     }),
     tag: readString(env, 'ESB_TAG') ?? 'latest',
     pullPolicy: readEnum<PullPolicy>(env, 'IMAGE_PULL_POLICY', 'if-not-present', ['if-not-present', 'always', 'never']),
+    images: Object.freeze({
+      maxConcurrentPulls: readInt(env, 'AGENT_MAX_CONCURRENT_PULLS', 2, 1, 64),
+      maxLayers: readInt(env, 'AGENT_IMAGE_MAX_LAYERS', 128, 1, 4096),
+      maxLayerBytes: readInt(env, 'AGENT_IMAGE_MAX_LAYER_BYTES', 2048 * MIB, 1, 1024 * 1024 * MIB),
+      maxImageBytes: readInt(env, 'AGENT_IMAGE_MAX_BYTES', 4096 * MIB, 1, 1024 * 1024 * MIB),
+    }),
     defaultMemoryMb: readInt(env, 'AGENT_DEFAULT_MEMORY_MB', 128, MIN_MEMORY_MB, MAX_MEMORY_MB),
     invoke: Object.freeze({
       maxResponseBytes: readInt(env, 'AGENT_INVOKE_MAX_RESPONSE_SIZE', 10 * MIB, 1, 512 * MIB),
@@ -343,7 +386,8 @@ export const CONFIG_VARIABLES = [
   'CONTAINERD_RUNTIME', 'CONTAINERD_SNAPSHOTTER', 'AGENT_CGROUP_DRIVER', 'CONTAINERD_RUNC_BINARY', 'CNI_CONF_DIR', 'CNI_CONF_FILE', 'CNI_BIN_DIR',
   'CNI_SUBNET', 'CNI_BRIDGE', 'CNI_GW_IP', 'CNI_DNS_SERVER', 'CNI_NET_DIR', 'AGENT_STATE_DIR',
   'CONTAINER_REGISTRY', 'CONTAINER_REGISTRY_INSECURE', 'CONTAINER_REGISTRY_CA_FILE', 'DOCKER_CONFIG',
-  'ESB_TAG', 'IMAGE_PULL_POLICY', 'AGENT_DEFAULT_MEMORY_MB', 'AGENT_INVOKE_MAX_RESPONSE_SIZE',
+  'AGENT_ALLOWED_REGISTRIES', 'ESB_TAG', 'IMAGE_PULL_POLICY', 'AGENT_MAX_CONCURRENT_PULLS', 'AGENT_IMAGE_MAX_LAYERS',
+  'AGENT_IMAGE_MAX_LAYER_BYTES', 'AGENT_IMAGE_MAX_BYTES', 'AGENT_DEFAULT_MEMORY_MB', 'AGENT_INVOKE_MAX_RESPONSE_SIZE',
   'AGENT_INVOKE_DEFAULT_TIMEOUT_MS', 'AGENT_GRPC_TLS_DISABLED', 'AGENT_GRPC_CERT_PATH',
   'AGENT_GRPC_KEY_PATH', 'AGENT_GRPC_CA_CERT_PATH', 'AGENT_GRPC_REFLECTION', 'AGENT_METRICS_PORT',
   'AGENT_LOG_LEVEL', 'LOG_LEVEL', 'AGENT_LOG_FORMAT', 'AGENT_SHUTDOWN_POLICY', 'AGENT_SHUTDOWN_GRACE_MS',

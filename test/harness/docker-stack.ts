@@ -92,6 +92,8 @@ export async function startDockerStack(opts: DockerStackOptions = {}): Promise<D
       CONTAINERS_NETWORK: dockerd.network.name,
       AGENT_STATE_DIR: path.join(tmp, 'state'),
       CONTAINER_REGISTRY: `${registry.host}/esb-test`,
+      // AGENT_ALLOWED_REGISTRIES defaults to the CONTAINER_REGISTRY host; tests that start
+      // another registry add it. Plain HTTP is dockerd's business here (loopback is insecure there).
       ESB_TAG: 'v1',
       AGENT_GRPC_TLS_DISABLED: '1',
       AGENT_SHUTDOWN_GRACE_MS: '5000',

@@ -155,6 +155,9 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
       CNI_BRIDGE: bridge,
       AGENT_STATE_DIR: stateDir,
       CONTAINER_REGISTRY: `${registry.host}/esb-test`,
+      // The harness registry is plain HTTP on loopback: it has to be listed (AGENT_ALLOWED_REGISTRIES
+      // defaults to the CONTAINER_REGISTRY host already). Tests that start another registry add it.
+      CONTAINER_REGISTRY_INSECURE: registry.host,
       ESB_TAG: 'v1',
       AGENT_GRPC_TLS_DISABLED: '1',
       AGENT_SHUTDOWN_GRACE_MS: '5000',

@@ -11,6 +11,7 @@ import { readContent } from '../../src/runtime/containerd/image/content-store.js
 import { silentLogger } from '../../src/log.js';
 import { AgentMetrics } from '../../src/metrics.js';
 import { startContainerd, type ContainerdInstance } from '../harness/containerd.js';
+import { RegistryHosts, parseHostList } from '../../src/runtime/containerd/image/registry-hosts.js';
 import { startRegistry, type RegistryInstance } from '../harness/registry.js';
 import { pushTestImages, type PushedTestImages } from '../harness/images.js';
 
@@ -67,7 +68,7 @@ test('Images/Content round-trip: the pulled image record points at the registry 
   const c = client();
   await c.ensureNamespace();
   const { ImageService } = await import('../../src/runtime/containerd/image/image-service.js');
-  const svc = new ImageService({ client: c, snapshotter: 'overlayfs', registry: { insecure: false, caFile: undefined, dockerConfigDir: ctd.dir }, pullPolicy: 'if-not-present', log: silentLogger(), metrics: new AgentMetrics({ defaultMetrics: false }) });
+  const svc = new ImageService({ client: c, snapshotter: 'overlayfs', registry: { hosts: new RegistryHosts({ allowed: parseHostList(reg.host), insecure: parseHostList(reg.host) }), caFile: undefined, dockerConfigDir: ctd.dir }, pullPolicy: 'if-not-present', bounds: { maxConcurrentPulls: 2, maxLayers: 128, maxLayerBytes: 2 ** 31, maxImageBytes: 2 ** 32 }, log: silentLogger(), metrics: new AgentMetrics({ defaultMetrics: false }) });
   const resolved = await svc.ensureImage(images.worker, { signal: AbortSignal.timeout(60_000) });
   const rec = await c.call('images', 'Get', { name: resolved.name });
   assert.equal(rec.image?.target?.digest, images.digests.worker);

@@ -12,6 +12,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import net, { type AddressInfo } from 'node:net';
 import { after, afterEach, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { PROJECT_ROOT } from '../../src/paths.js';
@@ -195,6 +196,9 @@ describe('docker runtime on a real dockerd', () => {
     t.after(() => secure.stop());
     await pushTestImages(secure, { auth: { username: 'esb', password: 's3cret' }, images: stack.images.images });
     const ref = `${secure.host}/esb-test/busybox:v1`;
+    const listed = { AGENT_ALLOWED_REGISTRIES: `${stack.registry.host},${secure.host}` };
+    await stack.stopAgent();
+    await stack.startAgent(listed);
     const denied = await stack.callError('EnsureContainer', { function_name: 'dk-auth', image: ref, env: {}, owner_id: OWNER });
     assert.equal(denied.name, 'PERMISSION_DENIED', denied.details);
 
@@ -202,14 +206,14 @@ describe('docker runtime on a real dockerd', () => {
     mkdirSync(dockerDir, { recursive: true });
     writeFileSync(path.join(dockerDir, 'config.json'), JSON.stringify({ auths: { [secure.host]: { auth: Buffer.from('esb:s3cret').toString('base64') } } }));
     await stack.stopAgent();
-    await stack.startAgent({ DOCKER_CONFIG: dockerDir });
+    await stack.startAgent({ ...listed, DOCKER_CONFIG: dockerDir });
     try {
       const w = await ensure({ function_name: 'dk-auth', image: `${secure.host}/esb-test/worker:v1` });
       assert.equal((await invoke(w.id, { action: 'echo' })).status_code, 200);
       await destroy(w.id);
     } finally {
       await stack.stopAgent();
-      await stack.startAgent({ IMAGE_PULL_POLICY: 'never' });
+      await stack.startAgent({ ...listed, IMAGE_PULL_POLICY: 'never' });
     }
     try {
       // Pulled above, so present: `never` uses it. Never pulled: NOT_FOUND, without a registry call.
@@ -223,6 +227,30 @@ describe('docker runtime on a real dockerd', () => {
       await stack.startAgent();
     }
     await expectNoLeaks('auth and pull policy');
+  });
+
+  test('an image from a registry outside AGENT_ALLOWED_REGISTRIES → INVALID_ARGUMENT before dockerd pulls: its port sees no connection', async (t) => {
+    let connections = 0;
+    const srv = net.createServer((sock) => {
+      connections++;
+      sock.destroy();
+    });
+    t.after(() => new Promise<void>((resolve) => srv.close(() => { resolve(); })));
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+    const host = `127.0.0.1:${(srv.address() as AddressInfo).port}`;
+    for (const policy of ['if-not-present', 'always']) {
+      await stack.stopAgent();
+      await stack.startAgent({ IMAGE_PULL_POLICY: policy });
+      const e = await stack.callError('EnsureContainer', { function_name: 'dk-ssrf', image: `${host}/admin/page:v1`, env: {}, owner_id: OWNER });
+      assert.equal(e.name, 'INVALID_ARGUMENT', e.details);
+      assert.match(e.details, new RegExp(`${host}.*AGENT_ALLOWED_REGISTRIES`));
+    }
+    await stack.stopAgent();
+    await stack.startAgent();
+    assert.equal(connections, 0);
+    const pulls = await stack.dockerd.client.request({ method: 'GET', path: '/images/json', what: 'list images' });
+    assert.ok(!pulls.body.includes(host), 'dockerd has no image of that registry');
+    await expectNoLeaks('allowlist');
   });
 
   test('registry down → UNAVAILABLE, nothing left', async () => {

@@ -454,7 +454,7 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
               image = `${registry()}/esb-test/fuzz-missing:v1`;
               exp = 'NOT_FOUND';
             } else exp = 'OK';
-          } else if (ref.startsWith('127.0.0.1:1/')) exp = 'UNAVAILABLE';
+          } else if (ref.startsWith('127.0.0.1:1/')) exp = 'INVALID_ARGUMENT'; // not in AGENT_ALLOWED_REGISTRIES
           else exp = 'NOT_FOUND';
         }
         const req = { function_name: fn, image, env, owner_id: owner };

@@ -8,9 +8,9 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
@@ -28,6 +28,8 @@ import { sha256Digest } from '../../src/runtime/containerd/image/digest.js';
 import { createLease, deleteLease } from '../../src/runtime/containerd/leases.js';
 import { MediaType, type Platform } from '../../src/runtime/containerd/image/oci.js';
 import { hostPlatform } from '../../src/runtime/containerd/image/platform.js';
+import { RegistryHosts, parseHostList } from '../../src/runtime/containerd/image/registry-hosts.js';
+import type { ImageBounds } from '../../src/config/config.js';
 import { listSnapshotKeys, startContainerd, wipeNamespace, type ContainerdInstance } from '../harness/containerd.js';
 import { buildTestImages, pushImage, pushTestImages, type BuiltImage, type BuiltImages, type PushedTestImages } from '../harness/images.js';
 import { waitFor } from '../harness/process.js';
@@ -170,7 +172,13 @@ interface ServiceOpts {
   readonly auths?: Record<string, unknown>;
   readonly platform?: Platform;
   readonly log?: Logger;
+  /** AGENT_ALLOWED_REGISTRIES and CONTAINER_REGISTRY_INSECURE; default `*` for both. */
+  readonly allowed?: string;
+  readonly insecure?: string;
+  readonly bounds?: Partial<ImageBounds>;
 }
+
+const BOUNDS: ImageBounds = { maxConcurrentPulls: 4, maxLayers: 128, maxLayerBytes: 2 ** 31, maxImageBytes: 2 ** 32 };
 
 /** An ImageService on `c` with its own metrics and DOCKER_CONFIG dir, closed after the test. */
 function service(t: TestContext, c: ContainerdClient, opts: ServiceOpts = {}): { svc: ImageServiceClass; metrics: AgentMetrics } {
@@ -179,8 +187,12 @@ function service(t: TestContext, c: ContainerdClient, opts: ServiceOpts = {}): {
   const svc = new ImageService({
     client: c,
     snapshotter: SNAPSHOTTER,
-    registry: { insecure: false, dockerConfigDir: dir },
+    registry: {
+      hosts: new RegistryHosts({ allowed: parseHostList(opts.allowed ?? '*'), insecure: parseHostList(opts.insecure ?? '*') }),
+      dockerConfigDir: dir,
+    },
     pullPolicy: opts.policy ?? 'if-not-present',
+    bounds: { ...BOUNDS, ...opts.bounds },
     log: opts.log ?? silentLogger(),
     metrics,
     platform: opts.platform,
@@ -487,7 +499,7 @@ test('unknown tag → NOT_FOUND; index without the host platform → NOT_FOUND "
   const c = await namespace(t);
   const { svc } = service(t, c);
   const missing = `${proxy!.host}/esb-test/busybox:does-not-exist`;
-  await assert.rejects(svc.ensureImage(missing, { signal: signal() }), (e: unknown) => isCode('NOT_FOUND')(e) && (e as Error).message === `image ${missing} not found in ${proxy!.host}`);
+  await assert.rejects(svc.ensureImage(missing, { signal: signal() }), (e: unknown) => isCode('NOT_FOUND')(e) && (e as Error).message === `image ${missing} not found in ${proxy!.host} (HTTP 404)`);
   await assert.rejects(svc.ensureImage(`${proxy!.host}/esb-test/nothing-here:v1`, { signal: signal() }), isCode('NOT_FOUND'));
   const s390 = service(t, c, { platform: { os: 'linux', architecture: 's390x' } });
   const ref = via(pushed.multiarch);
@@ -562,7 +574,157 @@ test('Bearer auth (token registry): credentials → POST password grant → OK; 
   assert.deepEqual(used[0].scopes, ['repository:esb-test/busybox:pull']);
   const wrong = service(t, c, { auths: { [reg.host]: { username: 'bob', password: 'nope' } } });
   await c.call('images', 'Delete', { name: ref, sync: true });
-  await assert.rejects(wrong.svc.ensureImage(ref, { signal: signal() }), isCode('PERMISSION_DENIED', /bob/));
+  await assert.rejects(wrong.svc.ensureImage(ref, { signal: signal() }), (e: unknown) => isCode('PERMISSION_DENIED', /DOCKER_CONFIG/)(e) && !(e as Error).message.includes('bob'));
+});
+
+test('a token realm on plain http at another loopback port never sees the credentials', async (t) => {
+  const started: { reg?: RegistryInstance; ts?: Awaited<ReturnType<typeof startTokenServer>> } = {};
+  t.after(async () => {
+    await started.reg?.stop();
+    await started.ts?.stop();
+  });
+  const ts = (started.ts = await startTokenServer({ users: { bob: 'hunter2' } }));
+  const reg = (started.reg = await startRegistry({ token: { realm: ts.realm, service: ts.service, issuer: ts.issuer, rootCertBundle: ts.rootCertBundle } }));
+  await pushImage(reg.url, images.busybox, 'esb-test/busybox', 'v1', { username: 'bob', password: 'hunter2' });
+  const ref = `${reg.host}/esb-test/busybox:v1`;
+  const realmHost = new URL(ts.realm).host;
+  const c = await namespace(t);
+  const before = ts.requests.length;
+  // The registry is plain http (listed); its realm is on another port, not listed as insecure.
+  const svc = service(t, c, { allowed: `${reg.host},${realmHost}`, insecure: reg.host, auths: { [reg.host]: { username: 'bob', password: 'hunter2' } } }).svc;
+  await assert.rejects(svc.ensureImage(ref, { signal: signal() }), (e: unknown) => isCode('PERMISSION_DENIED', /plain-http realm/)(e) && !(e as Error).message.includes('bob'));
+  assert.deepEqual(ts.requests.slice(before), [], 'the realm received no request, so no Authorization and no password');
+  // Anonymous, the same realm is on loopback and not allowed: refused too, nothing sent.
+  const anon = service(t, c, { allowed: reg.host, insecure: reg.host }).svc;
+  await assert.rejects(anon.ensureImage(ref, { signal: signal() }), isCode('FAILED_PRECONDITION', /token realm/));
+  assert.deepEqual(ts.requests.slice(before), []);
+  assert.deepEqual(await leases(c), []);
+});
+
+/** A TCP listener on 127.0.0.1 that counts connections and closes them at once. */
+async function connectionCounter(t: TestContext): Promise<{ host: string; connections: () => number }> {
+  let n = 0;
+  const srv = net.createServer((sock) => {
+    n++;
+    sock.destroy();
+  });
+  t.after(() => new Promise<void>((resolve) => srv.close(() => { resolve(); })));
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  return { host: `127.0.0.1:${(srv.address() as AddressInfo).port}`, connections: () => n };
+}
+
+test('an image on a loopback port outside AGENT_ALLOWED_REGISTRIES → INVALID_ARGUMENT, and the port sees no connection', async (t) => {
+  const port = await connectionCounter(t);
+  const c = await namespace(t);
+  const { svc, metrics } = service(t, c, { allowed: registry!.host, insecure: '*' });
+  for (const policy of ['if-not-present', 'always'] as const) {
+    const s = policy === 'always' ? service(t, c, { allowed: registry!.host, policy }).svc : svc;
+    await assert.rejects(s.ensureImage(`${port.host}/admin/page:v1`, { signal: signal() }), isCode('INVALID_ARGUMENT', new RegExp(`${port.host}.*AGENT_ALLOWED_REGISTRIES`)));
+  }
+  assert.equal(port.connections(), 0);
+  assert.equal(await counterValue(metrics.imageRefusals, { reason: 'registry_not_allowed' }), 1);
+  assert.deepEqual(await leases(c), []);
+});
+
+test('a blob redirect to a loopback host outside the allowlist is refused with no connection to it', async (t) => {
+  const target = await connectionCounter(t);
+  // A registry stand-in that sends every blob elsewhere; manifests come from the real registry.
+  const [upHost, upPort] = registry!.host.split(':') as [string, string];
+  const srv = http.createServer((req, res) => {
+    if (req.url?.includes('/blobs/')) {
+      res.writeHead(307, { location: `http://${target.host}${req.url}` }).end();
+      return;
+    }
+    const up = http.request({ host: upHost, port: Number(upPort), method: req.method, path: req.url, headers: { ...req.headers, host: registry!.host } }, (ur) => {
+      res.writeHead(ur.statusCode ?? 502, ur.headers);
+      ur.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  t.after(() => new Promise<void>((resolve) => {
+    srv.closeAllConnections();
+    srv.close(() => { resolve(); });
+  }));
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const host = `127.0.0.1:${(srv.address() as AddressInfo).port}`;
+  const { ref } = await pushRandomImage(t, 64 * 1024);
+  const c = await namespace(t);
+  const { svc } = service(t, c, { allowed: host, insecure: host });
+  await assert.rejects(svc.ensureImage(ref.replace(proxy!.host, host), { signal: signal() }), isCode('FAILED_PRECONDITION', /redirect.*refused/));
+  assert.equal(target.connections(), 0);
+  await expectNothingKept(c);
+});
+
+/** No lease, no ingest, no image record, no snapshot, and after a GC no content. */
+async function expectNothingKept(c: ContainerdClient): Promise<void> {
+  await waitFor('the pull lease to go', async () => (await leases(c)).length === 0, 15_000, 20);
+  assert.deepEqual(await ingests(c), []);
+  assert.deepEqual((await c.call('images', 'List', { filters: [] })).images.map((i) => i.name), []);
+  await collectGarbage(c);
+  assert.deepEqual(await listContent(c), [], 'nothing is GC-rooted');
+  assert.deepEqual(await listSnapshotKeys(c, SNAPSHOTTER), []);
+}
+
+test('images over AGENT_IMAGE_MAX_LAYERS / _LAYER_BYTES / _BYTES → INVALID_ARGUMENT before any layer download, nothing kept', async (t) => {
+  const worker = hostManifest('worker'); // 3 layers
+  const layerSizes = worker.layers.map((l) => l.size);
+  const total = worker.config.size + layerSizes.reduce((a, b) => a + b, 0);
+  const cases: [Partial<ImageBounds>, string, RegExp][] = [
+    [{ maxLayers: 2 }, 'layers', /3 layers, more than AGENT_IMAGE_MAX_LAYERS=2/],
+    [{ maxLayerBytes: Math.max(...layerSizes) - 1 }, 'layer_bytes', /AGENT_IMAGE_MAX_LAYER_BYTES/],
+    [{ maxImageBytes: total - 1 }, 'image_bytes', /AGENT_IMAGE_MAX_BYTES/],
+  ];
+  for (const [bounds, reason, re] of cases) {
+    const c = await namespace(t);
+    const { svc, metrics } = service(t, c, { bounds });
+    const { value, reqs } = await counted(() => svc.ensureImage(via(pushed.worker), { signal: signal() }).then(() => undefined, (e: unknown) => e));
+    assert.ok(isCode('INVALID_ARGUMENT', re)(value), String(value));
+    assert.deepEqual(reqs.filter((r) => r.path.includes('/blobs/')), [], `${reason}: no blob downloaded`);
+    assert.equal(await counterValue(metrics.imageRefusals, { reason }), 1);
+    await expectNothingKept(c);
+  }
+});
+
+test('a registry that serves more bytes than a layer declares is cut off at the declared size; nothing kept', async (t) => {
+  const { ref, image } = await pushRandomImage(t, 256 * 1024);
+  const m = image.manifests[0]!;
+  const layer = m.layers[0]!;
+  // The stand-in declares a small layer in its manifest and then streams the real, bigger blob.
+  const smallSize = 1024;
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: m.config.mediaType, digest: m.config.digest, size: m.config.size },
+    layers: [{ mediaType: layer.mediaType, digest: layer.digest, size: smallSize }],
+  }));
+  let blobBytesSent = 0;
+  const srv = http.createServer((req, res) => {
+    const url = req.url ?? '';
+    if (url.includes('/manifests/')) {
+      res.writeHead(200, { 'content-type': MediaType.ociManifest, 'docker-content-digest': sha256Digest(manifest), 'content-length': String(manifest.length) });
+      res.end(req.method === 'HEAD' ? undefined : manifest);
+    } else if (url.endsWith(m.config.digest)) {
+      res.writeHead(200).end(readFileSync(m.config.path));
+    } else {
+      const big = readFileSync(layer.path);
+      res.writeHead(200);
+      res.on('close', () => undefined);
+      blobBytesSent = big.length;
+      res.end(big);
+    }
+  });
+  t.after(() => new Promise<void>((resolve) => {
+    srv.closeAllConnections();
+    srv.close(() => { resolve(); });
+  }));
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const host = `127.0.0.1:${(srv.address() as AddressInfo).port}`;
+  const c = await namespace(t);
+  const { svc } = service(t, c, { allowed: host, insecure: host, bounds: { maxLayerBytes: 4096 } });
+  await assert.rejects(svc.ensureImage(ref.replace(proxy!.host, host), { signal: signal() }), isCode('FAILED_PRECONDITION', /larger than the 1024 bytes its descriptor declares/));
+  assert.ok(blobBytesSent > 4096, 'the stand-in did send more than the bound');
+  await expectNothingKept(c);
 });
 
 test('abort in the middle of a blob → CANCELLED; then no lease, no ingest, no image, and GC leaves no content', async (t) => {

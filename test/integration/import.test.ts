@@ -34,8 +34,8 @@ function show(r: Run): string {
 }
 
 /** Runs `esb-agent import <args>` against the stack's containerd namespace. */
-function importCli(stack: TestStack, args: readonly string[]): Promise<Run> {
-  const env: NodeJS.ProcessEnv = { ...process.env, CONTAINERD_SOCKET: stack.ctd.socket, CONTAINERD_NAMESPACE: stack.namespace };
+function importCli(stack: TestStack, args: readonly string[], extraEnv: Record<string, string> = {}): Promise<Run> {
+  const env: NodeJS.ProcessEnv = { ...process.env, CONTAINERD_SOCKET: stack.ctd.socket, CONTAINERD_NAMESPACE: stack.namespace, ...extraEnv };
   delete env['NODE_TEST_CONTEXT'];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, 'import', ...args], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -185,6 +185,34 @@ test('import: OCI layout, docker save (legacy and Docker 25), then Ensure with I
 
   const usage = await importCli(stack, []);
   assert.equal(usage.code, 64, show(usage));
+
+  // 5. An archive may not silently repoint an existing name at another digest: ALREADY_EXISTS
+  //    unless --force. The same digest again is fine.
+  const before = (await getImage(stack.containerd, dockerName))?.target.digest;
+  const clash = await importCli(stack, [modern, '--name', `${repo}/docker-worker:v1`]);
+  assert.equal(clash.code, 1, show(clash));
+  assert.match(clash.stderr, new RegExp(`image ${dockerName.replace(/[.]/g, '\\.')} already exists with digest ${before}; .*--force`));
+  assert.equal((await getImage(stack.containerd, dockerName))?.target.digest, before, 'the record is unchanged');
+  const again = await importCli(stack, [modern]);
+  assert.equal(again.code, 0, show(again));
+  const forced = await importCli(stack, [modern, '--name', `${repo}/docker-worker:v1`, '--force']);
+  assert.equal(forced.code, 0, show(forced));
+  assert.equal((await getImage(stack.containerd, dockerName))?.target.digest, images.busybox.digest);
+
+  // 6. Bounds: layer count, archive bytes, metadata files. Refused before any record; nothing kept.
+  const capped = `${repo}/capped:v1`;
+  const layers = await importCli(stack, [oci, '--name', capped], { AGENT_IMAGE_MAX_LAYERS: '1' });
+  assert.equal(layers.code, 1, show(layers));
+  assert.match(layers.stderr, /has 3 layers, more than AGENT_IMAGE_MAX_LAYERS=1/);
+  const bytes = await importCli(stack, [oci, '--name', capped], { AGENT_IMAGE_MAX_BYTES: '4096' });
+  assert.equal(bytes.code, 1, show(bytes));
+  assert.match(bytes.stderr, /hold more than 4096 bytes, over the AGENT_IMAGE_MAX_BYTES limit/);
+  const manyJson = path.join(dir, 'many-json.tar');
+  await writeTar(manyJson, Array.from({ length: 1025 }, (_, i) => ({ name: `m${i}.json`, data: Buffer.from('{}') })));
+  const meta = await importCli(stack, [manyJson]);
+  assert.equal(meta.code, 1, show(meta));
+  assert.match(meta.stderr, /more than 1024 metadata files/);
+  assert.equal(await getImage(stack.containerd, `docker.io/${capped}`), undefined);
 
   assert.deepEqual(await leases(stack), [], 'no lease left');
   assert.deepEqual(await ingests(stack), [], 'no partial ingest left');

@@ -272,6 +272,13 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
     cleanups.push(() => secure.stop());
     await pushImage(secure.url, stack.images.images.worker, 'esb-test/private', 'v1', { username: 'esb', password: 's3cret' });
     const ref = `${secure.host}/esb-test/private:v1`;
+    // Not listed yet: refused before the registry is contacted.
+    const unlisted = await stack.callError('EnsureContainer', { function_name: 'private', image: ref, env: {}, owner_id: OWNER });
+    assert.equal(unlisted.name, 'INVALID_ARGUMENT');
+    assert.match(unlisted.details, /AGENT_ALLOWED_REGISTRIES/);
+    const listed = { AGENT_ALLOWED_REGISTRIES: `${stack.registry.host},${secure.host}`, CONTAINER_REGISTRY_INSECURE: `${stack.registry.host},${secure.host}` };
+    await stack.stopAgent();
+    await stack.startAgent(listed);
     const denied = await stack.callError('EnsureContainer', { function_name: 'private', image: ref, env: {}, owner_id: OWNER });
     assert.equal(denied.name, 'PERMISSION_DENIED');
     const dockerDir = path.join(tmp, 'docker');
@@ -280,7 +287,7 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
     writeFileSync(path.join(dockerDir, 'config.json'), JSON.stringify({ auths: { [secure.host]: { auth: Buffer.from('esb:s3cret').toString('base64') } } }));
     await stack.stopAgent();
     try {
-      await stack.startAgent({ DOCKER_CONFIG: dockerDir });
+      await stack.startAgent({ ...listed, DOCKER_CONFIG: dockerDir });
       const w = await ensure({ function_name: 'private', image: ref });
       assert.equal((await invokeDirect(w.ip_address, { action: 'echo' })).status, 200);
       await destroy(w.id);

@@ -37,7 +37,12 @@ describe('loadConfig defaults (docs/configuration.md#variables)', () => {
     ['CNI_NET_DIR', c.cni.netDir, '/var/lib/cni/networks'],
     ['AGENT_STATE_DIR', c.stateDir, '/var/lib/esb-agent'],
     ['CONTAINER_REGISTRY', c.registry.defaultRegistry, 'registry:5010'],
-    ['CONTAINER_REGISTRY_INSECURE', c.registry.insecure, false],
+    ['CONTAINER_REGISTRY_INSECURE', c.registry.insecure, []],
+    ['AGENT_ALLOWED_REGISTRIES', c.registry.allowed, [{ kind: 'exact', hostname: 'registry', port: '5010' }]],
+    ['AGENT_MAX_CONCURRENT_PULLS', c.images.maxConcurrentPulls, 2],
+    ['AGENT_IMAGE_MAX_LAYERS', c.images.maxLayers, 128],
+    ['AGENT_IMAGE_MAX_LAYER_BYTES', c.images.maxLayerBytes, 2 * 1024 ** 3],
+    ['AGENT_IMAGE_MAX_BYTES', c.images.maxImageBytes, 4 * 1024 ** 3],
     ['CONTAINER_REGISTRY_CA_FILE', c.registry.caFile, undefined],
     ['DOCKER_CONFIG', c.registry.dockerConfigDir, '/home/agent/.docker'],
     ['ESB_TAG', c.tag, 'latest'],
@@ -75,6 +80,18 @@ describe('loadConfig defaults (docs/configuration.md#variables)', () => {
     assert.ok(Object.isFrozen(c));
     assert.ok(Object.isFrozen(c.containerd));
     assert.ok(Object.isFrozen(c.cni.binDirs));
+  });
+  test('registry lists: 1/true = the CONTAINER_REGISTRY host, 0/false = none, else host patterns; a blank CONTAINER_REGISTRY allows docker.io', () => {
+    const on = loadConfig({ CONTAINER_REGISTRY: 'Reg.example:5000/esb', CONTAINER_REGISTRY_INSECURE: 'true' });
+    assert.deepEqual(on.registry.insecure, [{ kind: 'exact', hostname: 'reg.example', port: '5000' }]);
+    assert.deepEqual(on.registry.allowed, on.registry.insecure);
+    assert.deepEqual(loadConfig({ CONTAINER_REGISTRY_INSECURE: '0' }).registry.insecure, []);
+    assert.deepEqual(loadConfig({ CONTAINER_REGISTRY_INSECURE: ' 127.0.0.1:5000 , *.lan ' }).registry.insecure, [
+      { kind: 'exact', hostname: '127.0.0.1', port: '5000' },
+      { kind: 'suffix', suffix: '.lan', port: undefined },
+    ]);
+    assert.deepEqual(loadConfig({ CONTAINER_REGISTRY: '' }).registry.allowed, [{ kind: 'exact', hostname: 'docker.io', port: undefined }]);
+    assert.deepEqual(loadConfig({ AGENT_ALLOWED_REGISTRIES: '*' }).registry.allowed, [{ kind: 'any' }]);
   });
   test('DOCKER_CONFIG falls back to the OS home when HOME is unset', () => {
     assert.equal(loadConfig({}).registry.dockerConfigDir, path.join(os.homedir(), '.docker'));
@@ -162,7 +179,11 @@ describe('loadConfig rejects bad values, naming the variable', () => {
     [{ AGENT_INVOKE_DEFAULT_TIMEOUT_MS: '0' }, 'AGENT_INVOKE_DEFAULT_TIMEOUT_MS'],
     [{ AGENT_GRPC_TLS_DISABLED: 'maybe' }, 'AGENT_GRPC_TLS_DISABLED'],
     [{ AGENT_GRPC_REFLECTION: '2' }, 'AGENT_GRPC_REFLECTION'],
-    [{ CONTAINER_REGISTRY_INSECURE: 'sure' }, 'CONTAINER_REGISTRY_INSECURE'],
+    [{ CONTAINER_REGISTRY_INSECURE: 'http://reg' }, 'CONTAINER_REGISTRY_INSECURE'],
+    [{ AGENT_ALLOWED_REGISTRIES: 'reg:99999' }, 'AGENT_ALLOWED_REGISTRIES'],
+    [{ AGENT_ALLOWED_REGISTRIES: 'a/b' }, 'AGENT_ALLOWED_REGISTRIES'],
+    [{ AGENT_MAX_CONCURRENT_PULLS: '0' }, 'AGENT_MAX_CONCURRENT_PULLS'],
+    [{ AGENT_IMAGE_MAX_LAYERS: 'many' }, 'AGENT_IMAGE_MAX_LAYERS'],
     [{ CNI_SUBNET: '10.0.0.0/40' }, 'CNI_SUBNET'],
     [{ CNI_SUBNET: '10.0.0.0' }, 'CNI_SUBNET'],
     [{ CNI_SUBNET: '300.0.0.0/16' }, 'CNI_SUBNET'],

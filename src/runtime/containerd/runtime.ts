@@ -45,6 +45,7 @@ import { createWorkerFirewall } from '../../netfilter/index.js';
 import type { WorkerFirewall } from '../../netfilter/firewall.js';
 import { networkFromConflist, networkFromResult } from '../../netfilter/network.js';
 import { ImageUsers } from './image-user.js';
+import { RegistryHosts } from './image/registry-hosts.js';
 
 export interface ContainerdRuntimeDeps {
   readonly log: Logger;
@@ -124,8 +125,13 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
     this.#images = new ImageService({
       client: this.client,
       snapshotter: config.containerd.snapshotter,
-      registry: { insecure: config.registry.insecure, caFile: config.registry.caFile, dockerConfigDir: config.registry.dockerConfigDir },
+      registry: {
+        hosts: new RegistryHosts({ allowed: config.registry.allowed, insecure: config.registry.insecure }),
+        caFile: config.registry.caFile,
+        dockerConfigDir: config.registry.dockerConfigDir,
+      },
       pullPolicy: config.pullPolicy,
+      bounds: config.images,
       log: deps.log,
       metrics: deps.metrics,
     });

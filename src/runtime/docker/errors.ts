@@ -54,10 +54,44 @@ export function engineErrorCode(status: number, message: string): ErrorCode {
 export function pullErrorCode(status: number, message: string): ErrorCode {
   if (status === 404) return 'NOT_FOUND';
   if (REGISTRY_DENIED.test(message)) return 'PERMISSION_DENIED';
-  if (REGISTRY_DOWN.test(message)) return 'UNAVAILABLE';
+  if (REGISTRY_DOWN.test(message) || /\b(?:HTTP|status(?: code)?:?) ?(?:5\d\d|429)\b/i.test(message)) return 'UNAVAILABLE';
   if (REGISTRY_MISSING.test(message)) return 'NOT_FOUND';
   if (status === 400) return 'INVALID_ARGUMENT';
   return status === 0 ? 'INTERNAL' : engineErrorCode(status, message);
+}
+
+/** Distribution error codes as dockerd spells them in its messages (`manifest unknown: ...`). */
+const DOCKERD_REGISTRY_CODES: readonly [RegExp, string][] = [
+  [/\bmanifest unknown\b/i, 'MANIFEST_UNKNOWN'],
+  [/\bname unknown\b/i, 'NAME_UNKNOWN'],
+  [/\bblob unknown\b/i, 'BLOB_UNKNOWN'],
+  [/\bunauthorized\b/i, 'UNAUTHORIZED'],
+  [/\bdenied\b/i, 'DENIED'],
+  [/\btoomanyrequests\b/i, 'TOOMANYREQUESTS'],
+];
+
+const CLASS_TEXT: Partial<Record<ErrorCode, string>> = {
+  NOT_FOUND: 'image not found in the registry',
+  PERMISSION_DENIED: 'registry denied access',
+  UNAVAILABLE: 'registry unreachable or failing',
+  INVALID_ARGUMENT: 'dockerd refused the reference',
+};
+
+/**
+ * The AgentError of a failed pull. dockerd's message may quote the registry's answer (a
+ * non-JSON error body is embedded verbatim), so only what is recognised goes back: the class,
+ * an HTTP status dockerd names, and the distribution error codes it spells out. The message
+ * itself belongs in the debug log.
+ */
+export function pullError(what: string, status: number, message: string): AgentError {
+  const code = pullErrorCode(status, message);
+  const parts: string[] = [];
+  const http = /\b(?:status(?: code)?:?|HTTP) ?([1-5]\d\d)\b/i.exec(message);
+  if (http) parts.push(`HTTP ${http[1]}`);
+  const codes = DOCKERD_REGISTRY_CODES.filter(([re]) => re.test(message)).map(([, c]) => c);
+  parts.push(...codes);
+  const detail = parts.length > 0 ? ` (${parts.join(', ')})` : '';
+  return new AgentError(code, `${what}: ${CLASS_TEXT[code] ?? 'dockerd could not pull the image'}${detail}; dockerd's message is in the agent's debug log`);
 }
 
 /** Socket-level failures before or while talking to dockerd: the daemon is not there. */

@@ -6,9 +6,16 @@
  * A pull is `POST /images/create` with `X-Registry-Auth` from the same docker `config.json` the
  * containerd runtime reads (DOCKER_CONFIG). Its answer is a progress stream whose `error` lines
  * are failures (docs/go-agent.md#w14); they map to NOT_FOUND / PERMISSION_DENIED / UNAVAILABLE like containerd's.
- * Concurrent pulls of one reference share one run with its own timeout (docs/go-agent.md#w15).
+ * dockerd's text may quote what the registry answered, so it goes to the log only; the caller
+ * gets the class, the HTTP status and the distribution error codes it names (errors.ts).
+ * Only registries in AGENT_ALLOWED_REGISTRIES are pulled from, checked before dockerd is
+ * asked; pulls are bounded by AGENT_MAX_CONCURRENT_PULLS. Concurrent pulls of one reference
+ * share one run with its own timeout (docs/go-agent.md#w15). Layer count and size bounds do not apply: dockerd
+ * downloads, and it does not expose the manifest before it does.
  */
 import type { PullPolicy } from '../../config/config.js';
+import type { RegistryHosts } from '../containerd/image/registry-hosts.js';
+import { PullLimiter } from '../pull-limiter.js';
 import { AgentError, abortError, hasCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { AgentMetrics } from '../../metrics.js';
@@ -17,7 +24,7 @@ import { DEFAULT_PULL_TIMEOUT_MS } from '../containerd/image/image-service.js';
 import { parseReference, type ImageReference } from '../containerd/image/reference.js';
 import { SingleFlight } from '../containerd/image/single-flight.js';
 import type { DockerEngineClient } from './engine-client.js';
-import { engineError, engineMessage, pullErrorCode } from './errors.js';
+import { engineError, engineMessage, pullError } from './errors.js';
 import { jsonLines, progressError, progressStatus } from './json-stream.js';
 
 export interface DockerImagesOptions {
@@ -25,6 +32,9 @@ export interface DockerImagesOptions {
   readonly pullPolicy: PullPolicy;
   /** DOCKER_CONFIG: the directory of `config.json`. */
   readonly dockerConfigDir: string;
+  /** AGENT_ALLOWED_REGISTRIES (CONTAINER_REGISTRY_INSECURE is dockerd's own setting here). */
+  readonly hosts: RegistryHosts;
+  readonly maxConcurrentPulls: number;
   readonly log: Logger;
   readonly metrics: AgentMetrics;
   readonly pullTimeoutMs?: number;
@@ -51,11 +61,20 @@ export class DockerImages {
   readonly #o: DockerImagesOptions;
   readonly #log: Logger;
   readonly #flights: SingleFlight<string>;
+  readonly #limiter: PullLimiter;
 
   constructor(o: DockerImagesOptions) {
     this.#o = o;
     this.#log = o.log.child({ module: 'docker-image' });
     this.#flights = new SingleFlight(o.pullTimeoutMs ?? DEFAULT_PULL_TIMEOUT_MS);
+    this.#limiter = new PullLimiter({
+      max: o.maxConcurrentPulls,
+      onChange: (running, queued) => {
+        o.metrics.pullsRunning.set(running);
+        o.metrics.pullsQueued.set(queued);
+      },
+      onRefused: () => { o.metrics.imageRefusals.inc({ reason: 'busy' }); },
+    });
   }
 
   /**
@@ -73,7 +92,13 @@ export class DockerImages {
     if (policy === 'never') {
       throw new AgentError('NOT_FOUND', `image ${name} is not in dockerd and IMAGE_PULL_POLICY=never forbids pulling it; load it first (docker pull/load)`);
     }
-    return this.#flights.run(name, (s) => this.#pull(ref, name, s), signal, `pull ${name}`);
+    try {
+      this.#o.hosts.assertAllowed(ref.registry, name);
+    } catch (err) {
+      this.#o.metrics.imageRefusals.inc({ reason: 'registry_not_allowed' });
+      throw err;
+    }
+    return this.#flights.run(name, (s) => this.#limiter.run(`pull ${name}`, s, () => this.#pull(ref, name, s)), signal, `pull ${name}`);
   }
 
   async #present(name: string, signal: AbortSignal): Promise<boolean> {
@@ -100,14 +125,16 @@ export class DockerImages {
       });
       if (!res.ok) {
         const message = engineMessage(res.body);
-        throw new AgentError(pullErrorCode(res.status, message), `pull ${name}: ${message}`);
+        this.#log.debug({ ref: name, status: res.status, message }, 'dockerd refused the pull');
+        throw pullError(`pull ${name}`, res.status, message);
       }
       let last = '';
       for await (const msg of jsonLines(res.body)) {
         const error = progressError(msg);
         if (error !== undefined) {
           res.body.destroy();
-          throw new AgentError(pullErrorCode(0, error), `pull ${name}: ${error}`);
+          this.#log.debug({ ref: name, message: error }, 'dockerd pull failed');
+          throw pullError(`pull ${name}`, 0, error);
         }
         last = progressStatus(msg) || last;
       }

@@ -10,6 +10,7 @@
  * The worker table is rebuilt from labels at start-up and kept current by dockerd's events;
  * List costs no call. Pause/Resume are UNIMPLEMENTED on this runtime (docs/contract.md#pausecontainer).
  */
+import { RegistryHosts } from '../containerd/image/registry-hosts.js';
 import type { Config } from '../../config/config.js';
 import { AgentError, abortError, errorText, isAlreadyExists, throwIfAborted } from '../../errors.js';
 import type { Logger } from '../../log.js';
@@ -66,7 +67,15 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
     this.#network = config.docker.network;
     this.#deps = deps;
     this.client = new DockerEngineClient({ host: config.docker.host });
-    this.#images = new DockerImages({ client: this.client, pullPolicy: config.pullPolicy, dockerConfigDir: config.registry.dockerConfigDir, log: deps.log, metrics: deps.metrics });
+    this.#images = new DockerImages({
+      client: this.client,
+      pullPolicy: config.pullPolicy,
+      dockerConfigDir: config.registry.dockerConfigDir,
+      hosts: new RegistryHosts({ allowed: config.registry.allowed, insecure: config.registry.insecure }),
+      maxConcurrentPulls: config.images.maxConcurrentPulls,
+      log: deps.log,
+      metrics: deps.metrics,
+    });
     this.#events = new DockerEventWatcher({
       client: this.client,
       env: config.env,

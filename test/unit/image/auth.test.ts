@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { AgentError } from '../../../src/errors.js';
-import { Authorizer, parseWwwAuthenticate, pullScope, type TokenHttp } from '../../../src/runtime/containerd/image/auth.js';
+import { Authorizer, MAX_CACHED_TOKENS, bearerError, parseWwwAuthenticate, pullScope, type TokenHttp } from '../../../src/runtime/containerd/image/auth.js';
 import { DockerCredentials } from '../../../src/runtime/containerd/image/docker-config.js';
 
 test('parseWwwAuthenticate: Bearer with quoted params', () => {
@@ -92,10 +92,51 @@ test('Bearer without credentials: anonymous GET; token expiry honoured', async (
   assert.equal(a.authorization(REG, SCOPE), undefined, 'expired token is not sent');
 });
 
-test('Bearer: token server refusing the credentials → PERMISSION_DENIED naming user and file', async () => {
+test('Bearer: token server refusing the credentials → PERMISSION_DENIED naming the variable, never the user or the file path', async () => {
   const { http } = fakeHttp(() => ({ status: 401 }));
   const a = new Authorizer({ credentials: creds({ [REG]: { auth: b64('alice:wrong') } }), http });
-  await assert.rejects(a.handleChallenge(REG, SCOPE, bearer, signal), (e: unknown) => e instanceof AgentError && e.code === 'PERMISSION_DENIED' && e.message.includes('alice') && e.message.includes('config.json'));
+  await assert.rejects(
+    a.handleChallenge(REG, SCOPE, bearer, signal),
+    (e: unknown) => e instanceof AgentError && e.code === 'PERMISSION_DENIED' && e.message.includes('DOCKER_CONFIG') && !e.message.includes('alice') && !e.message.includes('/cfg'),
+  );
+});
+
+test('the token cache is bounded: the least recently used scope goes first, expired tokens are dropped', async () => {
+  let now = 1_000_000;
+  const { http } = fakeHttp(() => ({ status: 200, body: { token: 'T', expires_in: 60 } }));
+  const a = new Authorizer({ credentials: creds({}), http, now: () => now });
+  await a.handleChallenge(REG, pullScope('keep'), bearer, signal);
+  for (let i = 0; i < MAX_CACHED_TOKENS; i++) {
+    if (i % 100 === 0) assert.equal(a.authorization(REG, pullScope('keep')), 'Bearer T'); // keeps it recent
+    await a.handleChallenge(REG, pullScope(`r${i}`), bearer, signal);
+  }
+  assert.equal(a.authorization(REG, pullScope('r0')), undefined, 'evicted');
+  assert.equal(a.authorization(REG, pullScope(`r${MAX_CACHED_TOKENS - 1}`)), 'Bearer T');
+  now += 120_000;
+  await a.handleChallenge(REG, pullScope('fresh'), bearer, signal);
+  assert.equal(a.authorization(REG, pullScope('fresh')), 'Bearer T');
+});
+
+test('a 401 challenge error is repeated only when it is an RFC 6750 code', () => {
+  assert.equal(bearerError([{ scheme: 'bearer', params: { error: 'insufficient_scope' } }]), 'insufficient_scope');
+  assert.equal(bearerError([{ scheme: 'bearer', params: { error: 'token=abc123 ADMIN' } }]), undefined);
+  assert.equal(bearerError([]), undefined);
+});
+
+test('checkRealm is asked with the realm and whether credentials would go there; its refusal stops the request', async () => {
+  const { http, calls } = fakeHttp(() => ({ status: 200, body: { token: 'T' } }));
+  const asked: [string, string, boolean][] = [];
+  const a = new Authorizer({
+    credentials: creds({ [REG]: { auth: b64('alice:pw') } }),
+    http,
+    checkRealm: (registry, realm, withCredentials) => {
+      asked.push([registry, realm.toString(), withCredentials]);
+      return Promise.reject(new AgentError('PERMISSION_DENIED', 'no'));
+    },
+  });
+  await assert.rejects(a.handleChallenge(REG, SCOPE, bearer, signal), (e: unknown) => e instanceof AgentError && e.message === 'no');
+  assert.deepEqual(asked, [[REG, 'http://127.0.0.1:9/token', true]]);
+  assert.equal(calls.length, 0);
 });
 
 test('Bearer: token server 5xx → UNAVAILABLE; no token in the answer → UNAVAILABLE', async () => {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -14,6 +14,11 @@ import { sha256Digest } from '../../../src/runtime/containerd/image/digest.js';
 import { MediaType } from '../../../src/runtime/containerd/image/oci.js';
 import { parseReference } from '../../../src/runtime/containerd/image/reference.js';
 import { RegistryClient } from '../../../src/runtime/containerd/image/registry-client.js';
+import { RegistryHosts, parseHostList } from '../../../src/runtime/containerd/image/registry-hosts.js';
+
+/** Every host allowed and plain HTTP, unless a test narrows it. */
+const ANY = (): RegistryHosts => new RegistryHosts({ allowed: parseHostList('*'), insecure: parseHostList('*') });
+const hostsOf = (allowed: string, insecure: string): RegistryHosts => new RegistryHosts({ allowed: parseHostList(allowed), insecure: parseHostList(insecure) });
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, body: string) => void;
 
@@ -45,10 +50,10 @@ async function fakeServer(t: TestContext, handler: Handler): Promise<Fake> {
   return { host: `127.0.0.1:${(srv.address() as AddressInfo).port}`, requests };
 }
 
-function client(t: TestContext, auths: Record<string, unknown> = {}): RegistryClient {
+function client(t: TestContext, auths: Record<string, unknown> = {}, hosts: RegistryHosts = ANY()): RegistryClient {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'esb-regtest-'));
   writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ auths }));
-  const c = new RegistryClient({ insecure: false, dockerConfigDir: dir });
+  const c = new RegistryClient({ hosts, dockerConfigDir: dir });
   t.after(async () => {
     await c.close();
     rmSync(dir, { recursive: true, force: true });
@@ -102,7 +107,7 @@ test('resolve: 404 → NOT_FOUND "image <ref> not found in <registry>"', async (
     res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}');
   });
   await assert.rejects(client(t).resolve(parseReference(`${fake.host}/esb/fn:nope`), signal()), (e: unknown) => {
-    return e instanceof AgentError && e.code === 'NOT_FOUND' && e.message === `image ${fake.host}/esb/fn:nope not found in ${fake.host}`;
+    return e instanceof AgentError && e.code === 'NOT_FOUND' && e.message === `image ${fake.host}/esb/fn:nope not found in ${fake.host} (HTTP 404)`;
   });
 });
 
@@ -255,18 +260,111 @@ test('openBlob: Range honoured (206) resumes; ignored (200) restarts at 0; redir
   assert.equal(storage.requests[0]?.url, '/bucket/blob');
 });
 
-test('baseUrl: loopback hosts are plain HTTP, others HTTPS unless insecure; docker.io maps to registry-1', (t) => {
-  const c = client(t);
+test('baseUrl: plain HTTP only for hosts in the insecure list (loopback included); docker.io maps to registry-1', (t) => {
+  const c = client(t, {}, hostsOf('*', '127.0.0.1:5000,*.lan'));
   assert.equal(c.baseUrl('127.0.0.1:5000'), 'http://127.0.0.1:5000');
-  assert.equal(c.baseUrl('localhost:5000'), 'http://localhost:5000');
-  assert.equal(c.baseUrl('[::1]:5000'), 'http://[::1]:5000');
+  assert.equal(c.baseUrl('127.0.0.1:5001'), 'https://127.0.0.1:5001');
+  assert.equal(c.baseUrl('localhost:5000'), 'https://localhost:5000');
+  assert.equal(c.baseUrl('[::1]:5000'), 'https://[::1]:5000');
+  assert.equal(c.baseUrl('reg.lan'), 'http://reg.lan');
   assert.equal(c.baseUrl('registry:5010'), 'https://registry:5010');
   assert.equal(c.baseUrl('docker.io'), 'https://registry-1.docker.io');
-  const insecure = new RegistryClient({ insecure: true, dockerConfigDir: '/nonexistent' });
-  t.after(() => insecure.close());
-  assert.equal(insecure.baseUrl('registry:5010'), 'http://registry:5010');
 });
 
 test('an unreadable CA file fails construction with FAILED_PRECONDITION', () => {
-  assert.throws(() => new RegistryClient({ insecure: false, caFile: '/nonexistent/ca.pem', dockerConfigDir: '/x' }), isCode('FAILED_PRECONDITION', /CONTAINER_REGISTRY_CA_FILE/));
+  assert.throws(() => new RegistryClient({ hosts: ANY(), caFile: '/nonexistent/ca.pem', dockerConfigDir: '/x' }), isCode('FAILED_PRECONDITION', /CONTAINER_REGISTRY_CA_FILE/));
+});
+
+test('a registry outside the allowlist → INVALID_ARGUMENT naming it and the variable; nothing is sent', async (t) => {
+  const fake = await fakeServer(t, (req, res) => {
+    sendManifest(req, res);
+  });
+  const c = client(t, {}, hostsOf('registry:5010', '*'));
+  await assert.rejects(c.resolve(parseReference(`${fake.host}/esb/fn:v1`), signal()), isCode('INVALID_ARGUMENT', new RegExp(`${fake.host}.*AGENT_ALLOWED_REGISTRIES`)));
+  assert.equal(fake.requests.length, 0);
+});
+
+test('a redirect to a loopback host outside the allowlist is refused before any connection; an allowed one is followed', async (t) => {
+  const blob = Buffer.from('0123456789');
+  const storage = await fakeServer(t, (req, res) => {
+    res.writeHead(200).end(blob);
+  });
+  const fake = await fakeServer(t, (req, res) => {
+    res.writeHead(307, { location: `http://${storage.host}/bucket/blob` }).end();
+  });
+  const desc = { mediaType: MediaType.ociLayerGzip, digest: sha256Digest(blob), size: blob.length };
+  const ref = parseReference(`${fake.host}/esb/fn:v1`);
+  const narrow = client(t, {}, hostsOf(fake.host, '*'));
+  await assert.rejects(narrow.openBlob(ref, desc, 0, signal()), isCode('FAILED_PRECONDITION', /redirect.*loopback, link-local or host-local/));
+  assert.equal(storage.requests.length, 0);
+  const wide = client(t, {}, hostsOf(`${fake.host},${storage.host}`, '*'));
+  const s = await wide.openBlob(ref, desc, 0, signal());
+  let got = '';
+  for await (const chunk of s.body) got += chunk.toString();
+  assert.equal(got, '0123456789');
+  assert.equal(storage.requests.length, 1);
+});
+
+test('credentials never go to a plain-http realm on another port; an anonymous realm on an unlisted loopback host is refused', async (t) => {
+  const realm = await fakeServer(t, (req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: 'T' }));
+  });
+  const fake = await fakeServer(t, (req, res) => {
+    res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${realm.host}/token",service="fake"` }).end();
+  });
+  const ref = parseReference(`${fake.host}/esb/fn:v1`);
+  const withCreds = client(t, { [fake.host]: { username: 'alice', password: 'pw' } }, hostsOf(`${fake.host},${realm.host}`, fake.host));
+  await assert.rejects(withCreds.resolve(ref, signal()), (e: unknown) => isCode('PERMISSION_DENIED', /plain-http realm/)(e) && !(e as Error).message.includes('alice'));
+  assert.equal(realm.requests.length, 0, 'the realm saw nothing');
+  const anonymous = client(t, {}, hostsOf(fake.host, fake.host));
+  await assert.rejects(anonymous.resolve(ref, signal()), isCode('FAILED_PRECONDITION', /token realm/));
+  assert.equal(realm.requests.length, 0);
+});
+
+test('credentials go to a plain-http realm on the registry host when that realm host is insecure', async (t) => {
+  const realm = await fakeServer(t, (req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: 'T' }));
+  });
+  const fake = await fakeServer(t, (req, res) => {
+    if (req.headers.authorization !== 'Bearer T') {
+      res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${realm.host}/token",service="fake"` }).end();
+      return;
+    }
+    sendManifest(req, res);
+  });
+  const c = client(t, { [fake.host]: { username: 'alice', password: 'pw' } }, hostsOf(`${fake.host},${realm.host}`, `${fake.host},${realm.host}`));
+  await c.resolve(parseReference(`${fake.host}/esb/fn:v1`), signal());
+  assert.equal(realm.requests[0]?.method, 'POST');
+});
+
+test('registry error bodies never reach the message: status and known spec codes only', async (t) => {
+  const fake = await fakeServer(t, (req, res) => {
+    if (req.url?.includes('json')) {
+      res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ errors: [{ code: 'DENIED', message: 'SECRET-1 token=abc123' }, { code: 'EVIL SECRET-2', message: 'x' }] }));
+    } else res.writeHead(500).end('INTERNAL-ADMIN-PAGE token=abc123');
+  });
+  const c = client(t);
+  const check = (code: string, re: RegExp) => (e: unknown): boolean => isCode(code, re)(e) && !/abc123|SECRET|ADMIN/.test((e as Error).message);
+  await assert.rejects(c.fetchManifest(parseReference(`${fake.host}/esb/fn:v1`), { mediaType: MediaType.ociManifest, digest: MDIGEST, size: 1 }, signal()), check('UNAVAILABLE', /HTTP 500/));
+  await assert.rejects(c.fetchManifest(parseReference(`${fake.host}/esb/json:v1`), { mediaType: MediaType.ociManifest, digest: MDIGEST, size: 1 }, signal()), check('PERMISSION_DENIED', /HTTP 403 DENIED\)/));
+});
+
+test('a registry not in the insecure list is spoken to over TLS only: a plain listener sees a ClientHello, never a request', async (t) => {
+  const seen: Buffer[] = [];
+  const srv = net.createServer((sock) => {
+    sock.once('data', (d: Buffer) => {
+      seen.push(d);
+      sock.destroy();
+    });
+  });
+  t.after(() => new Promise<void>((resolve) => srv.close(() => { resolve(); })));
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const host = `127.0.0.1:${(srv.address() as AddressInfo).port}`;
+  const c = client(t, {}, hostsOf(host, ''));
+  await assert.rejects(c.resolve(parseReference(`${host}/esb/fn:v1`), signal()), isCode('UNAVAILABLE'));
+  assert.ok(seen.length >= 1);
+  for (const d of seen) {
+    assert.equal(d[0], 0x16, 'a TLS handshake record');
+    assert.ok(!d.toString('latin1').includes('HTTP/1.1'), 'no plain HTTP request');
+  }
 });

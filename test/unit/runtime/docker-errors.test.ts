@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseDockerHost } from '../../../src/runtime/docker/engine-client.js';
-import { engineError, engineErrorCode, engineMessage, isUnreachable, pullErrorCode } from '../../../src/runtime/docker/errors.js';
+import { engineError, engineErrorCode, engineMessage, isUnreachable, pullError, pullErrorCode } from '../../../src/runtime/docker/errors.js';
 
 test('pull errors: unknown image → NOT_FOUND, credentials refused → PERMISSION_DENIED, registry down → UNAVAILABLE', () => {
   assert.equal(pullErrorCode(404, 'manifest for 127.0.0.1:34797/esb-test/nope:v1 not found: manifest unknown: manifest unknown'), 'NOT_FOUND');
@@ -50,4 +50,22 @@ test('DOCKER_HOST: a unix socket path or tcp://host:port; anything else is refus
   assert.deepEqual(parseDockerHost('tcp://10.0.0.5:2375'), { origin: 'http://10.0.0.5:2375' });
   assert.throws(() => parseDockerHost('unix://relative.sock'), /absolute/);
   assert.throws(() => parseDockerHost('ssh://host'), /unix:\/\/\/path or tcp/);
+});
+
+test('pullError: class, HTTP status and distribution codes only, never dockerd\'s text (it may quote the registry)', () => {
+  const secret = 'INTERNAL-ADMIN-PAGE token=abc123';
+  const cases: [number, string, string, RegExp][] = [
+    [500, `error parsing HTTP 500 response body: invalid character 'I' looking for beginning of value: "${secret}"`, 'UNAVAILABLE', /HTTP 500/],
+    [404, 'manifest for 127.0.0.1:1/x:v1 not found: manifest unknown: manifest unknown', 'NOT_FOUND', /MANIFEST_UNKNOWN/],
+    [500, `unauthorized: ${secret}`, 'PERMISSION_DENIED', /UNAUTHORIZED/],
+    [0, `toomanyrequests: ${secret}`, 'UNAVAILABLE', /TOOMANYREQUESTS/],
+    [0, `received unexpected HTTP status: 502 Bad Gateway ${secret}`, 'UNAVAILABLE', /HTTP 502/],
+  ];
+  for (const [status, message, code, re] of cases) {
+    const e = pullError('pull x', status, message);
+    assert.equal(e.code, code, message);
+    assert.match(e.message, re);
+    assert.ok(!e.message.includes('abc123') && !e.message.includes('ADMIN'), e.message);
+    assert.match(e.message, /^pull x: /);
+  }
 });

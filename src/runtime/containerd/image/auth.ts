@@ -2,11 +2,18 @@
  * Registry authentication as containerd's `remotes/docker/authorizer.go` does it
  * (docs/containerd.md#registry-auth): parse the `WWW-Authenticate` challenge of a 401, then either send
  * HTTP Basic credentials, or exchange them (or nothing, anonymously) for a Bearer token at the
- * challenge's realm. Tokens are cached per registry + scope; a second 401 after fresh
- * credentials is PERMISSION_DENIED, never a loop.
+ * challenge's realm. Tokens are cached per registry + scope (a bounded LRU: the scope comes from
+ * the caller's image reference); a second 401 after fresh credentials is PERMISSION_DENIED,
+ * never a loop. The realm is a URL the registry chose, so the registry client checks it before
+ * anything, credentials above all, is sent there.
+ *
+ * Messages never carry the username or the config file's path (they reach the gRPC caller);
+ * those go to the debug log.
  */
 import { AgentError } from '../../../errors.js';
+import type { Logger } from '../../../log.js';
 import type { DockerCredentials, RegistryCredentials } from './docker-config.js';
+import { LruMap } from './lru-map.js';
 
 /** One challenge of a `WWW-Authenticate` header. `scheme` is lower-case, as are param names. */
 export interface AuthChallenge {
@@ -89,8 +96,27 @@ export interface AuthorizerOptions {
   readonly credentials: () => Promise<DockerCredentials>;
   /** HTTP for the token realm. */
   readonly http: TokenHttp;
+  /**
+   * Vets a token realm before a request goes there; `withCredentials` when the request would
+   * carry the docker config's credentials. Throws an AgentError to refuse.
+   */
+  readonly checkRealm?: ((registry: string, realm: URL, withCredentials: boolean) => Promise<void>) | undefined;
+  readonly log?: Logger | undefined;
   /** Clock seam for token expiry. */
   readonly now?: () => number;
+}
+
+/** Bearer tokens kept (registry + repository scope); the least recently used go first. */
+export const MAX_CACHED_TOKENS = 1024;
+/** Basic credentials kept per registry. */
+const MAX_CACHED_BASIC = 256;
+/** Error codes of RFC 6750 a Bearer challenge may carry; anything else is not repeated. */
+const BEARER_ERRORS = new Set(['invalid_request', 'invalid_token', 'insufficient_scope']);
+
+/** The challenge's `error` when it is a standard code (never free text from the registry). */
+export function bearerError(challenges: readonly AuthChallenge[]): string | undefined {
+  const why = challenges.find((c) => c.params['error'] !== undefined)?.params['error'];
+  return why !== undefined && BEARER_ERRORS.has(why) ? why : undefined;
 }
 
 /** Bearer tokens live this long when the server gives no `expires_in` (docker's default). */
@@ -120,8 +146,8 @@ function denied(registry: string, why: string): AgentError {
 export class Authorizer {
   readonly #opts: AuthorizerOptions;
   readonly #now: () => number;
-  readonly #basic = new Map<string, string>();
-  readonly #tokens = new Map<string, CachedToken>();
+  readonly #basic = new LruMap<string, string>(MAX_CACHED_BASIC);
+  readonly #tokens = new LruMap<string, CachedToken>(MAX_CACHED_TOKENS);
   readonly #inflight = new Map<string, Promise<void>>();
 
   constructor(opts: AuthorizerOptions) {
@@ -157,14 +183,16 @@ export class Authorizer {
     const basicChallenge = challenges.find((c) => c.scheme === 'basic');
     const store = await this.#opts.credentials();
     const creds = store.lookup(registry);
-    const where = store.file === '' ? 'no docker config' : store.file;
+    this.#opts.log?.debug({ registry, configFile: store.file === '' ? undefined : store.file, hasCredentials: creds !== undefined }, 'registry asks for authentication');
     if (bearer) {
-      const header = await this.#fetchToken(registry, scope, bearer, creds, where, signal);
+      const header = await this.#fetchToken(registry, scope, bearer, creds, signal);
+      const now = this.#now();
+      this.#tokens.prune((t) => t.expiresAt <= now);
       this.#tokens.set(`${registry} ${scope}`, header);
       return;
     }
     if (basicChallenge) {
-      if (!creds) throw denied(registry, `authentication required and no credentials for ${registry} in ${where}`);
+      if (!creds) throw denied(registry, `authentication required and no credentials for ${registry} in DOCKER_CONFIG`);
       this.#basic.set(registry, basic(creds));
       return;
     }
@@ -177,7 +205,6 @@ export class Authorizer {
     scope: string,
     challenge: AuthChallenge,
     creds: RegistryCredentials | undefined,
-    where: string,
     signal: AbortSignal,
   ): Promise<CachedToken> {
     const realm = challenge.params['realm'];
@@ -186,8 +213,9 @@ export class Authorizer {
       realmUrl = new URL(realm ?? '');
       if (realmUrl.protocol !== 'https:' && realmUrl.protocol !== 'http:') throw new Error('not http(s)');
     } catch {
-      throw denied(registry, `Bearer challenge with an unusable realm ${JSON.stringify(realm)}`);
+      throw denied(registry, 'Bearer challenge without a usable http(s) realm');
     }
+    await this.#opts.checkRealm?.(registry, realmUrl, creds !== undefined);
     const service = challenge.params['service'];
     const scopes = [...new Set([scope, ...(challenge.params['scope'] ?? '').split(' ').filter((s) => s !== '')])];
 
@@ -212,7 +240,7 @@ export class Authorizer {
       });
       const fallback = [400, 401, 404].includes(res.status) || (res.status === 405 && creds.username !== '');
       if (res.status === 200) return this.#token(res.body, registry, ['access_token', 'token']);
-      if (!fallback) throw this.#tokenError(registry, res.status, creds, where);
+      if (!fallback) throw this.#tokenError(registry, res.status, creds);
     }
     const url = new URL(realmUrl);
     if (service !== undefined) url.searchParams.set('service', service);
@@ -220,7 +248,7 @@ export class Authorizer {
     const headers: Record<string, string> = {};
     if (creds && creds.password !== '') headers['authorization'] = basic(creds);
     const res = await this.#opts.http(url.toString(), { method: 'GET', headers, signal });
-    if (res.status !== 200) throw this.#tokenError(registry, res.status, creds, where);
+    if (res.status !== 200) throw this.#tokenError(registry, res.status, creds);
     return this.#token(res.body, registry, ['token', 'access_token']);
   }
 
@@ -237,11 +265,12 @@ export class Authorizer {
     return { header: `Bearer ${token}`, expiresAt: this.#now() + Math.max(ttlS * 1000 - TOKEN_EXPIRY_MARGIN_MS, 1000) };
   }
 
-  #tokenError(registry: string, status: number, creds: RegistryCredentials | undefined, where: string): AgentError {
+  #tokenError(registry: string, status: number, creds: RegistryCredentials | undefined): AgentError {
     if (status === 401 || status === 403) {
+      this.#opts.log?.debug({ registry, status, username: creds === undefined ? undefined : '[redacted]' }, 'token server refused');
       return creds
-        ? denied(registry, `token server refused the credentials of ${JSON.stringify(creds.username)} from ${where} (HTTP ${status})`)
-        : denied(registry, `authentication required and no credentials for ${registry} in ${where} (token server answered HTTP ${status})`);
+        ? denied(registry, `token server refused the credentials configured for ${registry} in DOCKER_CONFIG (HTTP ${status})`)
+        : denied(registry, `authentication required and no credentials for ${registry} in DOCKER_CONFIG (token server answered HTTP ${status})`);
     }
     if (status >= 500 || status === 429) return new AgentError('UNAVAILABLE', `token server of ${registry} failed with HTTP ${status}`);
     return new AgentError('PERMISSION_DENIED', `token server of ${registry} answered HTTP ${status}`);

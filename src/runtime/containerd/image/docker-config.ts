@@ -30,7 +30,7 @@ export function normalizeAuthKey(key: string): string {
   return k;
 }
 
-function decodeEntry(entry: unknown, key: string, file: string): RegistryCredentials | undefined {
+function decodeEntry(entry: unknown): RegistryCredentials | undefined {
   if (typeof entry !== 'object' || entry === null) return undefined;
   const e = entry as Record<string, unknown>;
   const identityToken = typeof e['identitytoken'] === 'string' && e['identitytoken'] !== '' ? e['identitytoken'] : undefined;
@@ -38,7 +38,8 @@ function decodeEntry(entry: unknown, key: string, file: string): RegistryCredent
     const decoded = Buffer.from(e['auth'], 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
     if (colon === -1) {
-      throw new AgentError('FAILED_PRECONDITION', `${file}: auths[${JSON.stringify(key)}].auth is not base64 of "user:password"`);
+      // No path and no key in the message: it reaches the gRPC caller.
+      throw new AgentError('FAILED_PRECONDITION', `DOCKER_CONFIG/config.json: an auths entry's auth is not base64 of "user:password"`);
     }
     return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1), identityToken };
   }
@@ -73,13 +74,13 @@ export class DockerCredentials {
     try {
       j = JSON.parse(text);
     } catch (err) {
-      throw new AgentError('FAILED_PRECONDITION', `${file}: not valid JSON`, { cause: err });
+      throw new AgentError('FAILED_PRECONDITION', 'DOCKER_CONFIG/config.json is not valid JSON', { cause: err });
     }
     const byHost = new Map<string, RegistryCredentials>();
     const auths = typeof j === 'object' && j !== null ? (j as Record<string, unknown>)['auths'] : undefined;
     if (typeof auths === 'object' && auths !== null) {
       for (const [key, entry] of Object.entries(auths)) {
-        const creds = decodeEntry(entry, key, file);
+        const creds = decodeEntry(entry);
         if (creds) byHost.set(normalizeAuthKey(key), creds);
       }
     }
@@ -97,7 +98,7 @@ export class DockerCredentials {
       text = await readFile(file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return new DockerCredentials(new Map(), file);
-      throw new AgentError('FAILED_PRECONDITION', `cannot read registry credentials ${file}: ${(err as Error).message}`, { cause: err });
+      throw new AgentError('FAILED_PRECONDITION', `cannot read the registry credentials in DOCKER_CONFIG/config.json (${(err as NodeJS.ErrnoException).code ?? 'read failed'})`, { cause: err });
     }
     return DockerCredentials.parse(text, file);
   }

@@ -9,14 +9,19 @@
  * - `never`: no registry access; a missing image is NOT_FOUND.
  *
  * Concurrent calls for one reference share one run (single-flight with its own timeout,
- * reference weakness docs/go-agent.md#w15). How a pull talks to containerd and the registry: pull.ts and
- * docs/containerd.md#pulling, docs/containerd.md#unpack.
+ * reference weakness docs/go-agent.md#w15). Runs
+ * for different references are bounded by a PullLimiter (AGENT_MAX_CONCURRENT_PULLS and a
+ * bounded queue), which also bounds the single-flight map. Only registries in
+ * AGENT_ALLOWED_REGISTRIES are contacted. How a pull talks to containerd and the registry:
+ * pull.ts and docs/containerd.md#pulling, docs/containerd.md#unpack.
  */
-import type { PullPolicy } from '../../../config/config.js';
+import type { ImageBounds, PullPolicy } from '../../../config/config.js';
 import { AgentError, hasCode } from '../../../errors.js';
 import type { Logger } from '../../../log.js';
 import type { AgentMetrics } from '../../../metrics.js';
+import { PullLimiter } from '../../pull-limiter.js';
 import type { ContainerdClient } from '../client.js';
+import { ImageLimitError } from './image-limits.js';
 import type { Descriptor, Platform } from './oci.js';
 import { hostPlatform } from './platform.js';
 import { pullImage, unpackLocal, type PullStats } from './pull.js';
@@ -39,6 +44,8 @@ export interface ImageServiceOptions {
   readonly snapshotter: string;
   readonly registry: RegistryClientOptions;
   readonly pullPolicy: PullPolicy;
+  /** Concurrency and size bounds (AGENT_MAX_CONCURRENT_PULLS, AGENT_IMAGE_MAX_*). */
+  readonly bounds: ImageBounds;
   readonly log: Logger;
   readonly metrics: AgentMetrics;
   /** Default DEFAULT_PULL_TIMEOUT_MS. */
@@ -59,6 +66,9 @@ export class ImageService {
   readonly #platform: Platform;
   readonly #registry: RegistryClient;
   readonly #flights: SingleFlight<ResolvedImage>;
+  readonly #limiter: PullLimiter;
+  readonly #bounds: ImageBounds;
+  readonly #hosts: ImageServiceOptions['registry']['hosts'];
 
   /** @throws AgentError FAILED_PRECONDITION when the registry CA file is unreadable. */
   constructor(opts: ImageServiceOptions) {
@@ -68,8 +78,28 @@ export class ImageService {
     this.#log = opts.log.child({ module: 'image' });
     this.#metrics = opts.metrics;
     this.#platform = opts.platform ?? hostPlatform();
-    this.#registry = new RegistryClient(opts.registry);
+    this.#registry = new RegistryClient({ ...opts.registry, log: this.#log });
+    this.#hosts = opts.registry.hosts;
+    this.#bounds = opts.bounds;
     this.#flights = new SingleFlight(opts.pullTimeoutMs ?? DEFAULT_PULL_TIMEOUT_MS);
+    this.#limiter = new PullLimiter({
+      max: opts.bounds.maxConcurrentPulls,
+      onChange: (running, queued) => {
+        this.#metrics.pullsRunning.set(running);
+        this.#metrics.pullsQueued.set(queued);
+      },
+      onRefused: () => { this.#metrics.imageRefusals.inc({ reason: 'busy' }); },
+    });
+  }
+
+  /** Refuses a registry outside AGENT_ALLOWED_REGISTRIES before anything is sent to it. */
+  #assertAllowed(ref: ImageReference): void {
+    try {
+      this.#hosts.assertAllowed(ref.registry, ref.name);
+    } catch (err) {
+      this.#metrics.imageRefusals.inc({ reason: 'registry_not_allowed' });
+      throw err;
+    }
   }
 
   /**
@@ -128,6 +158,7 @@ export class ImageService {
         return this.#pull(ref, local?.content ? local.target : undefined, undefined, signal);
       }
       case 'always': {
+        this.#assertAllowed(ref);
         const t0 = performance.now();
         const resolved = await this.#registry.resolve(ref, signal);
         const resolveMs = performance.now() - t0;
@@ -142,7 +173,13 @@ export class ImageService {
   }
 
   async #pull(ref: ImageReference, target: Descriptor | undefined, targetBody: Buffer | undefined, signal: AbortSignal): Promise<ResolvedImage> {
+    this.#assertAllowed(ref);
+    return this.#limiter.run(`pull ${ref.name}`, signal, () => this.#pullNow(ref, target, targetBody, signal));
+  }
+
+  async #pullNow(ref: ImageReference, target: Descriptor | undefined, targetBody: Buffer | undefined, signal: AbortSignal): Promise<ResolvedImage> {
     const deps = {
+      limits: this.#bounds,
       client: this.#client,
       registry: this.#registry,
       snapshotter: this.#snapshotter,
@@ -163,6 +200,7 @@ export class ImageService {
     } catch (err) {
       const code = err instanceof AgentError ? err.code : 'INTERNAL';
       this.#metrics.pulls.inc({ result: code.toLowerCase() });
+      if (err instanceof ImageLimitError) this.#metrics.imageRefusals.inc({ reason: err.reason });
       const level = hasCode(err, 'CANCELLED') ? 'info' : 'warn';
       this.#log[level]({ ref: ref.name, code, ms: Math.round(performance.now() - t0), err }, 'image pull failed');
       throw err;
@@ -171,7 +209,7 @@ export class ImageService {
 
   async #unpackLocal(image: ResolvedImage, layers: readonly Descriptor[], signal: AbortSignal): Promise<void> {
     const t0 = performance.now();
-    const applied = await unpackLocal({ client: this.#client, snapshotter: this.#snapshotter }, image, layers, signal);
+    const applied = await this.#limiter.run(`unpack ${image.name}`, signal, () => unpackLocal({ client: this.#client, snapshotter: this.#snapshotter }, image, layers, signal));
     const ms = performance.now() - t0;
     this.#metrics.coldStartPhase.observe({ phase: 'unpack' }, ms / 1000);
     this.#log.info({ ref: image.name, chainId: image.chainId, layersApplied: applied, unpackMs: Math.round(ms) }, 'image unpacked from local content');

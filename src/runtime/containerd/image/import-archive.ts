@@ -5,12 +5,14 @@
  *
  * - `blobs/sha256/<hex>` entries stream straight into containerd's content store under the
  *   import lease; writeBlob checks each against the digest in its name.
- * - `*.json`, `oci-layout` and `repositories` (small metadata) are kept in memory, capped.
+ * - `*.json`, `oci-layout` and `repositories` (small metadata) are kept in memory, capped in
+ *   number (MAX_METADATA_ENTRIES), each size and their total (MAX_METADATA_BYTES).
  * - Any other file (a legacy `<id>/layer.tar`, whose digest is unknown until read) is spooled
  *   to a temp file while it is hashed; import.ts writes the ones it needs into containerd.
  *
  * Symlinks (docker's legacy format links repeated layers) are recorded and resolved later.
- * Never holds a layer in memory.
+ * Never holds a layer in memory. Blobs and spooled files together may not exceed `maxBytes`
+ * (AGENT_IMAGE_MAX_BYTES), checked on each entry's header before it is read.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -64,7 +66,18 @@ export interface ReadArchiveOptions {
   readonly signal: AbortSignal;
   /** Directory for spooled files (the caller removes it). */
   readonly spoolDir: string;
+  /** Bytes of blobs and spooled files the archive may bring in all. */
+  readonly maxBytes: number;
 }
+
+/** Metadata files kept in memory at most (an image needs a handful). */
+export const MAX_METADATA_ENTRIES = 1024;
+/** Their total size. */
+export const MAX_METADATA_BYTES = 64 * 1024 * 1024;
+/** Symlinks and hard links recorded at most. */
+const MAX_LINKS = 65_536;
+/** Blob and spooled entries at most (each may be empty, so the byte bound alone does not cap them). */
+const MAX_DATA_ENTRIES = 65_536;
 
 const BLOB_PATH = /^blobs\/sha256\/([a-f0-9]{64})$/;
 const METADATA_NAMES = new Set(['oci-layout', 'repositories']);
@@ -133,6 +146,9 @@ async function readSmall(entry: AsyncIterable<Buffer>, name: string, size: numbe
  */
 export async function readArchive(file: string, opts: ReadArchiveOptions): Promise<ArchiveContents> {
   const { client, lease, signal, spoolDir } = opts;
+  let storedBytes = 0;
+  let metadataBytes = 0;
+  const tooBig = (what: string, limit: string): AgentError => new AgentError('INVALID_ARGUMENT', `${file}: ${what}, over the ${limit}`);
   const blobs = new Map<string, StoredBlob>();
   const metadata = new Map<string, Buffer>();
   const spooled = new Map<string, SpooledFile>();
@@ -153,6 +169,7 @@ export async function readArchive(file: string, opts: ReadArchiveOptions): Promi
       const name = archivePath(entry.header.name);
       const body = entry as AsyncIterable<Buffer>;
       if (entry.header.type === 'symlink' || entry.header.type === 'link') {
+        if (links.size >= MAX_LINKS) throw tooBig(`more than ${MAX_LINKS} links`, 'limit for an image archive');
         const target = entry.header.linkname;
         // Symlinks are relative to their directory, hard links to the archive root.
         links.set(name, archivePath(entry.header.type === 'symlink' ? path.posix.join(path.posix.dirname(name), target) : target));
@@ -165,6 +182,16 @@ export async function readArchive(file: string, opts: ReadArchiveOptions): Promi
       }
       const size = entry.header.size;
       const blob = BLOB_PATH.exec(name);
+      const metadataEntry = !blob && (name.endsWith('.json') || METADATA_NAMES.has(name));
+      if (!metadataEntry) {
+        if (blobs.size + spooled.size >= MAX_DATA_ENTRIES) throw tooBig(`more than ${MAX_DATA_ENTRIES} blob or layer files`, 'limit for an image archive');
+        storedBytes += size;
+        if (storedBytes > opts.maxBytes) throw tooBig(`its blobs and layers hold more than ${opts.maxBytes} bytes`, 'AGENT_IMAGE_MAX_BYTES limit');
+      } else {
+        metadataBytes += size;
+        if (metadata.size >= MAX_METADATA_ENTRIES) throw tooBig(`more than ${MAX_METADATA_ENTRIES} metadata files`, 'limit for an image archive');
+        if (metadataBytes > MAX_METADATA_BYTES) throw tooBig(`its metadata files hold more than ${MAX_METADATA_BYTES} bytes`, 'limit for an image archive');
+      }
       if (blob) {
         const digest = SHA256_PREFIX + blob[1]!;
         const seen: { head?: Buffer } = {};
@@ -185,7 +212,7 @@ export async function readArchive(file: string, opts: ReadArchiveOptions): Promi
           await client.call('leases', 'AddResource', { id: lease, resource: { id: digest, type: 'content' } }, { signal, what: `add content ${digest} to lease ${lease}` });
         }
         blobs.set(digest, { digest, size, compression: sniffCompression(seen.head), written: outcome === 'committed' });
-      } else if (name.endsWith('.json') || METADATA_NAMES.has(name)) {
+      } else if (metadataEntry) {
         metadata.set(name, await readSmall(body, name, size));
       } else {
         const spool = path.join(spoolDir, `file-${spoolCount++}`);

@@ -11,8 +11,14 @@
  * Names: `io.containerd.image.name`, else `org.opencontainers.image.ref.name` when it is a full
  * reference (OCI layout); `RepoTags` (docker save); or the caller's `name` override. Every name
  * is normalised like EnsureContainer's `image` (reference.ts), so `IMAGE_PULL_POLICY=never`
- * finds it. On any failure the lease is deleted with a synchronous GC and no image record is
- * left, so nothing of a failed import stays behind.
+ * finds it. A name that already has a record pointing at another digest is not replaced
+ * unless `force` is set (an archive's names are chosen by whoever made it). On any failure the
+ * lease is deleted with a synchronous GC and no image record is left, so nothing of a failed
+ * import stays behind.
+ *
+ * Bounds: the archive's bytes (blobs and spooled files together) and each image's layer count
+ * and declared sizes are checked against the pull bounds (AGENT_IMAGE_MAX_*); metadata
+ * entries are capped in number and size (import-archive.ts).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -24,6 +30,7 @@ import { contentInfo, readContent, updateContentLabels } from './content-store.j
 import { ingestRef, writeBlob } from './content-writer.js';
 import { sha256Digest } from './digest.js';
 import { archivePath, readArchive, spooledSource, type ArchiveContents, type Compression } from './import-archive.js';
+import { checkImageLimits, type ImageLimits } from './image-limits.js';
 import { getImage, putImage } from './image-store.js';
 import { isIndexType, isManifestType, MediaType, parseIndex, parseJsonObject, parseManifest, type Descriptor, type Platform } from './oci.js';
 import { hostPlatform, selectManifest } from './platform.js';
@@ -52,6 +59,10 @@ export interface ImportOptions {
   readonly signal: AbortSignal;
   /** Parent of the temp dir for spooled legacy layers (default os.tmpdir()). */
   readonly tmpDir?: string | undefined;
+  /** Layer count and size bounds; `maxImageBytes` also bounds the whole archive's bytes. */
+  readonly limits: ImageLimits;
+  /** Replace records of the same name that point at another digest. */
+  readonly force?: boolean | undefined;
 }
 
 /** One image the import created or updated. */
@@ -280,7 +291,7 @@ async function planDockerSave(
 async function prepareImage(
   c: ContainerdClient,
   img: PlannedImage,
-  opts: { snapshotter: string; platform: Platform; lease: string; signal: AbortSignal },
+  opts: { snapshotter: string; platform: Platform; lease: string; signal: AbortSignal; limits: ImageLimits },
 ): Promise<Omit<ImportedImage, 'names'>> {
   const { lease, signal } = opts;
   const need = async (digest: string, role: string): Promise<void> => {
@@ -299,6 +310,7 @@ async function prepareImage(
   }
   const manifestWhat = `${img.what} manifest ${manifestDesc.digest}`;
   const manifest = parseManifest(await readContent(c, manifestDesc.digest, { signal, maxBytes: MAX_MANIFEST_BYTES }), manifestDesc.mediaType, manifestWhat);
+  checkImageLimits(img.names[0] ?? img.what, manifest, opts.limits);
   await need(manifest.config.digest, 'the image config');
   for (const l of manifest.layers) await need(l.digest, 'layer');
   await updateContentLabels(
@@ -318,6 +330,25 @@ async function prepareImage(
     signal,
   });
   return { target: img.target, manifestDigest: manifestDesc.digest, chainId: unpacked.chainId, layersApplied: unpacked.applied };
+}
+
+/**
+ * Refuses, before anything is unpacked, to point an existing image record at another digest.
+ *
+ * @throws AgentError ALREADY_EXISTS naming the record and both digests.
+ */
+async function refuseOverwrites(c: ContainerdClient, planned: readonly PlannedImage[], signal: AbortSignal): Promise<void> {
+  for (const p of planned) {
+    for (const name of p.names) {
+      const existing = await getImage(c, name, signal);
+      if (existing && existing.target.digest !== p.target.digest) {
+        throw new AgentError(
+          'ALREADY_EXISTS',
+          `image ${name} already exists with digest ${existing.target.digest}; the archive's is ${p.target.digest}. Give --force to replace it, or --name for another name`,
+        );
+      }
+    }
+  }
 }
 
 /** Deletes image records this import created (best effort, own deadline). */
@@ -349,7 +380,7 @@ export async function importImageArchive(file: string, opts: ImportOptions): Pro
   const created: string[] = [];
   let ok = false;
   try {
-    const contents = await readArchive(file, { client: c, lease, signal, spoolDir });
+    const contents = await readArchive(file, { client: c, lease, signal, spoolDir, maxBytes: opts.limits.maxImageBytes });
     const counts = { written: 0, present: 0 };
     for (const b of contents.blobs.values()) {
       if (b.written) counts.written++;
@@ -376,8 +407,9 @@ export async function importImageArchive(file: string, opts: ImportOptions): Pro
         throw new AgentError('INVALID_ARGUMENT', `${p.what} has no image name${tag === undefined ? '' : ` (only the tag ${JSON.stringify(tag)})`}; give one with --name REPOSITORY:TAG`);
       }
     }
+    if (opts.force !== true) await refuseOverwrites(c, planned, signal);
     const images: ImportedImage[] = [];
-    for (const p of planned) images.push({ names: p.names, ...(await prepareImage(c, p, { snapshotter: opts.snapshotter, platform, lease, signal })) });
+    for (const p of planned) images.push({ names: p.names, ...(await prepareImage(c, p, { snapshotter: opts.snapshotter, platform, lease, signal, limits: opts.limits })) });
     // Records last: they root everything above, once all of it is complete.
     for (const img of images) {
       for (const name of img.names) {

@@ -1,7 +1,8 @@
 /**
  * One image pull without the Go client, in the order containerd's `Client.Pull` follows
- * (docs/containerd.md#pulling, docs/containerd.md#unpack): lease → resolve → index (all children labelled) → host manifest
- * (config + layer labels) → config → layers (at most 3 at a time, each verified while written)
+ * (docs/containerd.md#pulling, docs/containerd.md#unpack):
+ * lease → resolve → index (all children labelled) → host manifest (config + layer labels,
+ * layer count and declared sizes checked against the bounds) → config → layers (at most 3 at a time, each verified while written)
  * → unpack → image record → lease deleted. Blobs already in the namespace are not downloaded
  * again; they are only relabelled and attached to the lease so GC cannot take them before the
  * image record roots them.
@@ -19,6 +20,7 @@ import {
   withinLabelLimit,
 } from './content-store.js';
 import { ingestRef, writeBlob } from './content-writer.js';
+import { checkImageLimits, type ImageLimits } from './image-limits.js';
 import { putImage } from './image-store.js';
 import { assertNotSchema1, isIndexType, isManifestType, parseIndex, parseManifest, type Descriptor, type Platform } from './oci.js';
 import { selectManifest } from './platform.js';
@@ -43,6 +45,8 @@ export interface PullDeps {
   readonly snapshotter: string;
   readonly platform: Platform;
   readonly log: Logger;
+  /** Bounds on layer count and declared sizes, checked before any layer is downloaded. */
+  readonly limits: ImageLimits;
   /** Counts every byte downloaded from the registry. */
   readonly onBytes?: ((n: number) => void) | undefined;
 }
@@ -245,6 +249,7 @@ export async function pullImage(deps: PullDeps, req: PullRequest): Promise<PullR
       };
     });
     const manifest = parseManifest(manifestBytes, manifestDesc.mediaType, manifestWhat);
+    checkImageLimits(ref.name, manifest, deps.limits);
     const configBytes = await ensureSmall('config', manifest.config, undefined, () => ({}));
     const image = describeImage(ref.name, top, manifestDesc.digest, manifest, configBytes);
 

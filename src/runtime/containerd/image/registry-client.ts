@@ -3,21 +3,29 @@
  * reference to a descriptor, fetch manifests and configs whole (verified), and open layer
  * blobs as streams (verified by the content writer while they are written).
  *
- * Transport (docs/contract.md#ensurecontainer, §5): HTTPS with the system CAs plus
- * CONTAINER_REGISTRY_CA_FILE; plain HTTP when `insecure` is set and always for loopback hosts.
- * Auth: auth.ts. Behaviour mirrors containerd's `remotes/docker` (docs/containerd.md#resolve, docs/containerd.md#registry-auth, docs/containerd.md#platform-manifest).
+ * Which hosts: only registries in AGENT_ALLOWED_REGISTRIES are contacted (the reference is
+ * caller input). A registry may send the agent on (blob redirects, token realms): those may go
+ * to other hosts, but not to the host's own or link-local addresses unless listed, and never
+ * with the registry's credentials attached (local-addresses.ts, registry-hosts.ts).
+ * Transport: HTTPS with the system CAs plus CONTAINER_REGISTRY_CA_FILE; plain HTTP only for
+ * the hosts in CONTAINER_REGISTRY_INSECURE (loopback included: it is not implicitly plain).
+ * Auth: auth.ts. Behaviour mirrors containerd's `remotes/docker` resolver and fetcher
+ * (docs/containerd.md#resolve, docs/containerd.md#registry-auth, docs/containerd.md#platform-manifest).
  */
 import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import tls from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
 import { AgentError } from '../../../errors.js';
-import { Authorizer, parseWwwAuthenticate, pullScope, type TokenHttp } from './auth.js';
+import type { Logger } from '../../../log.js';
+import { Authorizer, bearerError, parseWwwAuthenticate, pullScope, type TokenHttp } from './auth.js';
 import { sha256Digest, verifyBytes } from './digest.js';
 import { DockerCredentials } from './docker-config.js';
 import { MANIFEST_ACCEPT, assertNotSchema1, detectManifestType, isIndexType, isManifestType, parseJsonObject, type Descriptor } from './oci.js';
+import { assertNotLocal } from './local-addresses.js';
 import type { ImageReference } from './reference.js';
 import { networkError, readCapped, statusError } from './registry-errors.js';
+import { RegistryHosts, splitHost } from './registry-hosts.js';
 
 /** containerd's `MaxManifestSize` (4·1048·1048 bytes, docs/containerd.md#resolve). */
 export const MAX_MANIFEST_BYTES = 4 * 1048 * 1048;
@@ -34,16 +42,16 @@ const HEADERS_TIMEOUT_MS = 60_000;
 const BODY_IDLE_TIMEOUT_MS = 60_000;
 /** Where distributions keep the system CA bundle (Debian/Ubuntu, RHEL/Fedora, Alpine/SUSE). */
 const SYSTEM_CA_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt', '/etc/ssl/cert.pem'];
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
 
 /** Transport and credential settings (docs/configuration.md#variables CONTAINER_REGISTRY_*, DOCKER_CONFIG). */
 export interface RegistryClientOptions {
-  /** Plain HTTP for every registry (CONTAINER_REGISTRY_INSECURE). */
-  readonly insecure: boolean;
+  /** Allowed registries and the plain-HTTP ones. */
+  readonly hosts: RegistryHosts;
   /** Extra CA bundle (PEM) trusted besides the system CAs (CONTAINER_REGISTRY_CA_FILE). */
   readonly caFile?: string | undefined;
   /** Directory of the docker-style config.json (DOCKER_CONFIG). */
   readonly dockerConfigDir: string;
+  readonly log?: Logger | undefined;
 }
 
 /** A resolved reference: its top descriptor, and the body when resolving had to GET it. */
@@ -93,13 +101,13 @@ function trustedCas(caFile: string | undefined): string[] {
  * Every method honours its AbortSignal and throws AgentError only.
  */
 export class RegistryClient {
-  readonly #insecure: boolean;
+  readonly #hosts: RegistryHosts;
   readonly #dispatcher: Agent;
   readonly #auth: Authorizer;
 
   /** @throws AgentError FAILED_PRECONDITION when the CA file is unreadable. */
-  constructor({ insecure, caFile, dockerConfigDir }: RegistryClientOptions) {
-    this.#insecure = insecure;
+  constructor({ hosts, caFile, dockerConfigDir, log }: RegistryClientOptions) {
+    this.#hosts = hosts;
     this.#dispatcher = new Agent({
       connect: { ca: trustedCas(caFile), timeout: CONNECT_TIMEOUT_MS },
       headersTimeout: HEADERS_TIMEOUT_MS,
@@ -110,15 +118,42 @@ export class RegistryClient {
       const res = await this.#send(url, init, host, `get a token from ${host}`, init.signal);
       return { status: res.statusCode, body: await readCapped(res.body, MAX_TOKEN_BYTES, `token response of ${host}`) };
     };
-    this.#auth = new Authorizer({ credentials: () => DockerCredentials.load(dockerConfigDir), http });
+    this.#auth = new Authorizer({
+      credentials: () => DockerCredentials.load(dockerConfigDir),
+      http,
+      log,
+      checkRealm: (registry, realm, withCredentials) => this.#checkRealm(registry, realm, withCredentials),
+    });
   }
 
-  /** Base URL of a registry's API: docker.io lives at registry-1.docker.io; loopback is plain HTTP. */
+  /** Base URL of a registry's API: docker.io lives at registry-1.docker.io; plain HTTP only for insecure hosts. */
   baseUrl(registry: string): string {
     const host = registry === 'docker.io' ? 'registry-1.docker.io' : registry;
-    const hostname = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0] ?? host;
-    const plain = this.#insecure || LOOPBACK_HOSTS.has(hostname);
-    return `${plain ? 'http' : 'https'}://${host}`;
+    return `${this.#hosts.isInsecure(host) ? 'http' : 'https'}://${host}`;
+  }
+
+  /**
+   * A token realm may receive the docker config's credentials only over https, or over plain
+   * http on the registry's own host name when that realm host is listed as insecure; with or
+   * without credentials it may not lead to a local address unless it is an allowed registry.
+   */
+  async #checkRealm(registry: string, realm: URL, withCredentials: boolean): Promise<void> {
+    const registryHost = splitHost(new URL(this.baseUrl(registry)).host).hostname;
+    if (withCredentials && realm.protocol !== 'https:' && !(realm.hostname === registryHost && this.#hosts.isInsecure(realm.host))) {
+      throw new AgentError(
+        'PERMISSION_DENIED',
+        `registry ${registry} asks for a token from a plain-http realm on another host; credentials are sent only over https, or over http to the registry's own host listed in CONTAINER_REGISTRY_INSECURE`,
+      );
+    }
+    if (!this.#hosts.isAllowed(realm.host)) await assertNotLocal(realm.hostname, `token realm of registry ${registry}`);
+  }
+
+  /** A redirect may go to another host, but not to a local address unless that host is allowed. */
+  async #checkRedirect(registry: string, target: URL, what: string): Promise<void> {
+    if (target.protocol !== 'https:' && target.protocol !== 'http:') {
+      throw new AgentError('FAILED_PRECONDITION', `${what}: registry ${registry} redirected to a non-http(s) location`);
+    }
+    if (!this.#hosts.isAllowed(target.host)) await assertNotLocal(target.hostname, `${what}: redirect from registry ${registry}`);
   }
 
   /**
@@ -198,7 +233,7 @@ export class RegistryClient {
 
   /**
    * Opens a blob download, from `offset` when the registry honours a Range request (resuming a
-   * partial ingest, docs/containerd.md#content-write); the caller verifies digest and size.
+   * partial ingest, docs/containerd.md#content-write); the caller verifies digest and size, and stops at the declared size.
    */
   async openBlob(ref: ImageReference, desc: Descriptor, offset: number, signal: AbortSignal): Promise<BlobStream> {
     const what = `fetch blob ${desc.digest} of ${ref.name}`;
@@ -257,6 +292,7 @@ export class RegistryClient {
     path: string,
     init: { method: 'GET' | 'HEAD'; headers: Headers; signal: AbortSignal; what: string },
   ): Promise<Dispatcher.ResponseData> {
+    this.#hosts.assertAllowed(ref.registry, ref.name);
     const scope = pullScope(ref.repository);
     let url = this.baseUrl(ref.registry) + path;
     const origin = new URL(url).origin;
@@ -273,7 +309,7 @@ export class RegistryClient {
         if (freshAuth) {
           // A 401 right after fresh credentials or a fresh token is a refusal, not a stale
           // token: stop here instead of looping (docs/containerd.md#registry-auth step 4).
-          const why = challenges.find((c) => c.params['error'] !== undefined)?.params['error'];
+          const why = bearerError(challenges);
           throw new AgentError('PERMISSION_DENIED', `registry ${ref.registry} denied access to ${ref.name}${why !== undefined ? ` (${why})` : ''}`);
         }
         await this.#auth.handleChallenge(ref.registry, scope, challenges, init.signal);
@@ -284,7 +320,14 @@ export class RegistryClient {
       if ([301, 302, 303, 307, 308].includes(res.statusCode) && location !== undefined) {
         await res.body.dump();
         if (++redirects > MAX_REDIRECTS) throw new AgentError('UNAVAILABLE', `${init.what}: more than ${MAX_REDIRECTS} redirects from ${ref.registry}`);
-        url = new URL(location, url).toString();
+        let target: URL;
+        try {
+          target = new URL(location, url);
+        } catch {
+          throw new AgentError('FAILED_PRECONDITION', `${init.what}: registry ${ref.registry} redirected to an invalid location`);
+        }
+        await this.#checkRedirect(ref.registry, target, init.what);
+        url = target.toString();
         continue;
       }
       return res;

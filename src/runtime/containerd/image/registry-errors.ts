@@ -10,19 +10,29 @@ import { AgentError, abortError } from '../../../errors.js';
 /** Error codes of undici and the OS that mean "did not answer in time". */
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
 
-/** `code: message` pairs of a registry's JSON error body (distribution's `errcode` format), short. */
-export function registryErrorText(body: Buffer | undefined): string {
-  if (!body || body.length === 0) return '';
+/**
+ * Error codes of the distribution spec (and distribution's own extras). Only these are
+ * repeated from a registry's answer: its body is remote text and may carry anything (a
+ * loopback admin page, a token), so neither messages nor raw bytes go back to the caller.
+ */
+export const DISTRIBUTION_ERROR_CODES: ReadonlySet<string> = new Set([
+  'BLOB_UNKNOWN', 'BLOB_UPLOAD_INVALID', 'BLOB_UPLOAD_UNKNOWN', 'DIGEST_INVALID', 'MANIFEST_BLOB_UNKNOWN',
+  'MANIFEST_INVALID', 'MANIFEST_UNKNOWN', 'MANIFEST_UNVERIFIED', 'NAME_INVALID', 'NAME_UNKNOWN', 'SIZE_INVALID',
+  'TAG_INVALID', 'UNAUTHORIZED', 'DENIED', 'UNSUPPORTED', 'TOOMANYREQUESTS', 'UNKNOWN', 'UNAVAILABLE',
+  'RANGE_INVALID', 'PAGINATION_NUMBER_INVALID',
+]);
+
+/** The known codes of a registry's JSON error body (`{"errors":[{"code":...}]}`), at most 3. */
+export function registryErrorCodes(body: Buffer | undefined): string[] {
+  if (!body || body.length === 0) return [];
   try {
-    const j = JSON.parse(body.toString('utf8')) as { errors?: { code?: unknown; message?: unknown }[] };
-    if (Array.isArray(j.errors)) {
-      const parts = j.errors.map((e) => [e.code, e.message].filter((x) => typeof x === 'string' && x !== '').join(': '));
-      return parts.filter((p) => p !== '').join('; ').slice(0, 300);
-    }
+    const j = JSON.parse(body.toString('utf8')) as { errors?: unknown };
+    if (!Array.isArray(j.errors)) return [];
+    const codes = j.errors.map((e: unknown) => (typeof e === 'object' && e !== null ? (e as { code?: unknown }).code : undefined));
+    return [...new Set(codes.filter((c): c is string => typeof c === 'string' && DISTRIBUTION_ERROR_CODES.has(c)))].slice(0, 3);
   } catch {
-    // not JSON: fall through to the raw text
+    return [];
   }
-  return body.toString('utf8').replace(/\s+/g, ' ').trim().slice(0, 200);
 }
 
 /** The text of a network-level failure, including the errno code (AggregateErrors have no message). */
@@ -49,13 +59,13 @@ export function networkError(err: unknown, registry: string, what: string, signa
 
 /** What a non-success HTTP status means; `notFound` is the message for a 404. */
 export function statusError(status: number, body: Buffer | undefined, registry: string, what: string, notFound: string): AgentError {
-  const detail = registryErrorText(body);
-  const suffix = detail === '' ? '' : `: ${detail}`;
-  if (status === 404) return new AgentError('NOT_FOUND', notFound);
-  if (status === 401 || status === 403) return new AgentError('PERMISSION_DENIED', `${what}: registry ${registry} denied access (HTTP ${status})${suffix}`);
-  if (status === 429) return new AgentError('UNAVAILABLE', `${what}: registry ${registry} is rate-limiting requests (HTTP 429)${suffix}`);
-  if (status >= 500) return new AgentError('UNAVAILABLE', `${what}: registry ${registry} failed with HTTP ${status}${suffix}`);
-  return new AgentError('FAILED_PRECONDITION', `${what}: registry ${registry} answered HTTP ${status}${suffix}`);
+  const codes = registryErrorCodes(body);
+  const answer = `HTTP ${status}${codes.length > 0 ? ` ${codes.join(', ')}` : ''}`;
+  if (status === 404) return new AgentError('NOT_FOUND', `${notFound} (${answer})`);
+  if (status === 401 || status === 403) return new AgentError('PERMISSION_DENIED', `${what}: registry ${registry} denied access (${answer})`);
+  if (status === 429) return new AgentError('UNAVAILABLE', `${what}: registry ${registry} is rate-limiting requests (${answer})`);
+  if (status >= 500) return new AgentError('UNAVAILABLE', `${what}: registry ${registry} failed (${answer})`);
+  return new AgentError('FAILED_PRECONDITION', `${what}: registry ${registry} answered ${answer}`);
 }
 
 /**
