@@ -310,7 +310,7 @@ test('CniNetwork with the real plugins on named netns', async (t) => {
     const nsA = await newNetns(a);
     const nsB = await newNetns(b);
     assert.equal(containerIpv4(await n.add({ containerId: a, netns: nsA }), 'eth0'), only);
-    await assert.rejects(n.add({ containerId: b, netns: nsB }), isAgentError('RESOURCE_EXHAUSTED', /no IP addresses available/));
+    await assert.rejects(n.add({ containerId: b, netns: nsB }), isAgentError('RESOURCE_EXHAUSTED', /no IP address left in the network's range/, 'no IP addresses available'));
     assert.deepEqual(await linksIn(b), ['lo']);
     assert.deepEqual(await reservations(), [only]);
     assert.equal((await portsOf(bridge)).length, 1);
