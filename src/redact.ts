@@ -5,8 +5,12 @@
  * hostile, and the layout of the host's file system is none of its business.
  */
 
-/** Top-level directories whose paths are the host's; a request path such as `/2015-03-31/...` is not among them. */
-const HOST_PATH = /(?<![\w.~-])\/(?:etc|var|run|opt|usr|home|root|tmp|proc|sys|dev|srv|mnt|media|lib|lib32|lib64|libx32|bin|sbin|boot|snap|nix|app|work)(?:\/[^\s'",;:()[\]{}<>]*)?/g;
+/**
+ * Top-level directories whose paths are the host's; a request path such as `/2015-03-31/...` is
+ * not among them. A path right after "image's " is inside the caller's own image (the USER
+ * lookup names the image's /etc/passwd) and says nothing about the host, so it is kept.
+ */
+const HOST_PATH = /(?<![\w.~-])(?<!image's )\/(?:etc|var|run|opt|usr|home|root|tmp|proc|sys|dev|srv|mnt|media|lib|lib32|lib64|libx32|bin|sbin|boot|snap|nix|app|work)(?:\/[^\s'",;:()[\]{}<>]*)?/g;
 
 /** Longest text kept; plugin output can be arbitrarily long. */
 export const MAX_REDACTED_CHARS = 1000;

@@ -48,14 +48,14 @@ function hostileImages(canary: string): Record<string, { entries: UserImageEntry
         { type: 'symlink', name: 'etc/passwd', target: `${canary}/passwd` },
         { type: 'symlink', name: 'etc/group', target: `${canary}/group` },
       ],
-      detail: /USER "app".*the image has none/,
+      detail: /USER "app": the user needs the image's \/etc\/passwd, and there is none/,
     },
     'passwd-dotdot': {
       entries: [
         { type: 'symlink', name: 'etc/passwd', target: `${DOTDOT}${canary}/passwd` },
         { type: 'symlink', name: 'etc/group', target: `${DOTDOT}${canary}/group` },
       ],
-      detail: /USER "app".*the image has none/,
+      detail: /USER "app": the user needs the image's \/etc\/passwd, and there is none/,
     },
     'passwd-fifo': { entries: [{ type: 'fifo', name: 'etc/passwd' }], detail: /\/etc\/passwd is a FIFO, not a regular file/ },
     'passwd-dev-zero': {

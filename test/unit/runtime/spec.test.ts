@@ -189,7 +189,7 @@ test('resolveUser: names, uids and groups from the account files, containerd rul
   assert.throws(() => resolveUser('ghost', files, img), { code: 'INVALID_ARGUMENT', message: /registry\.test\/fn:v1.*"ghost".*not in the image's \/etc\/passwd/ });
   assert.throws(() => resolveUser('app:ghosts', files, img), { code: 'INVALID_ARGUMENT', message: /not in the image's \/etc\/group/ });
   assert.throws(() => resolveUser('bad', files, img), { code: 'INVALID_ARGUMENT' }, 'an entry with a non-numeric uid does not count');
-  assert.throws(() => resolveUser('app', { passwd: undefined, group: undefined }, img), { code: 'INVALID_ARGUMENT', message: /has none/ });
+  assert.throws(() => resolveUser('app', { passwd: undefined, group: undefined }, img), { code: 'INVALID_ARGUMENT', message: /needs the image's \/etc\/passwd, and there is none/ });
   assert.throws(() => resolveUser(':0', files, img), { code: 'INVALID_ARGUMENT' });
   assert.throws(() => resolveUser('99999999999', files, img), { code: 'INVALID_ARGUMENT', message: /out of range/ });
 });

@@ -93,7 +93,7 @@ export function resolveUser(user: string | undefined, files: AccountFiles, image
     entry = passwd.find((p) => p.uid === uid);
   } else {
     entry = passwd.find((p) => p.name === u);
-    if (!entry) throw refuse(files.passwd === undefined ? 'the user needs /etc/passwd, and the image has none' : "the user is not in the image's /etc/passwd");
+    if (!entry) throw refuse(files.passwd === undefined ? "the user needs the image's /etc/passwd, and there is none" : "the user is not in the image's /etc/passwd");
     uid = entry.uid;
   }
   let gid: number;
@@ -105,7 +105,7 @@ export function resolveUser(user: string | undefined, files: AccountFiles, image
   } else {
     const grp = groups.find((f) => f[0] === g);
     const n = idField(grp?.[2]);
-    if (n === undefined) throw refuse(files.group === undefined ? 'the group needs /etc/group, and the image has none' : "the group is not in the image's /etc/group");
+    if (n === undefined) throw refuse(files.group === undefined ? "the group needs the image's /etc/group, and there is none" : "the group is not in the image's /etc/group");
     gid = n;
   }
   const name = entry?.name;
