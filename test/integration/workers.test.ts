@@ -247,7 +247,9 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
       await stack.startAgent({ CNI_CONF_FILE: confFor('esb-test-failer'), CNI_BIN_DIR: binDirs });
       const failed = await stack.callError('EnsureContainer', { function_name: 'cni-fail', image: stack.images.worker, env: {}, owner_id: OWNER });
       assert.equal(failed.name, 'INTERNAL');
-      assert.match(failed.details, /refusing on purpose/);
+      // The plugin's own words go to the agent's debug log, never to the caller (docs/errors.md).
+      assert.match(failed.details, /CNI plugin esb-test-failer ADD failed: plugin error \(CNI error code \d+; the plugin's message is in the agent log/);
+      assert.doesNotMatch(failed.details, /refusing on purpose/);
       await expectNoLeaks(stack, 'failed CNI ADD');
       assert.ok((await fakes.calls('DEL')).length >= 1, 'the chain was DELeted');
       await stack.stopAgent();

@@ -424,18 +424,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
   async pause(id: string, { signal }: CallOptions): Promise<void> {
     await this.#locks.run(id, undefined, async () => {
       const p = requireStatus(id, await getTask(this.client, id, { signal }), ['RUNNING', 'PAUSED', 'PAUSING'], 'pause');
-      if (p.status === 'RUNNING') {
-        try {
-          await pauseTask(this.client, id, { signal });
-        } catch (err) {
-          // A concurrent pause or an exit in between: re-read and decide (idempotent contract).
-          const now = await getTask(this.client, id, { signal });
-          if (statusOf(now) !== 'PAUSED') {
-            requireStatus(id, now, ['PAUSED'], 'pause');
-            throw err;
-          }
-        }
-      }
+      if (p.status === 'RUNNING') await this.#transition(id, 'pause', 'PAUSED', () => pauseTask(this.client, id, { signal }), signal);
       this.workers.update(id, { status: 'PAUSED' });
     });
   }
@@ -443,20 +432,33 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
   async resume(id: string, { signal }: CallOptions): Promise<void> {
     await this.#locks.run(id, undefined, async () => {
       const p = requireStatus(id, await getTask(this.client, id, { signal }), ['RUNNING', 'PAUSED', 'PAUSING'], 'resume');
-      if (p.status !== 'RUNNING') {
-        try {
-          await resumeTask(this.client, id, { signal });
-        } catch (err) {
-          const now = await getTask(this.client, id, { signal });
-          if (statusOf(now) !== 'RUNNING') {
-            requireStatus(id, now, ['RUNNING'], 'resume');
-            throw err;
-          }
-        }
-      }
+      if (p.status !== 'RUNNING') await this.#transition(id, 'resume', 'RUNNING', () => resumeTask(this.client, id, { signal }), signal);
       this.workers.update(id, { status: 'RUNNING' });
       this.workers.touch(id);
     });
+  }
+
+  /**
+   * One Pause or Resume under the idempotent contract. A failed call is judged by the task's
+   * state read afterwards: the target reached (a concurrent call did it) is success; a stopped
+   * task answers FAILED_PRECONDITION saying so; a task still short of the target is tried once
+   * more (runc's freezer write can fail transiently while the worker forks), then containerd's
+   * own error is the answer, never a bare "it is running" that hides why.
+   */
+  async #transition(id: string, action: 'pause' | 'resume', target: 'PAUSED' | 'RUNNING', call: () => Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await call();
+        return;
+      } catch (err) {
+        if (signal?.aborted) throw err;
+        const now = await getTask(this.client, id, { signal });
+        if (statusOf(now) === target) return;
+        requireStatus(id, now, ['RUNNING', 'PAUSED', 'PAUSING'], action);
+        if (attempt >= 2) throw err;
+        this.#log.warn({ id, action, err: errorText(err) }, `${action} failed with the task still ${statusOf(now).toLowerCase()}: trying once more`);
+      }
+    }
   }
 
   // ---------------------------------------------------------------- read side
