@@ -19,6 +19,7 @@ import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { startAgent, type RunningAgent } from '../../src/main.js';
 import { startContainerd, type ContainerdInstance } from '../harness/containerd.js';
+import { runCleanups } from '../harness/cleanups.js';
 import { createTestCerts, type CertPair, type TestCerts } from '../helpers/certs.js';
 import { agentClient, callError, checkHealth, healthClient, tlsCredentials, unaryCall, watchHealth, type AgentMethod } from '../helpers/grpc.js';
 import { LogCapture } from '../helpers/logs.js';
@@ -55,15 +56,7 @@ function tcpConnect(host: string, port: number): Promise<string> {
 
 describe('listen addresses and client allowlist', () => {
   const cleanups: (() => unknown)[] = [];
-  after(async () => {
-    for (const c of cleanups.reverse()) {
-      try {
-        await c();
-      } catch (err) {
-        console.error('cleanup failed:', err);
-      }
-    }
-  });
+  after(() => runCleanups(cleanups));
 
   let tmp: string;
   let certs: TestCerts;

@@ -17,6 +17,7 @@ import { firewallLeftovers, removeFirewall } from '../harness/firewall.js';
 import { startDockerStack, type DockerTestStack } from '../harness/docker-stack.js';
 import { freeSubnet } from '../harness/dockerd.js';
 import { startStack, type TestStack } from '../harness/stack.js';
+import { runCleanups } from '../harness/cleanups.js';
 import { hostAddress, linkLocalPeer, probeFrom, probeFromHost, tcpListener, udpEcho, type ProbeResult, type Target } from '../helpers/netprobe.js';
 import type { WorkerReply as Worker } from '../helpers/replies.js';
 
@@ -104,15 +105,7 @@ describe('worker network isolation (containerd runtime)', () => {
     const dnsTcp = await tcpListener(gateway, 53);
     cleanups.push(() => dnsTcp.close());
   });
-  after(async () => {
-    for (const fn of cleanups.reverse()) {
-      try {
-        await fn();
-      } catch (err) {
-        console.error('cleanup failed:', err);
-      }
-    }
-  });
+  after(() => runCleanups(cleanups));
 
   const forbidden = (): Record<string, Target> => ({
     grpcOnGateway: { host: gateway, port: stack.agent!.grpcPort },
@@ -267,15 +260,7 @@ describe('worker network isolation (docker runtime)', () => {
     const dnsTcp = await tcpListener(gateway, 53);
     cleanups.push(() => dnsTcp.close());
   });
-  after(async () => {
-    for (const fn of cleanups.reverse()) {
-      try {
-        await fn();
-      } catch (err) {
-        console.error('cleanup failed:', err);
-      }
-    }
-  });
+  after(() => runCleanups(cleanups));
 
   test('from a worker: the agent\'s ports, the host and the other tenant are refused; DNS on the gateway is not; the host still invokes', async () => {
     // Positive controls first: each target answers the host.

@@ -17,6 +17,7 @@ import { startAgent, type RunningAgent } from '../../src/main.js';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { startContainerd, type ContainerdInstance } from '../harness/containerd.js';
 import { waitFor } from '../harness/process.js';
+import { runCleanups } from '../harness/cleanups.js';
 import { createTestCerts, type TestCerts } from '../helpers/certs.js';
 import {
   agentClient,
@@ -52,15 +53,7 @@ const WITH_ID: AgentMethod[] = ['DestroyContainer', 'PauseContainer', 'ResumeCon
 describe('esb-agent gRPC server on a real containerd, mTLS on', () => {
   const cleanups: (() => unknown)[] = [];
   // Registered before anything is created, so a failing `before` still cleans up.
-  after(async () => {
-    for (const c of cleanups.reverse()) {
-      try {
-        await c();
-      } catch (err) {
-        console.error('cleanup failed:', err);
-      }
-    }
-  });
+  after(() => runCleanups(cleanups));
 
   let tmp: string;
   let certs: TestCerts;
