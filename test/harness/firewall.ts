@@ -46,3 +46,15 @@ export function removeFirewall(bridge: string): void {
     }
   }
 }
+
+/**
+ * A clean-up step for a test file that starts agents on `bridge` itself (not through a stack):
+ * removes the chains they installed and kept, then fails if any is still there.
+ */
+export function firewallCleanup(bridge: string): () => void {
+  return () => {
+    removeFirewall(bridge);
+    const left = firewallLeftovers(bridge);
+    if (left.length > 0) throw new Error(`firewall rules of bridge ${bridge} left behind:\n${left.join('\n')}`);
+  };
+}

@@ -20,6 +20,7 @@ import * as grpc from '@grpc/grpc-js';
 import { startAgent, type RunningAgent } from '../../src/main.js';
 import { startContainerd, type ContainerdInstance } from '../harness/containerd.js';
 import { runCleanups } from '../harness/cleanups.js';
+import { firewallCleanup } from '../harness/firewall.js';
 import { createTestCerts, type CertPair, type TestCerts } from '../helpers/certs.js';
 import { agentClient, callError, checkHealth, healthClient, tlsCredentials, unaryCall, watchHealth, type AgentMethod } from '../helpers/grpc.js';
 import { LogCapture } from '../helpers/logs.js';
@@ -54,9 +55,14 @@ function tcpConnect(host: string, port: number): Promise<string> {
   });
 }
 
+/** This run's bridge: the agents install firewall chains named after it. */
+const BRIDGE = `esbacc${randomBytes(2).toString('hex')}`;
+
 describe('listen addresses and client allowlist', () => {
   const cleanups: (() => unknown)[] = [];
   after(() => runCleanups(cleanups));
+  // After the agents are stopped: they keep their firewall chains (docs/network-isolation.md).
+  after(firewallCleanup(BRIDGE));
 
   let tmp: string;
   let certs: TestCerts;
@@ -76,7 +82,7 @@ describe('listen addresses and client allowlist', () => {
       CNI_BIN_DIR: '/usr/lib/cni',
       CNI_NET_DIR: path.join(tmp, name, 'ipam'),
       CNI_SUBNET: '10.214.0.0/24',
-      CNI_BRIDGE: 'esbacc0',
+      CNI_BRIDGE: BRIDGE,
       AGENT_STATE_DIR: path.join(tmp, name, 'state'),
       IMAGE_PULL_POLICY: 'never',
       CONTAINER_REGISTRY: '127.0.0.1:1',

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -18,6 +19,7 @@ import { PROJECT_ROOT } from '../../src/paths.js';
 import { startContainerd, type ContainerdInstance } from '../harness/containerd.js';
 import { waitFor } from '../harness/process.js';
 import { runCleanups } from '../harness/cleanups.js';
+import { firewallCleanup } from '../harness/firewall.js';
 import { createTestCerts, type TestCerts } from '../helpers/certs.js';
 import {
   agentClient,
@@ -50,10 +52,15 @@ const VALID: Record<AgentMethod, Record<string, unknown>> = {
 const METHODS = Object.keys(VALID) as AgentMethod[];
 const WITH_ID: AgentMethod[] = ['DestroyContainer', 'PauseContainer', 'ResumeContainer', 'GetContainerMetrics', 'InvokeWorker'];
 
+/** This run's bridge: the agents install firewall chains named after it. */
+const BRIDGE = `esbsrv${randomBytes(2).toString('hex')}`;
+
 describe('esb-agent gRPC server on a real containerd, mTLS on', () => {
   const cleanups: (() => unknown)[] = [];
   // Registered before anything is created, so a failing `before` still cleans up.
   after(() => runCleanups(cleanups));
+  // After the agents are stopped: they keep their firewall chains (docs/network-isolation.md).
+  after(firewallCleanup(BRIDGE));
 
   let tmp: string;
   let certs: TestCerts;
@@ -80,7 +87,7 @@ describe('esb-agent gRPC server on a real containerd, mTLS on', () => {
       CNI_BIN_DIR: CNI_BIN,
       CNI_NET_DIR: path.join(tmp, name, 'ipam'),
       CNI_SUBNET: '10.213.0.0/24',
-      CNI_BRIDGE: 'esbsrv0',
+      CNI_BRIDGE: BRIDGE,
       AGENT_STATE_DIR: path.join(tmp, name, 'state'),
       // No registry traffic: a missing image is NOT_FOUND at once.
       IMAGE_PULL_POLICY: 'never',
