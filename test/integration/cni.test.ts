@@ -14,14 +14,13 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { AgentError, type ErrorCode } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { defaultConflist, ensureConflist } from '../../src/cni/conflist.js';
 import { CniNetwork } from '../../src/cni/network.js';
 import { createNetns, isNetnsHandle, listNetns, netnsExists, removeNetns } from '../../src/cni/netns.js';
 import { containerIpv4 } from '../../src/cni/result.js';
 import { FakePlugins } from '../fixtures/cni/fake-plugins.js';
-import { pluginOutputOf } from '../../src/cni/exec.js';
+import { isAgentError } from '../helpers/cni-errors.js';
 
 const CNI_BIN = '/usr/lib/cni';
 
@@ -34,17 +33,6 @@ function run(cmd: string, args: readonly string[]): Promise<string> {
   });
 }
 
-/**
- * Matches an AgentError by code and message; `output`, when given, must be in the plugin output
- * kept for the log (pluginOutputOf) and never in the message itself.
- */
-function isAgentError(code: ErrorCode, re = /./, output?: string): (err: unknown) => boolean {
-  return (err: unknown) =>
-    err instanceof AgentError &&
-    err.code === code &&
-    re.test(err.message) &&
-    (output === undefined || ((pluginOutputOf(err) ?? '').includes(output) && !err.message.includes(output)));
-}
 
 /** Interfaces enslaved to `bridge` (the host ends of worker veths); [] when the bridge is gone. */
 async function portsOf(bridge: string): Promise<string[]> {

@@ -547,7 +547,11 @@ test('Basic auth (htpasswd registry): config.json credentials → OK; none or wr
   assert.deepEqual(await leases(c), []);
 });
 
-test('Bearer auth (token registry): credentials → POST password grant → OK; anonymous → PERMISSION_DENIED', async (t) => {
+/**
+ * A token server (user bob) and a registry that sends its clients there, busybox pushed as
+ * esb-test/busybox:v1; both stopped after the test, also when it fails.
+ */
+async function tokenRegistry(t: TestContext): Promise<{ ts: Awaited<ReturnType<typeof startTokenServer>>; reg: RegistryInstance }> {
   const started: { reg?: RegistryInstance; ts?: Awaited<ReturnType<typeof startTokenServer>> } = {};
   t.after(async () => {
     await started.reg?.stop();
@@ -556,6 +560,11 @@ test('Bearer auth (token registry): credentials → POST password grant → OK; 
   const ts = (started.ts = await startTokenServer({ users: { bob: 'hunter2' } }));
   const reg = (started.reg = await startRegistry({ token: { realm: ts.realm, service: ts.service, issuer: ts.issuer, rootCertBundle: ts.rootCertBundle } }));
   await pushImage(reg.url, images.busybox, 'esb-test/busybox', 'v1', { username: 'bob', password: 'hunter2' });
+  return { ts, reg };
+}
+
+test('Bearer auth (token registry): credentials → POST password grant → OK; anonymous → PERMISSION_DENIED', async (t) => {
+  const { ts, reg } = await tokenRegistry(t);
   const ref = `${reg.host}/esb-test/busybox:v1`;
   const c = await namespace(t);
   const before = ts.requests.length;
@@ -578,14 +587,7 @@ test('Bearer auth (token registry): credentials → POST password grant → OK; 
 });
 
 test('a token realm on plain http at another loopback port never sees the credentials', async (t) => {
-  const started: { reg?: RegistryInstance; ts?: Awaited<ReturnType<typeof startTokenServer>> } = {};
-  t.after(async () => {
-    await started.reg?.stop();
-    await started.ts?.stop();
-  });
-  const ts = (started.ts = await startTokenServer({ users: { bob: 'hunter2' } }));
-  const reg = (started.reg = await startRegistry({ token: { realm: ts.realm, service: ts.service, issuer: ts.issuer, rootCertBundle: ts.rootCertBundle } }));
-  await pushImage(reg.url, images.busybox, 'esb-test/busybox', 'v1', { username: 'bob', password: 'hunter2' });
+  const { ts, reg } = await tokenRegistry(t);
   const ref = `${reg.host}/esb-test/busybox:v1`;
   const realmHost = new URL(ts.realm).host;
   const c = await namespace(t);

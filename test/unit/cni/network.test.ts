@@ -4,12 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import { AgentError, type ErrorCode } from '../../../src/errors.js';
 import { createLogger, silentLogger } from '../../../src/log.js';
 import { AgentMetrics } from '../../../src/metrics.js';
-import { type PluginExec, pluginOutputOf, spawnPlugin } from '../../../src/cni/exec.js';
+import { type PluginExec, spawnPlugin } from '../../../src/cni/exec.js';
 import { CniNetwork, type CniNetworkOptions } from '../../../src/cni/network.js';
 import { FakePlugins, type FakeCall } from '../../fixtures/cni/fake-plugins.js';
+import { isAgentError } from '../../helpers/cni-errors.js';
 
 /**
  * Loopback and the main network are attached concurrently, so the loopback ADD may land
@@ -39,17 +39,6 @@ interface Setup {
   network(over?: Partial<CniNetworkOptions>): Promise<CniNetwork>;
 }
 
-/**
- * Matches an AgentError by code and message; `output`, when given, must be in the plugin output
- * kept for the log (pluginOutputOf) and never in the message itself.
- */
-function isAgentError(code: ErrorCode, re = /./, output?: string): (err: unknown) => boolean {
-  return (err: unknown) =>
-    err instanceof AgentError &&
-    err.code === code &&
-    re.test(err.message) &&
-    (output === undefined || ((pluginOutputOf(err) ?? '').includes(output) && !err.message.includes(output)));
-}
 
 async function setup(t: { after: (fn: () => Promise<void>) => void }, list: Record<string, unknown> = {}): Promise<Setup> {
   const fakes = await FakePlugins.create(['loopback', 'plug-a', 'plug-b', 'ipam-x']);
