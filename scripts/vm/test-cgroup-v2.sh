@@ -79,6 +79,12 @@ else
   fi
 fi
 
+# The guest has no network: it runs the checkout's installed node_modules (npm ci first).
+if [ ! -d "$repo/node_modules/tsx" ]; then
+  echo "test-cgroup-v2: $repo/node_modules is not installed; run 'npm ci' first" >&2
+  exit 2
+fi
+
 # Host tools: debootstrap builds the image, qemu boots it, mke2fs -d writes it.
 host_pkgs=(debootstrap qemu-system-x86 e2fsprogs)
 missing=()

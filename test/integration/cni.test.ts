@@ -17,6 +17,7 @@ import { test } from 'node:test';
 import { silentLogger } from '../../src/log.js';
 import { defaultConflist, ensureConflist } from '../../src/cni/conflist.js';
 import { CniNetwork } from '../../src/cni/network.js';
+import { pluginOutputOf } from '../../src/cni/exec.js';
 import { createNetns, isNetnsHandle, listNetns, netnsExists, removeNetns } from '../../src/cni/netns.js';
 import { containerIpv4 } from '../../src/cni/result.js';
 import { FakePlugins } from '../fixtures/cni/fake-plugins.js';
@@ -201,7 +202,11 @@ test('CniNetwork with the real plugins on named netns', async (t) => {
   await t.test('CHECK passes for every attachment', async () => {
     for (const a of att) {
       const t0 = performance.now();
-      await network.check(a);
+      // The plugin's own words stay out of the error (they go to the agent log); a failing
+      // test needs them to be diagnosed, so they are added here.
+      await network.check(a).catch((err: unknown) => {
+        throw new Error(`CHECK of ${a.containerId}: ${(err as Error).message}; plugin said: ${pluginOutputOf(err) ?? 'nothing'}`, { cause: err });
+      });
       timings['CHECK']!.push(ms(t0));
     }
   });

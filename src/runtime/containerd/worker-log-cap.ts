@@ -4,8 +4,8 @@
  * O_APPEND, so the agent can rotate it under the running worker by copy-truncate: the newest
  * `maxBytes` go to `output.log.1` (replacing the previous one), then the live file is cut to
  * 0 and the shim's next write lands at the new end. Disk use per worker stays at most 2× the
- * cap, plus what the worker writes between two sweeps. A line written while the copy runs can
- * be lost; that is the price of not stopping the worker.
+ * cap, plus what the worker writes between two sweeps. What a worker writes while the copy runs
+ * is lost; that is the price of not stopping the worker.
  */
 import { constants, createReadStream, createWriteStream } from 'node:fs';
 import { lstat, open, rename, rm, type FileHandle } from 'node:fs/promises';
@@ -31,8 +31,8 @@ export interface LogCapResult {
 const isMissing = (err: unknown): boolean => (err as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
 
 /**
- * Rotates `logFile` when it is larger than `maxBytes`: its newest `maxBytes` (and whatever
- * arrives during the copy) go to `<logFile>.1`, written via a temp file and renamed so the old
+ * Rotates `logFile` when it is larger than `maxBytes`: its newest `maxBytes` as of the check (and
+ * never more) go to `<logFile>.1`, written via a temp file and renamed so the old
  * generation is replaced whole, then `logFile` is truncated to 0. A missing file is not an
  * error (the worker may be gone).
  */
@@ -55,7 +55,10 @@ export async function capLogFile(logFile: string, maxBytes: number): Promise<Log
   try {
     fh = await open(logFile, constants.O_RDWR | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
     if (!(await fh.stat()).isFile()) return { sizeBytes: 0, rotated: false };
-    await pipeline(createReadStream('', { fd: fh, start: sizeBytes - maxBytes, autoClose: false }), createWriteStream(tmp, { mode: 0o600 }));
+    // `end` bounds the copy to the newest maxBytes seen at the stat: a worker that writes faster
+    // than the copy reads (seen under emulation, and a hostile worker can) would otherwise keep
+    // it going and grow `.1` without limit. What arrives during the copy is cut with the rest.
+    await pipeline(createReadStream('', { fd: fh, start: sizeBytes - maxBytes, end: sizeBytes - 1, autoClose: false }), createWriteStream(tmp, { mode: 0o600 }));
     await rename(tmp, rotated);
     await fh.truncate(0);
   } catch (err) {

@@ -4,7 +4,7 @@
  * start of the truncated file, and the sweeper over a state dir.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -45,6 +45,25 @@ test('a log over the cap: its newest cap bytes go to .1 and the live file is emp
   assert.equal(readFileSync(rotatedLogPath(file), 'utf8'), lines(75, 25), 'the newest 250 bytes replace the old .1');
   assert.equal(statSync(file).size, 0);
   assert.equal(existsSync(`${rotatedLogPath(file)}.tmp`), false);
+});
+
+test('a writer faster than the copy cannot grow .1 past the cap', async (t) => {
+  const file = path.join(tempDir(t), 'output.log');
+  writeFileSync(file, lines(0, 100_000));
+  // `yes` appends as fast as the kernel takes it, like a hostile worker; before the copy was
+  // bounded it kept the rotation reading (and .1 growing) while it wrote.
+  const writer = spawn('sh', ['-c', `exec yes 0123456789abcdef >> '${file}'`], { stdio: 'ignore' });
+  // Stopped after 2 s whatever happens, so a regression fails the test without filling the disk.
+  const stop = setTimeout(() => writer.kill('SIGKILL'), 2_000);
+  t.after(() => {
+    clearTimeout(stop);
+    writer.kill('SIGKILL');
+  });
+  await new Promise((r) => setTimeout(r, 50));
+  const r = await capLogFile(file, 64 * 1024);
+  writer.kill('SIGKILL');
+  assert.equal(r.rotated, true);
+  assert.equal(statSync(rotatedLogPath(file)).size, 64 * 1024, '.1 holds exactly the cap');
 });
 
 test('an O_APPEND writer (like the shim) writes at the start of the truncated file', async (t) => {
