@@ -17,7 +17,7 @@ import { ReflectionService } from '@grpc/reflection';
 import { protoPath as HEALTH_PROTO_PATH } from 'grpc-health-check';
 import { plaintextExposed, type Config, type TlsConfig } from '../config/config.js';
 import { ConfigError, hostPort } from '../config/parse.js';
-import { errorText } from '../errors.js';
+import { errnoCode, errorText } from '../errors.js';
 import type { ProtoGrpcType } from '../gen/agent/agent.js';
 import type { AgentServiceHandlers } from '../gen/agent/esb/agent/v1/AgentService.js';
 import type { Logger } from '../log.js';
@@ -113,7 +113,7 @@ function readPem(variable: string, file: string): Buffer {
   try {
     return readFileSync(file);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+    const code = errnoCode(err);
     throw new ConfigError(variable, `cannot read ${file} (${code ?? errorText(err)}); it must be a readable PEM file`);
   }
 }

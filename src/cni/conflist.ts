@@ -6,10 +6,10 @@
 import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { AgentError, errorText } from '../errors.js';
+import { AgentError, errnoCode, errorText } from '../errors.js';
 import { ConfigError, ipv4ToString, parseIpv4Cidr } from '../config/parse.js';
 import type { CniConfig } from '../config/config.js';
-import { errnoCode, writeFileAtomic } from './atomic-file.js';
+import { writeFileAtomic } from '../atomic-file.js';
 import { isObject } from './result.js';
 
 /** One plugin entry of a list, as written by the operator; `type` names the binary. */

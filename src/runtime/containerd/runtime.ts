@@ -24,7 +24,7 @@ import { detectCgroupVersion, type CgroupVersion } from '../../cgroups/version.j
 import { LABELS, isManaged, managedFilter, workerId, workerIdPrefix, workerLabels } from '../naming.js';
 import { WORKER_PORT, type CallOptions, type EnsureRequest, type Runtime, type WorkerInfo, type WorkerMetrics, type WorkerState, type WorkerStatus } from '../runtime.js';
 import { TableBackedRuntime } from '../table-runtime.js';
-import { KeyedLock } from '../../keyed-lock.js';
+import { KeyedLock } from '../../concurrency/keyed-lock.js';
 import { memoryMbFor } from '../limits.js';
 import { ContainerdClient } from './client.js';
 import { createContainer, runcOptions, deleteContainer, listContainers, prepareSnapshot, removeSnapshot, setContainerLabel, timestampSeconds, type ContainerRecord } from './containers.js';

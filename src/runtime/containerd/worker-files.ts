@@ -4,8 +4,10 @@
  * set per worker, each written atomically (temp + rename), never rewritten under a live worker
  * (the reference agent truncated one shared resolv.conf on every Ensure: docs/go-agent.md#w16).
  */
-import { appendFile, chmod, mkdir, open, rename, rm, stat, writeFile, readdir } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, open, rm, stat, readdir } from 'node:fs/promises';
 import path from 'node:path';
+import { writeFileAtomic } from '../../atomic-file.js';
+import { errnoCode } from '../../errors.js';
 
 export interface WorkerFiles {
   readonly dir: string;
@@ -34,11 +36,9 @@ export const WORKER_LOG_MODE = 0o600;
 const MOUNTED_FILE_MODE = 0o644;
 
 async function writeAtomic(file: string, content: string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
-  await writeFile(tmp, content, { mode: MOUNTED_FILE_MODE });
-  // The mode above is masked by the umask (the systemd unit sets UMask=0077); chmod is not.
-  await chmod(tmp, MOUNTED_FILE_MODE);
-  await rename(tmp, file);
+  // exactMode: the umask (the systemd unit sets UMask=0077) must not narrow the mode. No fsync:
+  // the files are rewritten whenever a worker is made.
+  await writeFileAtomic(file, content, { mode: MOUNTED_FILE_MODE, exactMode: true, sync: false });
 }
 
 /**
@@ -65,7 +65,7 @@ export async function workerDirExists(stateDir: string, id: string): Promise<boo
   try {
     return (await stat(workerFiles(stateDir, id).dir)).isDirectory();
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    if (errnoCode(err) === 'ENOENT') return false;
     throw err;
   }
 }
@@ -105,7 +105,7 @@ export async function listWorkerFileIds(stateDir: string): Promise<string[]> {
   try {
     return await readdir(workersDir(stateDir));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    if (errnoCode(err) === 'ENOENT') return [];
     throw err;
   }
 }

@@ -22,7 +22,7 @@ import type { AgentMetrics } from '../../metrics.js';
 import { DockerCredentials, type RegistryCredentials } from '../containerd/image/docker-config.js';
 import { DEFAULT_PULL_TIMEOUT_MS } from '../containerd/image/image-service.js';
 import { parseReference, type ImageReference } from '../containerd/image/reference.js';
-import { SingleFlight } from '../containerd/image/single-flight.js';
+import { SingleFlight } from '../../concurrency/single-flight.js';
 import type { DockerEngineClient } from './engine-client.js';
 import { engineError, engineMessage, pullError } from './errors.js';
 import { jsonLines, progressError, progressStatus } from './json-stream.js';

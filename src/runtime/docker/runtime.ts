@@ -22,7 +22,7 @@ import { memoryMbFor } from '../limits.js';
 import { isManaged, workerId } from '../naming.js';
 import { WORKER_PORT, type CallOptions, type EnsureRequest, type Runtime, type WorkerInfo, type WorkerMetrics } from '../runtime.js';
 import { TableBackedRuntime } from '../table-runtime.js';
-import { KeyedLock } from '../../keyed-lock.js';
+import { KeyedLock } from '../../concurrency/keyed-lock.js';
 import { createContainer, inspectContainer, listManaged, removeContainer, startContainer, workerFromSummary } from './containers.js';
 import { workerContainerBody } from './create.js';
 import { DockerEngineClient } from './engine-client.js';

@@ -28,7 +28,7 @@ import { pullImage, unpackLocal, type PullStats } from './pull.js';
 import { parseReference, type ImageReference } from './reference.js';
 import { RegistryClient, type RegistryClientOptions } from './registry-client.js';
 import { loadLocalImage, type LocalImage, type ResolvedImage } from './resolved-image.js';
-import { SingleFlight } from './single-flight.js';
+import { SingleFlight } from '../../../concurrency/single-flight.js';
 
 /** Types callers of the service need, re-exported so they import one module. */
 export type { ResolvedImage, LocalImage, ImageContent } from './resolved-image.js';
