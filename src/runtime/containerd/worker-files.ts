@@ -8,6 +8,7 @@ import { appendFile, chmod, mkdir, open, rm, stat, readdir } from 'node:fs/promi
 import path from 'node:path';
 import { writeFileAtomic } from '../../atomic-file.js';
 import { errnoCode } from '../../errors.js';
+import { workerHostname } from '../../worker/naming.js';
 
 export interface WorkerFiles {
   readonly dir: string;
@@ -91,7 +92,8 @@ export async function writeWorkerFiles(stateDir: string, id: string, dnsServer: 
  * starts, when nothing reads the file yet.
  */
 export async function addHostsEntry(f: WorkerFiles, ip: string, hostname: string): Promise<void> {
-  await appendFile(f.hosts, `${ip}\t${hostname}\n`);
+  // workerHostname: the spec's rule (withHostname), whatever cut of the id the caller passes.
+  await appendFile(f.hosts, `${ip}\t${workerHostname(hostname)}\n`);
 }
 
 /** Removes a worker's files (idempotent). */

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { parseReference } from '../../../src/runtime/containerd/image/reference.js';
 import { managedLabelFilters, workerFromSummary, type DockerContainerSummary } from '../../../src/runtime/docker/containers.js';
 import { workerContainerBody } from '../../../src/runtime/docker/create.js';
-import { cpuSharesForMemory as cpuSharesFor } from '../../../src/runtime/containerd/spec/spec.js';
+import { cpuSharesForMemory as cpuSharesFor } from '../../../src/worker/limits.js';
 import { dockerImageName, registryAuthHeader } from '../../../src/runtime/docker/pull.js';
 
 const input = {

@@ -5,7 +5,7 @@
  * normalised `name` is what the containerd image record is called (docs/containerd.md#image-records).
  */
 import { AgentError } from '../../../errors.js';
-import { safeName } from '../../../config/config.js';
+import { safeName } from '../../../worker/safe-name.js';
 
 /** A parsed, normalised image reference. */
 export interface ImageReference {
