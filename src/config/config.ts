@@ -6,7 +6,7 @@
 import os from 'node:os';
 import { MAX_MEMORY_MB, MIN_MEMORY_MB } from '../worker/limits.js';
 import { safeName } from '../worker/safe-name.js';
-import { defaultRegistryHost, parseHostList, parseHostPattern, type HostPattern } from '../runtime/containerd/image/registry-hosts.js';
+import { defaultRegistryHost, parseHostList, parseHostPattern, type HostPattern } from '../registry/registry-hosts.js';
 import path from 'node:path';
 import {
   ConfigError,

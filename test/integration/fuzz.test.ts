@@ -27,7 +27,7 @@ import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { loadAgentPackage } from '../../src/api/server.js';
 import { safeName } from '../../src/worker/safe-name.js';
-import { parseReference } from '../../src/runtime/containerd/image/reference.js';
+import { parseReference } from '../../src/registry/reference.js';
 import { checkHealth, healthClient, unaryCall, type AgentMethod } from '../helpers/grpc.js';
 import { leakCount, startStack, type TestStack } from '../harness/stack.js';
 

@@ -30,7 +30,7 @@ import { ContainerdClient } from './client.js';
 import { createContainer, runcOptions, deleteContainer, listContainers, prepareSnapshot, removeSnapshot, setContainerLabel, timestampSeconds, type ContainerRecord } from './containers.js';
 import { EventWatcher, type TaskEvent } from './events.js';
 import { ImageService } from './image/image-service.js';
-import { requestedImageRef } from './image/reference.js';
+import { requestedImageRef } from '../../registry/reference.js';
 import { createLease, deleteLease } from './leases.js';
 import { buildWorkerSpec } from './spec/spec.js';
 import { createTask, deleteTask, getTask, killAndWait, pauseTask, requireStatus, resumeTask, startTask, type TaskProcess } from './tasks.js';
@@ -45,7 +45,7 @@ import { createWorkerFirewall } from '../../netfilter/index.js';
 import type { WorkerFirewall } from '../../netfilter/firewall.js';
 import { networkFromConflist, networkFromResult } from '../../netfilter/network.js';
 import { ImageUsers } from './image-user.js';
-import { RegistryHosts } from './image/registry-hosts.js';
+import { RegistryHosts } from '../../registry/registry-hosts.js';
 
 export interface ContainerdRuntimeDeps {
   readonly log: Logger;

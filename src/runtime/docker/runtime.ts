@@ -10,12 +10,12 @@
  * The worker table is rebuilt from labels at start-up and kept current by dockerd's events;
  * List costs no call. Pause/Resume are UNIMPLEMENTED on this runtime (docs/contract.md#pausecontainer).
  */
-import { RegistryHosts } from '../containerd/image/registry-hosts.js';
+import { RegistryHosts } from '../../registry/registry-hosts.js';
 import type { Config } from '../../config/config.js';
 import { AgentError, abortError, errorText, isAlreadyExists, throwIfAborted } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { AgentMetrics } from '../../metrics.js';
-import { requestedImageRef } from '../containerd/image/reference.js';
+import { requestedImageRef } from '../../registry/reference.js';
 import { UndoStack } from '../undo.js';
 import { nowSeconds } from '../workers.js';
 import { memoryMbFor } from '../../worker/limits.js';

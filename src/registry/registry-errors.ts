@@ -5,7 +5,7 @@
  * DEADLINE_EXCEEDED, the caller's abort → CANCELLED or DEADLINE_EXCEEDED per its reason.
  */
 import type { Readable } from 'node:stream';
-import { AgentError, abortError, errnoCode } from '../../../errors.js';
+import { AgentError, abortError, errnoCode } from '../errors.js';
 
 /** Error codes of undici and the OS that mean "did not answer in time". */
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);

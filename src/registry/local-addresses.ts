@@ -8,7 +8,7 @@
 import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
 import os from 'node:os';
-import { AgentError, errnoCode } from '../../../errors.js';
+import { AgentError, errnoCode } from '../errors.js';
 
 const FIXED_V4 = [
   ['127.0.0.0', 8],

@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { AgentError, errnoCode } from '../../../errors.js';
+import { AgentError, errnoCode } from '../errors.js';
 
 /** Credentials for one registry. */
 export interface RegistryCredentials {
