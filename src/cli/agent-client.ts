@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { errnoCode } from '../errors.js';
-import { loadAgentPackage } from '../api/server.js';
+import { loadAgentPackage } from '../api/proto.js';
 import type { ProtoGrpcType } from '../gen/agent/agent.js';
 import type { AgentServiceClient } from '../gen/agent/esb/agent/v1/AgentService.js';
 import type { DestroyContainerRequest } from '../gen/agent/esb/agent/v1/DestroyContainerRequest.js';

@@ -25,7 +25,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
-import { loadAgentPackage } from '../../src/api/server.js';
+import { loadAgentPackage } from '../../src/api/proto.js';
 import { safeName } from '../../src/worker/safe-name.js';
 import { parseReference } from '../../src/registry/reference.js';
 import { checkHealth, healthClient, unaryCall, type AgentMethod } from '../helpers/grpc.js';
