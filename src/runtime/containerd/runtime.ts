@@ -16,7 +16,7 @@ import type { Logger } from '../../log.js';
 import type { AgentMetrics } from '../../metrics.js';
 import type { Config } from '../../config/config.js';
 import { CniNetwork } from '../../cni/network.js';
-import { defaultNetworkName, ensureConflist } from '../../cni/conflist.js';
+import { defaultNetworkName, ensureConflist } from '../../network/default-conflist.js';
 import { containerIpv4 } from '../../cni/result.js';
 import { createNetns, removeNetns } from '../../cni/netns.js';
 import { decodeCgroupMetrics } from '../../cgroups/metrics.js';
