@@ -61,3 +61,12 @@ export function abortError(signal: AbortSignal, what: string): AgentError {
 export function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
   if (signal?.aborted) throw abortError(signal, what);
 }
+
+/**
+ * The `code` of a Node system error (`ENOENT`, `EEXIST`, ...), or undefined: the one way to
+ * read it, instead of `(err as NodeJS.ErrnoException).code` casts.
+ */
+export function errnoCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
+  return undefined;
+}

@@ -17,15 +17,15 @@ import { ReflectionService } from '@grpc/reflection';
 import { protoPath as HEALTH_PROTO_PATH } from 'grpc-health-check';
 import { plaintextExposed, type Config, type TlsConfig } from '../config/config.js';
 import { ConfigError, hostPort } from '../config/parse.js';
-import { errorText } from '../errors.js';
+import { errnoCode, errorText } from '../errors.js';
 import type { ProtoGrpcType } from '../gen/agent/agent.js';
 import type { AgentServiceHandlers } from '../gen/agent/esb/agent/v1/AgentService.js';
 import type { Logger } from '../log.js';
 import type { AgentMetrics } from '../metrics.js';
-import { AGENT_PROTO_DIR } from '../paths.js';
 import { PROTO_LOADER_OPTIONS } from '../proto-options.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { Admission } from './admission.js';
+import { loadAgentPackage } from './proto.js';
 import { HealthMonitor } from './health.js';
 import { createAgentService, type Invoker } from './service.js';
 import { InflightTracker, unary, type UnaryDeps } from './status.js';
@@ -113,7 +113,7 @@ function readPem(variable: string, file: string): Buffer {
   try {
     return readFileSync(file);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+    const code = errnoCode(err);
     throw new ConfigError(variable, `cannot read ${file} (${code ?? errorText(err)}); it must be a readable PEM file`);
   }
 }
@@ -164,11 +164,6 @@ export function serverCredentials(material: TlsMaterial | undefined, log: Logger
     tls.DEFAULT_MIN_VERSION = 'TLSv1.2';
   }
   return grpc.ServerCredentials.createSsl(material.ca, [{ cert_chain: material.cert, private_key: material.key }], true);
-}
-
-/** The AgentService definition, loaded at run time with the same options the types were generated with. */
-export function loadAgentPackage(): protoLoader.PackageDefinition {
-  return protoLoader.loadSync(path.join(AGENT_PROTO_DIR, 'agent.proto'), PROTO_LOADER_OPTIONS);
 }
 
 /** grpc.health.v1, for reflection (grpc-health-check ships the proto). */

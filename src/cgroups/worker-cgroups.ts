@@ -14,6 +14,7 @@
  */
 import { readdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { errnoCode } from '../errors.js';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
@@ -104,7 +105,7 @@ export async function killAndRemoveCgroup(dirs: readonly string[], timeoutMs = 5
     const children = await readdir(d, { withFileTypes: true }).catch(() => []);
     for (const c of children) if (c.isDirectory()) await rmdir(path.join(d, c.name)).catch(() => undefined);
     await rmdir(d).catch((err: unknown) => {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      if (errnoCode(err) !== 'ENOENT') throw err;
     });
   }
   return killed.size;

@@ -5,7 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { loadAgentPackage } from '../api/server.js';
+import { errnoCode } from '../errors.js';
+import { loadAgentPackage } from '../api/proto.js';
 import type { ProtoGrpcType } from '../gen/agent/agent.js';
 import type { AgentServiceClient } from '../gen/agent/esb/agent/v1/AgentService.js';
 import type { DestroyContainerRequest } from '../gen/agent/esb/agent/v1/DestroyContainerRequest.js';
@@ -69,7 +70,7 @@ function readPem(flag: string, file: string): Buffer {
   try {
     return readFileSync(file);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    const code = errnoCode(err) ?? String(err);
     throw new Error(`${flag}: cannot read ${file} (${code})`, { cause: err });
   }
 }

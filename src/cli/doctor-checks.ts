@@ -18,7 +18,7 @@ import { CniNetwork } from '../cni/network.js';
 import { isObject } from '../cni/result.js';
 import { plaintextExposed, type Config } from '../config/config.js';
 import { hostPort, isLoopbackAddress } from '../config/parse.js';
-import { errorText } from '../errors.js';
+import { errnoCode, errorText } from '../errors.js';
 import { silentLogger } from '../log.js';
 import { ContainerdClient } from '../runtime/containerd/client.js';
 import { agentFirewall, configuredWorkerNetwork } from './firewall.js';
@@ -61,7 +61,7 @@ export async function checkContainerd(config: Config): Promise<CheckResult> {
     const st = await fs.stat(socket);
     if (!st.isSocket()) return fail(name, `CONTAINERD_SOCKET ${socket} is not a socket`, fix);
   } catch (err) {
-    return fail(name, `CONTAINERD_SOCKET ${socket} does not exist (${(err as NodeJS.ErrnoException).code ?? errorText(err)})`, fix);
+    return fail(name, `CONTAINERD_SOCKET ${socket} does not exist (${errnoCode(err) ?? errorText(err)})`, fix);
   }
   const client = new ContainerdClient({ socket, namespace });
   try {
@@ -295,7 +295,7 @@ export async function checkStateDir(config: Config): Promise<CheckResult> {
     await fs.rm(probe, { recursive: true, force: true });
     return ok(name, `AGENT_STATE_DIR ${dir} is writable`);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return fail(name, `AGENT_STATE_DIR ${dir} is not writable: ${errorText(err)}`, fix);
+    if (errnoCode(err) !== 'ENOENT') return fail(name, `AGENT_STATE_DIR ${dir} is not writable: ${errorText(err)}`, fix);
   }
   // Missing: the agent creates it; check the nearest existing parent.
   let parent = path.dirname(dir);
@@ -304,7 +304,7 @@ export async function checkStateDir(config: Config): Promise<CheckResult> {
       await fs.access(parent, fsConstants.W_OK | fsConstants.X_OK);
       return ok(name, `AGENT_STATE_DIR ${dir} does not exist yet; the agent will create it under ${parent}`);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return fail(name, `AGENT_STATE_DIR ${dir} cannot be created: ${parent} is not writable`, fix);
+      if (errnoCode(err) !== 'ENOENT') return fail(name, `AGENT_STATE_DIR ${dir} cannot be created: ${parent} is not writable`, fix);
     }
     const up = path.dirname(parent);
     if (up === parent) return fail(name, `AGENT_STATE_DIR ${dir} cannot be created`, fix);

@@ -6,8 +6,8 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { AgentError, errorText } from '../errors.js';
-import { errnoCode, writeFileAtomic } from './atomic-file.js';
+import { AgentError, errnoCode, errorText } from '../errors.js';
+import { writeFileAtomic } from '../atomic-file.js';
 import { isObject } from './result.js';
 
 /** A cached attachment: everything needed to DEL it later, even after a restart. */

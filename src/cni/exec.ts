@@ -7,9 +7,8 @@
 import { spawn } from 'node:child_process';
 import { constants as fsConstants, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { AgentError, abortError, type ErrorCode } from '../errors.js';
+import { AgentError, abortError, errnoCode, type ErrorCode } from '../errors.js';
 import { redactHost } from '../redact.js';
-import { errnoCode } from './atomic-file.js';
 import type { CniNetworkList, CniPluginConf } from './conflist.js';
 import { isObject } from './result.js';
 

@@ -11,9 +11,8 @@
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { AgentError, errorText } from '../errors.js';
-import { errnoCode } from './atomic-file.js';
-import { KeyedLock } from '../keyed-lock.js';
+import { AgentError, errnoCode, errorText } from '../errors.js';
+import { KeyedLock } from '../concurrency/keyed-lock.js';
 import { redactHost } from '../redact.js';
 
 /** Where iproute2 pins named netns (its compiled-in NETNS_RUN_DIR). */

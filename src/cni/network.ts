@@ -26,8 +26,8 @@ import { listCache, readCache, removeCache, removeCacheTempFiles, writeCache, re
 import { cniVersionAtLeast, loadNetworkList, parseNetworkList, type CniNetworkList, type CniPluginConf } from './conflist.js';
 import { findPlugin, formatCniArgs, pluginOutputOf, pluginStdin, pluginVersions, runPlugin, spawnPlugin, type CniCommand, type PluginExec, type PluginRunner } from './exec.js';
 import { isNetnsHandle } from './netns.js';
-import { Semaphore } from './concurrency.js';
-import { KeyedLock } from '../keyed-lock.js';
+import { Semaphore } from '../concurrency/semaphore.js';
+import { KeyedLock } from '../concurrency/keyed-lock.js';
 import { containerIpv4, isObject, parseResult, type CniResult } from './result.js';
 
 /** One worker's place on the network: CNI container id (= worker id) and netns path. */

@@ -4,8 +4,9 @@
  * nothing falls back silently. Only `main.ts` passes `process.env` in; tests pass objects.
  */
 import os from 'node:os';
-import { MAX_MEMORY_MB, MIN_MEMORY_MB } from '../runtime/limits.js';
-import { defaultRegistryHost, parseHostList, parseHostPattern, type HostPattern } from '../runtime/containerd/image/registry-hosts.js';
+import { MAX_MEMORY_MB, MIN_MEMORY_MB } from '../worker/limits.js';
+import { safeName } from '../worker/safe-name.js';
+import { defaultRegistryHost, parseHostList, parseHostPattern, type HostPattern } from '../registry/registry-hosts.js';
 import path from 'node:path';
 import {
   ConfigError,
@@ -171,15 +172,6 @@ function readHostList(env: Env, name: string, fallback: readonly string[], regis
   } catch (err) {
     throw new ConfigError(name, (err as Error).message);
   }
-}
-
-/** `safe()` of the contract: lower-case, keep [a-z0-9._-], fold separator runs to '-', trim them. */
-export function safeName(s: string): string {
-  return s
-    .toLowerCase()
-    .replace(/[^a-z0-9._-]+/g, '-')
-    .replace(/[._-]{2,}/g, '-')
-    .replace(/^[._-]+|[._-]+$/g, '');
 }
 
 /** gRPC with mTLS listens on every interface: the gateway is usually on another host. */

@@ -25,7 +25,7 @@ import { AgentError, abortError, errorText, type ErrorCode } from '../errors.js'
 import type { Logger } from '../log.js';
 import type { AgentMetrics } from '../metrics.js';
 import { checkPath, requestHeaders, responseHeaders } from './headers.js';
-import { SerialQueue } from './queue.js';
+import { SerialQueue } from '../concurrency/serial-queue.js';
 
 /** First pause between readiness attempts (connection refused: RIE not listening yet). */
 export const READY_BACKOFF_INITIAL_MS = 10;

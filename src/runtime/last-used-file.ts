@@ -6,8 +6,10 @@
  * interval of touches, and the idle sweep never sees a busy worker as idle because its clock
  * fell back to `created_at`.
  */
-import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { isAtomicTempOf, writeFileAtomic } from '../atomic-file.js';
+import { errnoCode } from '../errors.js';
 import type { Logger } from '../log.js';
 
 export const LAST_USED_FILE = 'last-used.json';
@@ -33,13 +35,14 @@ export class LastUsedFile {
     // A write cut off by a crash leaves its temp file (named after the dead process).
     const dir = path.dirname(this.#file);
     for (const n of await readdir(dir).catch(() => [] as string[])) {
-      if (n.startsWith(`${LAST_USED_FILE}.tmp-`)) await rm(path.join(dir, n), { force: true });
+      // `last-used.json.tmp-<pid>` is the name older versions used.
+      if (isAtomicTempOf(n, this.#file) || n.startsWith(`${LAST_USED_FILE}.tmp-`)) await rm(path.join(dir, n), { force: true });
     }
     let text: string;
     try {
       text = await readFile(this.#file, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.#log.warn({ err, file: this.#file }, 'cannot read the last-used times; starting from created_at');
+      if (errnoCode(err) !== 'ENOENT') this.#log.warn({ err, file: this.#file }, 'cannot read the last-used times; starting from created_at');
       return new Map();
     }
     try {
@@ -68,10 +71,9 @@ export class LastUsedFile {
     this.#writing = this.#writing.then(async () => {
       const text = JSON.stringify(Object.fromEntries([...this.#snapshot()].sort(([a], [b]) => a.localeCompare(b))));
       if (text === this.#written) return;
-      const tmp = `${this.#file}.tmp-${process.pid}`;
       try {
-        await writeFile(tmp, text, { mode: 0o600 });
-        await rename(tmp, this.#file);
+        // No fsync: losing the last few seconds of touches is the accepted cost (see above).
+        await writeFileAtomic(this.#file, text, { mode: 0o600, sync: false });
         this.#written = text;
       } catch (err) {
         this.#log.warn({ err, file: this.#file }, 'cannot save the last-used times');

@@ -7,6 +7,9 @@
  */
 import { AgentError, abortError } from '../errors.js';
 
+/** Bound on one shared pull (resolve + download + unpack), whatever its callers do (both runtimes). */
+export const DEFAULT_PULL_TIMEOUT_MS = 10 * 60_000;
+
 /** Pulls that may wait for a slot; more are refused. */
 export const MAX_QUEUED_PULLS = 32;
 

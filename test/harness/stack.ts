@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { defaultConflist } from '../../src/cni/conflist.js';
+import { defaultConflist } from '../../src/network/default-conflist.js';
 import { removeNetns } from '../../src/cni/netns.js';
 import type { RunningAgent } from '../../src/main.js';
 import { ContainerdClient } from '../../src/runtime/containerd/client.js';

@@ -8,7 +8,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as HEALTH_PROTO_PATH } from 'grpc-health-check';
-import { loadAgentPackage } from '../../src/api/server.js';
+import { loadAgentPackage } from '../../src/api/proto.js';
 import type { ProtoGrpcType } from '../../src/gen/agent/agent.js';
 import type { AgentServiceClient } from '../../src/gen/agent/esb/agent/v1/AgentService.js';
 import { PROTO_LOADER_OPTIONS } from '../../src/proto-options.js';

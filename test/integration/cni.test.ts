@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { silentLogger } from '../../src/log.js';
-import { defaultConflist, ensureConflist } from '../../src/cni/conflist.js';
+import { defaultConflist, ensureConflist } from '../../src/network/default-conflist.js';
 import { CniNetwork } from '../../src/cni/network.js';
 import { pluginOutputOf } from '../../src/cni/exec.js';
 import { createNetns, isNetnsHandle, listNetns, netnsExists, removeNetns } from '../../src/cni/netns.js';

@@ -11,7 +11,7 @@ import { readContent } from '../../src/runtime/containerd/image/content-store.js
 import { silentLogger } from '../../src/log.js';
 import { AgentMetrics } from '../../src/metrics.js';
 import { startContainerd, type ContainerdInstance } from '../harness/containerd.js';
-import { RegistryHosts, parseHostList } from '../../src/runtime/containerd/image/registry-hosts.js';
+import { RegistryHosts, parseHostList } from '../../src/registry/registry-hosts.js';
 import { startRegistry, type RegistryInstance } from '../harness/registry.js';
 import { pushTestImages, type PushedTestImages } from '../harness/images.js';
 

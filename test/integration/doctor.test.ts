@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { defaultConflist } from '../../src/cni/conflist.js';
+import { defaultConflist } from '../../src/network/default-conflist.js';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { startContainerd, type ContainerdInstance } from '../harness/containerd.js';
 import { scaled } from '../harness/process.js';

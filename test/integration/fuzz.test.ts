@@ -25,9 +25,9 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
-import { loadAgentPackage } from '../../src/api/server.js';
-import { safeName } from '../../src/config/config.js';
-import { parseReference } from '../../src/runtime/containerd/image/reference.js';
+import { loadAgentPackage } from '../../src/api/proto.js';
+import { safeName } from '../../src/worker/safe-name.js';
+import { parseReference } from '../../src/registry/reference.js';
 import { checkHealth, healthClient, unaryCall, type AgentMethod } from '../helpers/grpc.js';
 import { leakCount, startStack, type TestStack } from '../harness/stack.js';
 

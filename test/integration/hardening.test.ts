@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import { DEFAULT_CAPABILITIES, WORKER_PIDS_LIMIT } from '../../src/runtime/containerd/spec/spec.js';
+import { DEFAULT_CAPABILITIES, WORKER_PIDS_LIMIT } from '../../src/worker/limits.js';
 import { leakCount, startStack, type TestStack } from '../harness/stack.js';
 import type { WorkerReply as Worker } from '../helpers/replies.js';
 import { eventually } from '../harness/process.js';

@@ -16,7 +16,7 @@ import { test } from 'node:test';
 import tar from 'tar-stream';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { contentInfo } from '../../src/runtime/containerd/image/content-store.js';
-import { sha256Digest } from '../../src/runtime/containerd/image/digest.js';
+import { sha256Digest } from '../../src/registry/digest.js';
 import { getImage } from '../../src/runtime/containerd/image/image-store.js';
 import { writeDockerArchive, writeOciArchive } from '../harness/images.js';
 import { leakCount, startStack, type TestStack } from '../harness/stack.js';

@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { defaultConflist } from '../../src/cni/conflist.js';
+import { defaultConflist } from '../../src/network/default-conflist.js';
 import { ContainerdClient } from '../../src/runtime/containerd/client.js';
 import { findLeaks } from '../harness/leaks.js';
 import { CNI_BIN_DIR, leakCount, startStack, type TestStack } from '../harness/stack.js';

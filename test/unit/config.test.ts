@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { CONFIG_VARIABLES, loadConfig, plaintextExposed, safeName } from '../../src/config/config.js';
+import { CONFIG_VARIABLES, loadConfig, plaintextExposed } from '../../src/config/config.js';
+import { safeName } from '../../src/worker/safe-name.js';
 import { ConfigError, hostPort, ipv4ToString, isLoopbackAddress, parseIpv4Cidr, readBool, readEnum, readInt, readIpv4, readString, readUnixSocket } from '../../src/config/parse.js';
 
 /** Asserts `fn` throws a ConfigError for `variable` whose message starts with the variable's name. */

@@ -29,7 +29,7 @@ import type { Logger } from '../../log.js';
 import type { AgentMetrics } from '../../metrics.js';
 import { errorText, isNotFound } from '../../errors.js';
 import { CGROUP_ROOT, killAndRemoveCgroup, listWorkerCgroups, type CgroupDriver } from '../../cgroups/worker-cgroups.js';
-import { CREATED_BY, KIND_FUNCTION, LABELS, isManaged, managedFilter } from '../naming.js';
+import { CREATED_BY, KIND_FUNCTION, LABELS, isManaged, managedFilter } from '../../worker/naming.js';
 import type { ContainerdClient } from './client.js';
 import { SPEC_TYPE_URL, listContainers } from './containers.js';
 import { LEASE_OWNER_LABEL, deleteLease } from './leases.js';

@@ -4,8 +4,11 @@
  * set per worker, each written atomically (temp + rename), never rewritten under a live worker
  * (the reference agent truncated one shared resolv.conf on every Ensure: docs/go-agent.md#w16).
  */
-import { appendFile, chmod, mkdir, open, rename, rm, stat, writeFile, readdir } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, open, rm, stat, readdir } from 'node:fs/promises';
 import path from 'node:path';
+import { writeFileAtomic } from '../../atomic-file.js';
+import { errnoCode } from '../../errors.js';
+import { workerHostname } from '../../worker/naming.js';
 
 export interface WorkerFiles {
   readonly dir: string;
@@ -34,11 +37,9 @@ export const WORKER_LOG_MODE = 0o600;
 const MOUNTED_FILE_MODE = 0o644;
 
 async function writeAtomic(file: string, content: string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
-  await writeFile(tmp, content, { mode: MOUNTED_FILE_MODE });
-  // The mode above is masked by the umask (the systemd unit sets UMask=0077); chmod is not.
-  await chmod(tmp, MOUNTED_FILE_MODE);
-  await rename(tmp, file);
+  // exactMode: the umask (the systemd unit sets UMask=0077) must not narrow the mode. No fsync:
+  // the files are rewritten whenever a worker is made.
+  await writeFileAtomic(file, content, { mode: MOUNTED_FILE_MODE, exactMode: true, sync: false });
 }
 
 /**
@@ -65,7 +66,7 @@ export async function workerDirExists(stateDir: string, id: string): Promise<boo
   try {
     return (await stat(workerFiles(stateDir, id).dir)).isDirectory();
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    if (errnoCode(err) === 'ENOENT') return false;
     throw err;
   }
 }
@@ -91,7 +92,8 @@ export async function writeWorkerFiles(stateDir: string, id: string, dnsServer: 
  * starts, when nothing reads the file yet.
  */
 export async function addHostsEntry(f: WorkerFiles, ip: string, hostname: string): Promise<void> {
-  await appendFile(f.hosts, `${ip}\t${hostname}\n`);
+  // workerHostname: the spec's rule (withHostname), whatever cut of the id the caller passes.
+  await appendFile(f.hosts, `${ip}\t${workerHostname(hostname)}\n`);
 }
 
 /** Removes a worker's files (idempotent). */
@@ -105,7 +107,7 @@ export async function listWorkerFileIds(stateDir: string): Promise<string[]> {
   try {
     return await readdir(workersDir(stateDir));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    if (errnoCode(err) === 'ENOENT') return [];
     throw err;
   }
 }

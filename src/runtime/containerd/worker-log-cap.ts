@@ -10,7 +10,7 @@
 import { constants, createReadStream, createWriteStream } from 'node:fs';
 import { lstat, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
-import { errorText } from '../../errors.js';
+import { errnoCode, errorText } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { listWorkerFileIds, workerFiles } from './worker-files.js';
 
@@ -28,7 +28,7 @@ export interface LogCapResult {
   readonly rotated: boolean;
 }
 
-const isMissing = (err: unknown): boolean => (err as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
+const isMissing = (err: unknown): boolean => errnoCode(err) === 'ENOENT';
 
 /**
  * Rotates `logFile` when it is larger than `maxBytes`: its newest `maxBytes` as of the check (and

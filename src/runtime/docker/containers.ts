@@ -3,7 +3,7 @@
  * `/containers/json` summary to a worker. The runtime owns the order; these only talk.
  */
 import { AgentError, isNotFound } from '../../errors.js';
-import { CREATED_BY, KIND_FUNCTION, LABELS, isManaged } from '../naming.js';
+import { CREATED_BY, KIND_FUNCTION, LABELS, isManaged } from '../../worker/naming.js';
 import { WORKER_PORT, type WorkerState } from '../runtime.js';
 import type { DockerEngineClient } from './engine-client.js';
 import { engineError } from './errors.js';

@@ -6,9 +6,9 @@
  * CONTAINERS_NETWORK. Entrypoint, cmd, workdir, user and env come from the image; the request
  * env is added and wins (dockerd merges `Env` over the image's).
  */
-import { cpuSharesForMemory, tmpfsOptions, DEFAULT_CAPABILITIES, DROPPED_CAPABILITIES, WORKER_NOFILE, WORKER_PIDS_LIMIT } from '../containerd/spec/spec.js';
-import { defaultSeccompProfile } from '../containerd/spec/seccomp.js';
-import { workerLabels, type LabelInput } from '../naming.js';
+import { cpuSharesForMemory, tmpfsOptions, DEFAULT_CAPABILITIES, DROPPED_CAPABILITIES, WORKER_NOFILE, WORKER_PIDS_LIMIT } from '../../worker/limits.js';
+import { defaultSeccompProfile } from '../../worker/seccomp.js';
+import { workerHostname, workerLabels, type LabelInput } from '../../worker/naming.js';
 
 export interface WorkerContainerInput {
   readonly id: string;
@@ -49,14 +49,14 @@ export function workerContainerBody(input: WorkerContainerInput): Record<string,
   const memoryBytes = input.memoryMb * 1024 * 1024;
   return {
     Image: input.image,
-    Hostname: input.id.slice(0, 63).replace(/[^A-Za-z0-9-]+$/, ''),
+    Hostname: workerHostname(input.id),
     Env: Object.entries(input.env).map(([k, v]) => `${k}=${v}`),
     Labels: dockerWorkerLabels(input),
     HostConfig: {
       Memory: memoryBytes,
       // Equal to Memory: no swap on top of the limit, as on containerd.
       MemorySwap: memoryBytes,
-      // The containerd spec's rule, so both runtimes weigh workers alike.
+      // The worker CPU rule (worker/limits.ts), so both runtimes weigh workers alike.
       CpuShares: cpuSharesForMemory(input.memoryMb),
       PidsLimit: WORKER_PIDS_LIMIT,
       Ulimits: [{ Name: 'nofile', Soft: WORKER_NOFILE, Hard: WORKER_NOFILE }],

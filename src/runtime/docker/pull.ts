@@ -14,15 +14,14 @@
  * downloads, and it does not expose the manifest before it does.
  */
 import type { PullPolicy } from '../../config/config.js';
-import type { RegistryHosts } from '../containerd/image/registry-hosts.js';
-import { PullLimiter } from '../pull-limiter.js';
+import type { RegistryHosts } from '../../registry/registry-hosts.js';
+import { DEFAULT_PULL_TIMEOUT_MS, PullLimiter } from '../pull-limiter.js';
 import { AgentError, abortError, hasCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { AgentMetrics } from '../../metrics.js';
-import { DockerCredentials, type RegistryCredentials } from '../containerd/image/docker-config.js';
-import { DEFAULT_PULL_TIMEOUT_MS } from '../containerd/image/image-service.js';
-import { parseReference, type ImageReference } from '../containerd/image/reference.js';
-import { SingleFlight } from '../containerd/image/single-flight.js';
+import { DockerCredentials, type RegistryCredentials } from '../../registry/docker-config.js';
+import { parseReference, type ImageReference } from '../../registry/reference.js';
+import { SingleFlight } from '../../concurrency/single-flight.js';
 import type { DockerEngineClient } from './engine-client.js';
 import { engineError, engineMessage, pullError } from './errors.js';
 import { jsonLines, progressError, progressStatus } from './json-stream.js';

@@ -10,19 +10,19 @@
  * The worker table is rebuilt from labels at start-up and kept current by dockerd's events;
  * List costs no call. Pause/Resume are UNIMPLEMENTED on this runtime (docs/contract.md#pausecontainer).
  */
-import { RegistryHosts } from '../containerd/image/registry-hosts.js';
+import { RegistryHosts } from '../../registry/registry-hosts.js';
 import type { Config } from '../../config/config.js';
 import { AgentError, abortError, errorText, isAlreadyExists, throwIfAborted } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { AgentMetrics } from '../../metrics.js';
-import { requestedImageRef } from '../containerd/image/reference.js';
+import { requestedImageRef } from '../../registry/reference.js';
 import { UndoStack } from '../undo.js';
 import { nowSeconds } from '../workers.js';
-import { memoryMbFor } from '../limits.js';
-import { isManaged, workerId } from '../naming.js';
+import { memoryMbFor } from '../../worker/limits.js';
+import { isManaged, workerId } from '../../worker/naming.js';
 import { WORKER_PORT, type CallOptions, type EnsureRequest, type Runtime, type WorkerInfo, type WorkerMetrics } from '../runtime.js';
 import { TableBackedRuntime } from '../table-runtime.js';
-import { KeyedLock } from '../../keyed-lock.js';
+import { KeyedLock } from '../../concurrency/keyed-lock.js';
 import { createContainer, inspectContainer, listManaged, removeContainer, startContainer, workerFromSummary } from './containers.js';
 import { workerContainerBody } from './create.js';
 import { DockerEngineClient } from './engine-client.js';

@@ -4,14 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { AgentError, type ErrorCode } from '../../../src/errors.js';
-import {
-  cniVersionAtLeast,
-  defaultConflist,
-  defaultNetworkName,
-  ensureConflist,
-  loadNetworkList,
-  parseNetworkList,
-} from '../../../src/cni/conflist.js';
+import { cniVersionAtLeast, loadNetworkList, parseNetworkList } from '../../../src/cni/conflist.js';
+import { defaultConflist, defaultNetworkName, ensureConflist } from '../../../src/network/default-conflist.js';
 
 const CFG = { name: 'esb-net', subnet: '10.88.0.0/16', bridge: 'esb0', gatewayIp: '10.88.0.1', dnsServer: '10.88.0.1', netDir: '/var/lib/cni/networks' };
 

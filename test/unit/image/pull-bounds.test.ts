@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { AgentError } from '../../../src/errors.js';
 import { ImageLimitError, checkImageLimits } from '../../../src/runtime/containerd/image/image-limits.js';
-import { MediaType, type ImageManifest } from '../../../src/runtime/containerd/image/oci.js';
+import { MediaType, type ImageManifest } from '../../../src/registry/oci.js';
 import { PullLimiter } from '../../../src/runtime/pull-limiter.js';
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {

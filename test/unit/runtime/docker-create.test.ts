@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { parseReference } from '../../../src/runtime/containerd/image/reference.js';
+import { parseReference } from '../../../src/registry/reference.js';
 import { managedLabelFilters, workerFromSummary, type DockerContainerSummary } from '../../../src/runtime/docker/containers.js';
 import { workerContainerBody } from '../../../src/runtime/docker/create.js';
-import { cpuSharesForMemory as cpuSharesFor } from '../../../src/runtime/containerd/spec/spec.js';
+import { cpuSharesForMemory as cpuSharesFor } from '../../../src/worker/limits.js';
 import { dockerImageName, registryAuthHeader } from '../../../src/runtime/docker/pull.js';
 
 const input = {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DEFAULT_CAPABILITIES, DROPPED_CAPABILITIES, DEFAULT_PATH, cpuSharesForMemory, cpuWeightForShares, WORKER_NOFILE, WORKER_PIDS_LIMIT, buildWorkerSpec, defaultSpec, withEnv, withImageConfig } from '../../../src/runtime/containerd/spec/spec.js';
-import { DENIED_SYSCALLS, defaultSeccompProfile } from '../../../src/runtime/containerd/spec/seccomp.js';
+import { DEFAULT_PATH, buildWorkerSpec, defaultSpec, withEnv, withImageConfig } from '../../../src/runtime/containerd/spec/spec.js';
+import { DENIED_SYSCALLS, defaultSeccompProfile } from '../../../src/worker/seccomp.js';
 import { numericUser, resolveUser, safeUserText } from '../../../src/runtime/containerd/spec/users.js';
-import { memoryMbFor } from '../../../src/runtime/limits.js';
+import { DEFAULT_CAPABILITIES, DROPPED_CAPABILITIES, cpuSharesForMemory, cpuWeightForShares, memoryMbFor, WORKER_NOFILE, WORKER_PIDS_LIMIT } from '../../../src/worker/limits.js';
 
 const base = {
   namespace: 'esb',

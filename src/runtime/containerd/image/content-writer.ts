@@ -19,8 +19,8 @@ import { AgentError, abortError, hasCode, isAlreadyExists, throwIfAborted } from
 import { fromContainerdError, type ContainerdClient } from '../client.js';
 import type { WriteContentRequest } from '../../../gen/containerd/containerd/services/content/v1/WriteContentRequest.js';
 import type { WriteContentResponse__Output } from '../../../gen/containerd/containerd/services/content/v1/WriteContentResponse.js';
-import { DigestVerifier } from './digest.js';
-import type { Descriptor } from './oci.js';
+import { DigestVerifier } from '../../../registry/digest.js';
+import type { Descriptor } from '../../../registry/oci.js';
 
 /** The Go client's write buffer (docs/containerd.md#content-write step 3). */
 export const WRITE_CHUNK_BYTES = 1024 * 1024;

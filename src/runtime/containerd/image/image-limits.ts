@@ -6,7 +6,7 @@
  * bound. An image over a bound can never be pulled: INVALID_ARGUMENT, not a retryable code.
  */
 import { AgentError } from '../../../errors.js';
-import type { ImageManifest } from './oci.js';
+import type { ImageManifest } from '../../../registry/oci.js';
 
 export interface ImageLimits {
   readonly maxLayers: number;

@@ -19,23 +19,20 @@ import type { ImageBounds, PullPolicy } from '../../../config/config.js';
 import { AgentError, hasCode } from '../../../errors.js';
 import type { Logger } from '../../../log.js';
 import type { AgentMetrics } from '../../../metrics.js';
-import { PullLimiter } from '../../pull-limiter.js';
+import { DEFAULT_PULL_TIMEOUT_MS, PullLimiter } from '../../pull-limiter.js';
 import type { ContainerdClient } from '../client.js';
 import { ImageLimitError } from './image-limits.js';
-import type { Descriptor, Platform } from './oci.js';
-import { hostPlatform } from './platform.js';
+import type { Descriptor, Platform } from '../../../registry/oci.js';
+import { hostPlatform } from '../../../registry/platform.js';
 import { pullImage, unpackLocal, type PullStats } from './pull.js';
-import { parseReference, type ImageReference } from './reference.js';
-import { RegistryClient, type RegistryClientOptions } from './registry-client.js';
+import { parseReference, type ImageReference } from '../../../registry/reference.js';
+import { RegistryClient, type RegistryClientOptions } from '../../../registry/registry-client.js';
 import { loadLocalImage, type LocalImage, type ResolvedImage } from './resolved-image.js';
-import { SingleFlight } from './single-flight.js';
+import { SingleFlight } from '../../../concurrency/single-flight.js';
 
 /** Types callers of the service need, re-exported so they import one module. */
 export type { ResolvedImage, LocalImage, ImageContent } from './resolved-image.js';
-export type { Descriptor, OciImageConfig, OciProcessConfig, Platform } from './oci.js';
-
-/** Bound on one shared pull (resolve + download + unpack), whatever its callers do. */
-export const DEFAULT_PULL_TIMEOUT_MS = 10 * 60_000;
+export type { Descriptor, OciImageConfig, OciProcessConfig, Platform } from '../../../registry/oci.js';
 
 /** Construction options; only `main.ts`/the runtime builds these from Config. */
 export interface ImageServiceOptions {

@@ -5,7 +5,8 @@
  */
 import { isAlreadyExists, isNotFound } from '../../../errors.js';
 import type { ContainerdClient } from '../client.js';
-import { fromWire, toWire, type Descriptor } from './oci.js';
+import type { Descriptor } from '../../../registry/oci.js';
+import { fromWire, toWire } from './wire.js';
 
 /** An image record as the agent uses it. */
 export interface ImageRecord {

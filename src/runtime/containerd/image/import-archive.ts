@@ -25,8 +25,8 @@ import tar from 'tar-stream';
 import { AgentError, errorText } from '../../../errors.js';
 import type { ContainerdClient } from '../client.js';
 import { writeBlob } from './content-writer.js';
-import { SHA256_PREFIX } from './digest.js';
-import { MAX_CONFIG_BYTES } from './registry-client.js';
+import { SHA256_PREFIX } from '../../../registry/digest.js';
+import { MAX_CONFIG_BYTES } from '../../../registry/registry-client.js';
 
 /** How a layer's bytes are compressed, from their first bytes. */
 export type Compression = 'gzip' | 'zstd' | 'none';

@@ -22,10 +22,10 @@ import {
 import { ingestRef, writeBlob } from './content-writer.js';
 import { checkImageLimits, type ImageLimits } from './image-limits.js';
 import { putImage } from './image-store.js';
-import { assertNotSchema1, isIndexType, isManifestType, parseIndex, parseManifest, type Descriptor, type Platform } from './oci.js';
-import { selectManifest } from './platform.js';
-import { registryHostname, type ImageReference } from './reference.js';
-import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, type RegistryClient } from './registry-client.js';
+import { assertNotSchema1, isIndexType, isManifestType, parseIndex, parseManifest, type Descriptor, type Platform } from '../../../registry/oci.js';
+import { selectManifest } from '../../../registry/platform.js';
+import { registryHostname, type ImageReference } from '../../../registry/reference.js';
+import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, type RegistryClient } from '../../../registry/registry-client.js';
 import { describeImage, type ResolvedImage } from './resolved-image.js';
 import { unpackLayers } from './unpack.js';
 

@@ -5,7 +5,7 @@
 import { AgentError, isNotFound } from '../../../errors.js';
 import type { ContainerdClient } from '../client.js';
 import { readContent } from './content-store.js';
-import { chainIds } from './digest.js';
+import { chainIds } from '../../../registry/digest.js';
 import { getImage } from './image-store.js';
 import {
   isIndexType,
@@ -17,9 +17,9 @@ import {
   type ImageManifest,
   type OciImageConfig,
   type Platform,
-} from './oci.js';
-import { selectManifest } from './platform.js';
-import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES } from './registry-client.js';
+} from '../../../registry/oci.js';
+import { selectManifest } from '../../../registry/platform.js';
+import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES } from '../../../registry/registry-client.js';
 import { snapshotExists } from './unpack.js';
 
 /** An image ready to run: its record's name and target, the host's manifest and its config. */

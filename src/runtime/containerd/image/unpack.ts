@@ -7,9 +7,10 @@
 import { randomBytes } from 'node:crypto';
 import { AgentError, isAlreadyExists, isNotFound } from '../../../errors.js';
 import type { ContainerdClient } from '../client.js';
-import { chainIds } from './digest.js';
+import { chainIds } from '../../../registry/digest.js';
 import { updateContentLabels } from './content-store.js';
-import { LAYER_TYPES, toWire, type Descriptor } from './oci.js';
+import { LAYER_TYPES, type Descriptor } from '../../../registry/oci.js';
+import { toWire } from './wire.js';
 
 /** Label on each layer blob once unpacked: its diffID. */
 export const UNCOMPRESSED_LABEL = 'containerd.io/uncompressed';

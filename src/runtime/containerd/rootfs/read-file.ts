@@ -9,6 +9,7 @@
 import { constants } from 'node:fs';
 import { lstat, open } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
+import { errnoCode } from '../../../errors.js';
 import { secureJoin } from './secure-join.js';
 
 /** Why a file could not be used. `detail` is ours (a type name or an errno code), never file content. */
@@ -44,11 +45,11 @@ export function fileTypeName(st: Stats): string {
 const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY;
 
 const isMissing = (err: unknown): boolean => {
-  const code = (err as NodeJS.ErrnoException).code;
+  const code = errnoCode(err);
   return code === 'ENOENT' || code === 'ENOTDIR';
 };
 
-const errnoOf = (err: unknown): string => (err as NodeJS.ErrnoException).code ?? 'error';
+const errnoOf = (err: unknown): string => errnoCode(err) ?? 'error';
 
 /**
  * The bytes of `file` (a path as seen inside the tree rooted at `root`), or undefined when it

@@ -9,6 +9,7 @@
  */
 import { lstat, readlink } from 'node:fs/promises';
 import path from 'node:path';
+import { errnoCode } from '../../../errors.js';
 
 /** As many symlinks as Linux follows in one path walk (MAXSYMLINKS) is far beyond any real image. */
 export const MAX_SYMLINKS = 40;
@@ -23,7 +24,7 @@ export class SymlinkLoopError extends Error {
 }
 
 const missing = (err: unknown): boolean => {
-  const code = (err as NodeJS.ErrnoException).code;
+  const code = errnoCode(err);
   return code === 'ENOENT' || code === 'ENOTDIR';
 };
 

@@ -5,31 +5,14 @@
  * env so the request wins, then limits and the worker's own files and netns).
  */
 import { AgentError } from '../../../errors.js';
-import { defaultSeccompProfile } from './seccomp.js';
+import { defaultSeccompProfile } from '../../../worker/seccomp.js';
+import { cpuSharesForMemory, cpuWeightForShares, tmpfsOptions, DEFAULT_CAPABILITIES, WORKER_NOFILE, WORKER_PIDS_LIMIT } from '../../../worker/limits.js';
+import { workerHostname } from '../../../worker/naming.js';
 import type { CgroupVersion } from '../../../cgroups/version.js';
 import { workerCgroupsPath, type CgroupDriver } from '../../../cgroups/worker-cgroups.js';
 import type { ImageRunConfig, OciMount, OciSpec, OciUser } from './types.js';
 
-/**
- * A worker's capabilities: containerd's 14 defaults (oci.defaultUnixCaps) less CAP_NET_RAW.
- * Raw sockets let a worker forge ARP and IP packets on the shared bridge (spoof another
- * worker or the gateway, sniff plaintext invocations); a function needs none of that, and
- * ping works without it through the kernel's unprivileged ICMP sockets where enabled.
- */
-export const DEFAULT_CAPABILITIES: readonly string[] = [
-  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_SETGID',
-  'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
-];
-/** Capabilities taken out of containerd's default set (docker's CapDrop uses the same list). */
-export const DROPPED_CAPABILITIES: readonly string[] = ['CAP_NET_RAW'];
-
 export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-/** RLIMIT_NOFILE of every worker (docs/contract.md#ensurecontainer). */
-export const WORKER_NOFILE = 1024;
-/** Upper bound on processes + threads in one worker: stops fork bombs (docs/go-agent.md#w19). */
-export const WORKER_PIDS_LIMIT = 1024;
-/** Lambda gives one full vCPU at 1,769 MB; cpu.shares scale the same way (1024 = one CPU's weight). */
-const LAMBDA_MB_PER_VCPU = 1769;
 
 type SpecMutator = (spec: OciSpec) => void;
 
@@ -119,26 +102,6 @@ export function withMemoryLimit(bytes: number, cgroupVersion: CgroupVersion = 1)
   };
 }
 
-/** cpu.shares for a memory size: proportional, as Lambda allots CPU by memory size. */
-export function cpuSharesForMemory(memoryMb: number): number {
-  return Math.min(262_144, Math.max(2, Math.round((memoryMb / LAMBDA_MB_PER_VCPU) * 1024)));
-}
-
-/**
- * cgroup v2 cpu.weight for cpu.shares. runc itself converts shares to a weight, but runc ≤ 1.3.1
- * does it linearly (1024 → 39: a worker then weighs less than any systemd service at the
- * default 100) and runc ≥ 1.3.2 and crun log-quadratically (1024 → 100). The agent sends the
- * weight itself, with the log-quadratic formula, so the same memory size gives the same CPU
- * weight whatever runtime binary runs it: 2 → 1, 1024 → 100, 262144 → 10000.
- */
-export function cpuWeightForShares(shares: number): number {
-  if (shares <= 2) return 1;
-  if (shares >= 262_144) return 10_000;
-  const l = Math.log2(shares);
-  const exponent = (l * l + 125 * l) / 612 - 7 / 34;
-  return Math.min(10_000, Math.max(1, Math.ceil(10 ** exponent)));
-}
-
 /** CPU by memory size: cpu.shares, and on cgroup v2 an explicit cpu.weight (see cpuWeightForShares). */
 export function withCpuSharesForMemory(memoryMb: number, cgroupVersion: CgroupVersion = 1): SpecMutator {
   return (spec) => {
@@ -188,18 +151,10 @@ export function withFilesystem(opts: { readonly readonlyRootfs: boolean; readonl
   };
 }
 
-/**
- * Mount options of a worker's /tmp: world-writable with the sticky bit, no devices or setuid.
- * `exec` is explicit: functions run binaries they unpack into /tmp (Lambda allows it), and
- * dockerd would otherwise add its own `noexec` default, so both runtimes agree.
- */
-export function tmpfsOptions(sizeMb: number): string[] {
-  return ['nosuid', 'nodev', 'exec', 'mode=1777', `size=${sizeMb}m`];
-}
-
+/** The worker's hostname: worker/naming.ts workerHostname (the hosts file uses the same rule). */
 export function withHostname(hostname: string): SpecMutator {
   return (spec) => {
-    spec.hostname = hostname.slice(0, 63).replace(/[^A-Za-z0-9-]+$/, '');
+    spec.hostname = workerHostname(hostname);
   };
 }
 

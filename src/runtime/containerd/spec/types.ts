@@ -2,6 +2,9 @@
  * The parts of the OCI runtime spec (runtime-spec 1.0.2) the agent writes. containerd stores it
  * as JSON inside the container record (`types.containerd.io/opencontainers/runtime-spec/1/Spec`).
  */
+import type { OciSeccomp } from '../../../worker/seccomp.js';
+
+export type { OciSeccomp, OciSeccompArg, OciSeccompRule } from '../../../worker/seccomp.js';
 
 export interface OciMount {
   destination: string;
@@ -60,26 +63,6 @@ export interface OciResources {
   pids?: { limit: number };
   /** cgroup v2 files written as is (runc rejects this on v1). */
   unified?: Record<string, string>;
-}
-
-export interface OciSeccompArg {
-  index: number;
-  value: number;
-  valueTwo?: number;
-  op: 'SCMP_CMP_EQ' | 'SCMP_CMP_MASKED_EQ';
-}
-
-export interface OciSeccompRule {
-  names: string[];
-  action: 'SCMP_ACT_ALLOW' | 'SCMP_ACT_ERRNO';
-  errnoRet?: number;
-  args?: OciSeccompArg[];
-}
-
-export interface OciSeccomp {
-  defaultAction: 'SCMP_ACT_ERRNO';
-  architectures: string[];
-  syscalls: OciSeccompRule[];
 }
 
 export interface OciLinux {

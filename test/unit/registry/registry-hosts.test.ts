@@ -5,9 +5,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { AgentError } from '../../../src/errors.js';
-import { assertNotLocal, isLocalAddress } from '../../../src/runtime/containerd/image/local-addresses.js';
-import { LruMap } from '../../../src/runtime/containerd/image/lru-map.js';
-import { RegistryHosts, defaultRegistryHost, matchesHost, parseHostList, parseHostPattern, splitHost } from '../../../src/runtime/containerd/image/registry-hosts.js';
+import { assertNotLocal, isLocalAddress } from '../../../src/registry/local-addresses.js';
+import { LruMap } from '../../../src/registry/lru-map.js';
+import { RegistryHosts, defaultRegistryHost, matchesHost, parseHostList, parseHostPattern, splitHost } from '../../../src/registry/registry-hosts.js';
 
 test('exact patterns: a port must match; no port matches only the portless host; case-insensitive', () => {
   const p = parseHostList('Registry:5010, reg.example.com');

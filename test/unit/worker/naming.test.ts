@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ID_PATTERN, LABELS, MAX_ID_LENGTH, isManaged, managedFilter, workerId, workerLabels } from '../../../src/runtime/naming.js';
+import { ID_PATTERN, LABELS, MAX_ID_LENGTH, isManaged, managedFilter, workerId, workerLabels } from '../../../src/worker/naming.js';
 
 test('workerId is {brand}-{env}-{safe(fn)}-{8 hex}', () => {
   assert.equal(workerId('esb', 'default', 'Hello World', 'deadbeef'), 'esb-default-hello-world-deadbeef');

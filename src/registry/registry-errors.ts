@@ -5,7 +5,7 @@
  * DEADLINE_EXCEEDED, the caller's abort → CANCELLED or DEADLINE_EXCEEDED per its reason.
  */
 import type { Readable } from 'node:stream';
-import { AgentError, abortError } from '../../../errors.js';
+import { AgentError, abortError, errnoCode } from '../errors.js';
 
 /** Error codes of undici and the OS that mean "did not answer in time". */
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
@@ -38,7 +38,7 @@ export function registryErrorCodes(body: Buffer | undefined): string[] {
 /** The text of a network-level failure, including the errno code (AggregateErrors have no message). */
 function causeText(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
-  const code = (err as NodeJS.ErrnoException).code;
+  const code = errnoCode(err);
   const msg = err.message !== '' ? err.message : err instanceof AggregateError ? err.errors.map((e) => causeText(e)).join(', ') : '';
   return code !== undefined && !msg.includes(code) ? `${code} ${msg}`.trim() : msg;
 }
@@ -50,7 +50,7 @@ function causeText(err: unknown): string {
 export function networkError(err: unknown, registry: string, what: string, signal: AbortSignal): AgentError {
   if (err instanceof AgentError) return err;
   if (signal.aborted) return abortError(signal, what);
-  const code = (err as NodeJS.ErrnoException).code ?? '';
+  const code = errnoCode(err) ?? '';
   if (TIMEOUT_CODES.has(code)) {
     return new AgentError('UNAVAILABLE', `${what}: registry ${registry} did not answer in time (${causeText(err)})`, { cause: err });
   }

@@ -3,7 +3,7 @@
  * that operations on one object (a worker, a netns, a CNI attachment) never interleave while
  * different objects proceed in parallel. A waiting caller may give up when its signal fires.
  */
-import { abortError } from './errors.js';
+import { abortError } from '../errors.js';
 
 /** Runs functions one at a time per key; waiting callers give up when their signal fires. */
 export class KeyedLock {

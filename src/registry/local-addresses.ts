@@ -8,7 +8,7 @@
 import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
 import os from 'node:os';
-import { AgentError } from '../../../errors.js';
+import { AgentError, errnoCode } from '../errors.js';
 
 const FIXED_V4 = [
   ['127.0.0.0', 8],
@@ -66,7 +66,7 @@ export async function assertNotLocal(hostname: string, what: string): Promise<vo
     try {
       addresses = (await lookup(bare, { all: true, verbatim: true })).map((a) => a.address);
     } catch (err) {
-      throw new AgentError('UNAVAILABLE', `${what}: the host name does not resolve (${(err as NodeJS.ErrnoException).code ?? 'lookup failed'})`, { cause: err });
+      throw new AgentError('UNAVAILABLE', `${what}: the host name does not resolve (${errnoCode(err) ?? 'lookup failed'})`, { cause: err });
     }
   }
   const list = localBlockList();

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { AgentError } from '../../../src/errors.js';
-import { DockerCredentials, normalizeAuthKey } from '../../../src/runtime/containerd/image/docker-config.js';
+import { DockerCredentials, normalizeAuthKey } from '../../../src/registry/docker-config.js';
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 

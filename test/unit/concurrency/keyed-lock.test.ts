@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { KeyedLock } from '../../src/keyed-lock.js';
-import { AgentError } from '../../src/errors.js';
+import { KeyedLock } from '../../../src/concurrency/keyed-lock.js';
+import { AgentError } from '../../../src/errors.js';
 
 const tick = (ms = 5): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { AgentError } from '../../../src/errors.js';
-import { Authorizer, MAX_CACHED_TOKENS, bearerError, parseWwwAuthenticate, pullScope, type TokenHttp } from '../../../src/runtime/containerd/image/auth.js';
-import { DockerCredentials } from '../../../src/runtime/containerd/image/docker-config.js';
+import { Authorizer, MAX_CACHED_TOKENS, bearerError, parseWwwAuthenticate, pullScope, type TokenHttp } from '../../../src/registry/auth.js';
+import { DockerCredentials } from '../../../src/registry/docker-config.js';
 
 test('parseWwwAuthenticate: Bearer with quoted params', () => {
   assert.deepEqual(parseWwwAuthenticate('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:samalba/my-app:pull,push"'), [

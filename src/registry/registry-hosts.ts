@@ -12,7 +12,7 @@
  * are one registry: a reference without a registry (`busybox`) is `docker.io`, which is
  * served from `registry-1.docker.io`, and any of the three names in a list allows all three.
  */
-import { AgentError } from '../../../errors.js';
+import { AgentError } from '../errors.js';
 
 /** The names Docker Hub goes by; all compare as `docker.io`. */
 const DOCKER_HUB_ALIASES = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io']);

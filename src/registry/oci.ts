@@ -3,8 +3,7 @@
  * indexes, manifests and image configs. Parsed JSON is validated here so that the rest of the
  * image code can trust field types (a registry is outside input).
  */
-import { AgentError } from '../../../errors.js';
-import type { Descriptor__Output as WireDescriptor, Descriptor as WireDescriptorIn } from '../../../gen/containerd/containerd/types/Descriptor.js';
+import { AgentError } from '../errors.js';
 import { isSha256Digest } from './digest.js';
 
 /** Media types the agent understands (containerd `images/mediatypes.go`). */
@@ -218,14 +217,4 @@ export function parseImageConfig(data: Uint8Array, what: string): OciImageConfig
     if (c[k] !== undefined && typeof c[k] !== 'string') throw bad(what, `config.${k} is not a string`);
   }
   return j as unknown as OciImageConfig;
-}
-
-/** Converts a domain descriptor to containerd's wire form. */
-export function toWire(d: Descriptor): WireDescriptorIn {
-  return { media_type: d.mediaType, digest: d.digest, size: d.size, annotations: { ...d.annotations } };
-}
-
-/** Converts containerd's wire descriptor to the domain form. */
-export function fromWire(d: WireDescriptor): Descriptor {
-  return { mediaType: d.media_type, digest: d.digest, size: Number(d.size), annotations: d.annotations };
 }

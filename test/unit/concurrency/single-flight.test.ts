@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { AgentError } from '../../../src/errors.js';
-import { SingleFlight } from '../../../src/runtime/containerd/image/single-flight.js';
+import { SingleFlight } from '../../../src/concurrency/single-flight.js';
 
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
   let resolve!: (v: T) => void;

@@ -5,8 +5,28 @@
  * the capabilities a worker can have. Both runtimes send this profile (docker as a
  * `seccomp=<json>` security option), so a worker is filtered alike on either.
  */
-import type { OciSeccomp, OciSeccompRule } from './types.js';
 import { DEFAULT_ALLOWED_SYSCALLS } from './seccomp-syscalls.gen.js';
+
+/** The seccomp part of an OCI runtime spec (`linux.seccomp`), the shape both runtimes send. */
+export interface OciSeccompArg {
+  index: number;
+  value: number;
+  valueTwo?: number;
+  op: 'SCMP_CMP_EQ' | 'SCMP_CMP_MASKED_EQ';
+}
+
+export interface OciSeccompRule {
+  names: string[];
+  action: 'SCMP_ACT_ALLOW' | 'SCMP_ACT_ERRNO';
+  errnoRet?: number;
+  args?: OciSeccompArg[];
+}
+
+export interface OciSeccomp {
+  defaultAction: 'SCMP_ACT_ERRNO';
+  architectures: string[];
+  syscalls: OciSeccompRule[];
+}
 
 const ARCHES: Readonly<Record<string, readonly string[]>> = {
   x64: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'],

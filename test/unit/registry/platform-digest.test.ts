@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import { AgentError } from '../../../src/errors.js';
-import { DigestVerifier, chainIds, sha256Digest, verifyBytes } from '../../../src/runtime/containerd/image/digest.js';
-import type { Descriptor, ImageIndex } from '../../../src/runtime/containerd/image/oci.js';
-import { hostPlatform, normalizePlatform, platformMatches, selectManifest } from '../../../src/runtime/containerd/image/platform.js';
+import { DigestVerifier, chainIds, sha256Digest, verifyBytes } from '../../../src/registry/digest.js';
+import type { Descriptor, ImageIndex } from '../../../src/registry/oci.js';
+import { hostPlatform, normalizePlatform, platformMatches, selectManifest } from '../../../src/registry/platform.js';
 
 const dg = (c: string): string => 'sha256:' + c.repeat(64);
 const entry = (c: string, os: string, architecture: string, variant?: string): Descriptor => ({

@@ -1,7 +1,7 @@
 /** The per-worker FIFO lock behind InvokeWorker's one-at-a-time rule. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { SerialQueue } from '../../../src/proxy/queue.js';
+import { SerialQueue } from '../../../src/concurrency/serial-queue.js';
 
 test('SerialQueue serves waiters one at a time in arrival order', async () => {
   const q = new SerialQueue();

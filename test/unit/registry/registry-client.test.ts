@@ -10,11 +10,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { AgentError } from '../../../src/errors.js';
-import { sha256Digest } from '../../../src/runtime/containerd/image/digest.js';
-import { MediaType } from '../../../src/runtime/containerd/image/oci.js';
-import { parseReference } from '../../../src/runtime/containerd/image/reference.js';
-import { RegistryClient } from '../../../src/runtime/containerd/image/registry-client.js';
-import { RegistryHosts, parseHostList } from '../../../src/runtime/containerd/image/registry-hosts.js';
+import { sha256Digest } from '../../../src/registry/digest.js';
+import { MediaType } from '../../../src/registry/oci.js';
+import { parseReference } from '../../../src/registry/reference.js';
+import { RegistryClient } from '../../../src/registry/registry-client.js';
+import { RegistryHosts, parseHostList } from '../../../src/registry/registry-hosts.js';
 
 /** Every host allowed and plain HTTP, unless a test narrows it. */
 const ANY = (): RegistryHosts => new RegistryHosts({ allowed: parseHostList('*'), insecure: parseHostList('*') });

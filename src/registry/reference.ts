@@ -4,8 +4,8 @@
  * single-component names on docker.io, tag `latest` when neither tag nor digest is given. The
  * normalised `name` is what the containerd image record is called (docs/containerd.md#image-records).
  */
-import { AgentError } from '../../../errors.js';
-import { safeName } from '../../../config/config.js';
+import { AgentError } from '../errors.js';
+import { safeName } from '../worker/safe-name.js';
 
 /** A parsed, normalised image reference. */
 export interface ImageReference {

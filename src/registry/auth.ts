@@ -10,8 +10,8 @@
  * Messages never carry the username or the config file's path (they reach the gRPC caller);
  * those go to the debug log.
  */
-import { AgentError } from '../../../errors.js';
-import type { Logger } from '../../../log.js';
+import { AgentError } from '../errors.js';
+import type { Logger } from '../log.js';
 import type { DockerCredentials, RegistryCredentials } from './docker-config.js';
 import { LruMap } from './lru-map.js';
 

@@ -5,7 +5,7 @@
  * caller stops waiting on its own signal. When every caller has given up, the run is
  * cancelled too, so an abandoned pull leaves nothing behind (docs/contract.md#rules).
  */
-import { AgentError, abortError } from '../../../errors.js';
+import { AgentError, abortError } from '../errors.js';
 
 interface Flight<T> {
   readonly promise: Promise<T>;

@@ -3,7 +3,7 @@
  * chainID computation that names unpacked snapshots (docs/containerd.md#platform-manifest, docs/containerd.md#unpack).
  */
 import { createHash, type Hash } from 'node:crypto';
-import { AgentError } from '../../../errors.js';
+import { AgentError } from '../errors.js';
 
 /** The only digest algorithm the agent accepts; registries and containerd default to it. */
 export const SHA256_PREFIX = 'sha256:';

@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { AgentError } from '../../../errors.js';
+import { AgentError, errnoCode } from '../errors.js';
 
 /** Credentials for one registry. */
 export interface RegistryCredentials {
@@ -97,8 +97,8 @@ export class DockerCredentials {
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return new DockerCredentials(new Map(), file);
-      throw new AgentError('FAILED_PRECONDITION', `cannot read the registry credentials in DOCKER_CONFIG/config.json (${(err as NodeJS.ErrnoException).code ?? 'read failed'})`, { cause: err });
+      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return new DockerCredentials(new Map(), file);
+      throw new AgentError('FAILED_PRECONDITION', `cannot read the registry credentials in DOCKER_CONFIG/config.json (${errnoCode(err) ?? 'read failed'})`, { cause: err });
     }
     return DockerCredentials.parse(text, file);
   }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { AgentError } from '../../../src/errors.js';
-import { defaultImageRef, parseReference, registryHostname } from '../../../src/runtime/containerd/image/reference.js';
+import { defaultImageRef, parseReference, registryHostname } from '../../../src/registry/reference.js';
 
 const D = 'sha256:' + 'a'.repeat(64);
 

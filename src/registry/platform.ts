@@ -2,7 +2,7 @@
  * The host platform and the choice of one manifest from an index (docs/containerd.md#platform-manifest: the
  * Go client keeps only the best match, `LimitManifests(…, 1)`).
  */
-import { AgentError } from '../../../errors.js';
+import { AgentError } from '../errors.js';
 import type { Descriptor, ImageIndex, Platform } from './oci.js';
 
 /** Node's `process.arch` → OCI architecture (and default variant). */

@@ -3,7 +3,7 @@
  * worker id = container id = snapshot key = CNI container id = netns name = state dir name.
  */
 import { randomBytes } from 'node:crypto';
-import { safeName } from '../config/config.js';
+import { safeName } from './safe-name.js';
 
 /** containerd's identifier grammar (identifiers.Validate) and length limit. */
 export const ID_PATTERN = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
@@ -44,6 +44,19 @@ export function workerId(brand: string, env: string, functionName: string, suffi
   fn = fn.slice(0, Math.max(1, room)).replace(/[._-]+$/, '');
   const id = `${prefix}-${fn}-${suffix}`.slice(0, MAX_ID_LENGTH);
   return id;
+}
+
+/** Longest hostname the kernel takes (HOST_NAME_MAX; also one DNS label). */
+export const MAX_HOSTNAME_LENGTH = 63;
+
+/**
+ * A worker's hostname: its id cut to 63 characters, less any trailing characters other than
+ * letters, digits and '-'. The one rule for the hostname a runtime gives the worker (the
+ * containerd spec, the docker create body) and the name the worker's hosts file maps to its
+ * IP, so the two always agree. Idempotent.
+ */
+export function workerHostname(id: string): string {
+  return id.slice(0, MAX_HOSTNAME_LENGTH).replace(/[^A-Za-z0-9-]+$/, '');
 }
 
 export interface LabelInput {
