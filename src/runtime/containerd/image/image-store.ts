@@ -4,7 +4,7 @@
  * root of everything the pull wrote.
  */
 import { isAlreadyExists, isNotFound } from '../../../errors.js';
-import type { ContainerdClient } from '../client.js';
+import type { ContainerdClient, RequestOptions } from '../client.js';
 import { fromWire, toWire, type Descriptor } from './oci.js';
 
 /** An image record as the agent uses it. */
@@ -49,5 +49,14 @@ export async function putImage(c: ContainerdClient, name: string, target: Descri
     } catch (err) {
       if (!isNotFound(err) || attempt >= PUT_ATTEMPTS) throw err;
     }
+  }
+}
+
+/** Images.Delete without a synchronous GC; a record already gone counts as deleted. */
+export async function deleteImage(c: ContainerdClient, name: string, opts: RequestOptions): Promise<void> {
+  try {
+    await c.call('images', 'Delete', { name, sync: false }, { ...opts, what: `delete image ${name}` });
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
   }
 }
