@@ -28,13 +28,11 @@ import { findPlugin, formatCniArgs, pluginOutputOf, pluginStdin, pluginVersions,
 import { isNetnsHandle } from './netns.js';
 import { Semaphore } from '../concurrency/semaphore.js';
 import { KeyedLock } from '../concurrency/keyed-lock.js';
-import { containerIpv4, isObject, parseResult, type CniResult } from './result.js';
+import { isObject, parseResult, type CniResult } from './result.js';
+import { checkAttachment, elapsed, ipOrUndefined, type CniAttachment, type RuntimeArgs, type RuntimeConf } from './runtime-conf.js';
 
-/** One worker's place on the network: CNI container id (= worker id) and netns path. */
-export interface CniAttachment {
-  readonly containerId: string;
-  readonly netns: string;
-}
+export type { CniAttachment, RuntimeConf } from './runtime-conf.js';
+
 
 /** Constructor options: only the CNI slice of the config, plus the seams (docs/design.md#options-and-seams). */
 export interface CniNetworkOptions {
@@ -82,13 +80,6 @@ export const LOOPBACK_NETWORK_NAME = 'cni-loopback';
 /** The loopback network's interface name. */
 export const LOOPBACK_IFNAME = 'lo';
 
-/** CNI container ids (spec 1.0 §2): alphanumeric first, then alphanumerics, `_`, `.`, `-`. */
-const CONTAINER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
-
-interface RuntimeArgs {
-  readonly cniArgs: readonly (readonly [string, string])[];
-  readonly capabilityArgs: Readonly<Record<string, unknown>>;
-}
 
 /**
  * One CNI network (a conflist plus go-cni's loopback network) and the attachments of worker
@@ -188,8 +179,8 @@ export class CniNetwork {
     const list = this.list;
     const loopback = this.#loopback!;
     checkAttachment(att);
-    const rt: RuntimeArgs = { cniArgs: opts.cniArgs ?? [], capabilityArgs: opts.capabilityArgs ?? {} };
-    formatCniArgs(rt.cniArgs); // validate before anything runs
+    const rt: RuntimeArgs = { args: opts.cniArgs ?? [], capabilityArgs: opts.capabilityArgs ?? {} };
+    formatCniArgs(rt.args); // validate before anything runs
     const { signal } = opts;
     const t0 = performance.now();
     return this.#locks.run(att.containerId, signal, async () => {
@@ -246,14 +237,14 @@ export class CniNetwork {
       const netns = (await isNetnsHandle(path)) ? path : '';
       let firstErr: unknown;
       try {
-        await this.#delList(this.#cachedList(main) ?? list, att.containerId, netns, this.ifName, main, signal);
+        await this.#delList(this.#cachedList(main) ?? list, { containerId: att.containerId, netns, ifName: this.ifName }, main, signal);
         await removeCache(this.#cacheDir, list.name, att.containerId, this.ifName);
       } catch (err) {
         firstErr = err;
       }
       if (!signal?.aborted) {
         try {
-          await this.#delList(this.#loopback!, att.containerId, netns, LOOPBACK_IFNAME, lo, signal);
+          await this.#delList(this.#loopback!, { containerId: att.containerId, netns, ifName: LOOPBACK_IFNAME }, lo, signal);
           await removeCache(this.#cacheDir, LOOPBACK_NETWORK_NAME, att.containerId, LOOPBACK_IFNAME);
         } catch (err) {
           firstErr ??= err;
@@ -285,11 +276,11 @@ export class CniNetwork {
       if (list.disableCheck) return;
       if (!cniVersionAtLeast(list.cniVersion, '0.4.0')) throw new AgentError('UNIMPLEMENTED', `CNI CHECK needs cniVersion 0.4.0 or later; network ${list.name} uses ${list.cniVersion}`);
       const lo = await readCache(this.#cacheDir, LOOPBACK_NETWORK_NAME, att.containerId, LOOPBACK_IFNAME);
-      const rt: RuntimeArgs = { cniArgs: main.cniArgs, capabilityArgs: main.capabilityArgs };
+      const rt: RuntimeConf = { containerId: att.containerId, netns: att.netns, ifName: this.ifName, args: main.cniArgs, capabilityArgs: main.capabilityArgs };
       if (lo?.result !== undefined) {
-        for (const p of this.#loopback!.plugins) await this.#exec(this.#loopback!, p, 'CHECK', att.containerId, att.netns, LOOPBACK_IFNAME, rt, lo.result, signal);
+        for (const p of this.#loopback!.plugins) await this.#exec(this.#loopback!, p, 'CHECK', { ...rt, ifName: LOOPBACK_IFNAME }, lo.result, signal);
       }
-      for (const p of list.plugins) await this.#exec(list, p, 'CHECK', att.containerId, att.netns, this.ifName, rt, main.result, signal);
+      for (const p of list.plugins) await this.#exec(list, p, 'CHECK', rt, main.result, signal);
       this.#log.debug({ containerId: att.containerId, network: list.name, ms: elapsed(t0) }, 'CNI CHECK');
     });
   }
@@ -320,20 +311,22 @@ export class CniNetwork {
   }
 
   async #addList(list: CniNetworkList, att: CniAttachment, ifName: string, rt: RuntimeArgs, signal: AbortSignal | undefined): Promise<unknown> {
+    const conf: RuntimeConf = { ...rt, containerId: att.containerId, netns: att.netns, ifName };
     let prev: unknown;
     for (const p of list.plugins) {
-      const out = await this.#exec(list, p, 'ADD', att.containerId, att.netns, ifName, rt, prev, signal);
+      const out = await this.#exec(list, p, 'ADD', conf, prev, signal);
       parseResult(out, `CNI plugin ${p.type} ADD`); // a bad result must stop the chain, not travel on
       prev = out;
     }
     return prev;
   }
 
-  async #delList(list: CniNetworkList, containerId: string, netns: string, ifName: string, cached: CachedAttachment | undefined, signal: AbortSignal | undefined): Promise<void> {
+  /** DEL of every plugin in reverse, with the args the ADD used (from its cache entry). */
+  async #delList(list: CniNetworkList, at: Omit<RuntimeConf, keyof RuntimeArgs>, cached: CachedAttachment | undefined, signal: AbortSignal | undefined): Promise<void> {
     // prevResult on DEL exists since spec 0.4.0.
     const prev = cached !== undefined && cniVersionAtLeast(list.cniVersion, '0.4.0') ? cached.result : undefined;
-    const rt: RuntimeArgs = { cniArgs: cached?.cniArgs ?? [], capabilityArgs: cached?.capabilityArgs ?? {} };
-    for (const p of [...list.plugins].reverse()) await this.#exec(list, p, 'DEL', containerId, netns, ifName, rt, prev, signal);
+    const conf: RuntimeConf = { ...at, args: cached?.cniArgs ?? [], capabilityArgs: cached?.capabilityArgs ?? {} };
+    for (const p of [...list.plugins].reverse()) await this.#exec(list, p, 'DEL', conf, prev, signal);
   }
 
   /**
@@ -345,7 +338,8 @@ export class CniNetwork {
     const netns = (await isNetnsHandle(att.netns)) ? att.netns : '';
     for (const [list, ifName] of [[this.list, this.ifName], [this.#loopback!, LOOPBACK_IFNAME]] as const) {
       try {
-        for (const p of [...list.plugins].reverse()) await this.#exec(list, p, 'DEL', att.containerId, netns, ifName, rt, undefined, undefined);
+        const conf: RuntimeConf = { ...rt, containerId: att.containerId, netns, ifName };
+        for (const p of [...list.plugins].reverse()) await this.#exec(list, p, 'DEL', conf, undefined, undefined);
         await removeCache(this.#cacheDir, list.name, att.containerId, ifName);
       } catch (err) {
         this.#log.error({ containerId: att.containerId, network: list.name, err: errorText(err) }, 'CNI DEL after a failed ADD failed; left for reconciliation');
@@ -356,22 +350,14 @@ export class CniNetwork {
     }
   }
 
-  async #exec(
-    list: CniNetworkList,
-    plugin: CniPluginConf,
-    command: CniCommand,
-    containerId: string,
-    netns: string,
-    ifName: string,
-    rt: RuntimeArgs,
-    prevResult: unknown,
-    signal: AbortSignal | undefined,
-  ): Promise<unknown> {
+  /** Runs one plugin of `list` for `rt` (bounded by the exec slots); counts its failures. */
+  async #exec(list: CniNetworkList, plugin: CniPluginConf, command: CniCommand, rt: RuntimeConf, prevResult: unknown, signal: AbortSignal | undefined): Promise<unknown> {
+    const { containerId } = rt;
     const stdin = pluginStdin(list, plugin, { prevResult, capabilityArgs: rt.capabilityArgs });
     const release = await this.#slots.acquire(signal, `CNI plugin ${plugin.type} ${command}`);
     const t0 = performance.now();
     try {
-      const out = await runPlugin(this.#runner, { type: plugin.type, command, stdin, containerId, netns, ifName, cniArgs: formatCniArgs(rt.cniArgs) }, signal);
+      const out = await runPlugin(this.#runner, { type: plugin.type, command, stdin, containerId, netns: rt.netns, ifName: rt.ifName, cniArgs: formatCniArgs(rt.args) }, signal);
       this.#log.debug({ containerId, network: list.name, plugin: plugin.type, command, ms: elapsed(t0) }, 'CNI plugin ran');
       return out;
     } catch (err) {
@@ -386,7 +372,7 @@ export class CniNetwork {
   }
 
   #entry(list: CniNetworkList, att: CniAttachment, ifName: string, rt: RuntimeArgs, result: unknown): CachedAttachment {
-    return { containerId: att.containerId, ifName, networkName: list.name, netns: att.netns, config: list.bytes, cniArgs: rt.cniArgs, capabilityArgs: rt.capabilityArgs, result };
+    return { containerId: att.containerId, ifName, networkName: list.name, netns: att.netns, config: list.bytes, cniArgs: rt.args, capabilityArgs: rt.capabilityArgs, result };
   }
 
   /** The list an ADD used, from its cache entry, when it is still a valid list of this network. */
@@ -409,23 +395,4 @@ export class CniNetwork {
       return undefined;
     }
   }
-}
-
-function checkAttachment(att: CniAttachment, netnsMayBeEmpty = false): void {
-  if (!CONTAINER_ID.test(att.containerId)) throw new AgentError('INVALID_ARGUMENT', `invalid CNI container id ${JSON.stringify(att.containerId)}`);
-  if (!(netnsMayBeEmpty && att.netns === '') && !att.netns.startsWith('/')) {
-    throw new AgentError('INVALID_ARGUMENT', `netns of ${att.containerId} must be an absolute path, got ${JSON.stringify(att.netns)}`);
-  }
-}
-
-function ipOrUndefined(result: CniResult, ifName: string): string | undefined {
-  try {
-    return containerIpv4(result, ifName);
-  } catch {
-    return undefined;
-  }
-}
-
-function elapsed(t0: number): number {
-  return Math.round((performance.now() - t0) * 10) / 10;
 }

@@ -8,21 +8,13 @@ import { MAX_MEMORY_MB, MIN_MEMORY_MB } from '../worker/limits.js';
 import { safeName } from '../worker/safe-name.js';
 import { defaultRegistryHost, parseHostList, parseHostPattern, type HostPattern } from '../registry/registry-hosts.js';
 import path from 'node:path';
-import {
-  ConfigError,
-  ipv4ToString,
-  parseIpv4Cidr,
-  readBool,
-  readEnum,
-  readInt,
-  isLoopbackAddress,
-  readIpv4,
-  readList,
-  readListenAddress,
-  readString,
-  readUnixSocket,
-  type Env,
-} from './parse.js';
+import { ConfigError, readBool, readEnum, readInt, isLoopbackAddress, readList, readListenAddress, readString, readUnixSocket, type Env } from './parse.js';
+import { readCniConfig, readHostPorts, type CniConfig, type HostPort } from './network.js';
+import { readDefaultRegistry, readRegistryConfig, type RegistryConfig } from './registry.js';
+
+// The areas' own modules; their names stay importable from here.
+export { readHostPorts, type CniConfig, type HostPort } from './network.js';
+export type { RegistryConfig } from './registry.js';
 
 export type RuntimeKind = 'containerd' | 'docker';
 export type PullPolicy = 'if-not-present' | 'always' | 'never';
@@ -30,28 +22,10 @@ export type ShutdownPolicy = 'keep' | 'destroy';
 export type LogFormat = 'json' | 'pretty';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
-/** One host port a worker may reach: `port` or `port/proto`. */
-export interface HostPort {
-  readonly port: number;
-  readonly proto: 'tcp' | 'udp';
-}
-
 export interface TlsConfig {
   readonly certPath: string;
   readonly keyPath: string;
   readonly caCertPath: string;
-}
-
-export interface CniConfig {
-  readonly confDir: string;
-  readonly confFile: string;
-  readonly binDirs: readonly string[];
-  /** Used only when the conflist is generated. */
-  readonly subnet: string;
-  readonly bridge: string;
-  readonly gatewayIp: string;
-  readonly dnsServer: string;
-  readonly netDir: string;
 }
 
 export interface Config {
@@ -84,17 +58,7 @@ export interface Config {
   };
   readonly cni: CniConfig;
   readonly stateDir: string;
-  readonly registry: {
-    /** Host[:port][/path prefix] used to resolve a blank image; '' = none. */
-    readonly defaultRegistry: string;
-    /** Registries images may be pulled from (AGENT_ALLOWED_REGISTRIES). */
-    readonly allowed: readonly HostPattern[];
-    /** Registries reached over plain HTTP (CONTAINER_REGISTRY_INSECURE); empty = none. */
-    readonly insecure: readonly HostPattern[];
-    readonly caFile: string | undefined;
-    /** Directory holding the docker-style config.json with `auths`. */
-    readonly dockerConfigDir: string;
-  };
+  readonly registry: RegistryConfig;
   readonly tag: string;
   readonly pullPolicy: PullPolicy;
   /** Bounds on pulls and imports (AGENT_MAX_CONCURRENT_PULLS, AGENT_IMAGE_MAX_*). */
@@ -155,25 +119,6 @@ export interface ImageBounds {
   readonly maxImageBytes: number;
 }
 
-/**
- * A host list variable: comma-separated patterns. For CONTAINER_REGISTRY_INSECURE,
- * `1`/`true`/`yes`/`on` means the CONTAINER_REGISTRY host and `0`/`false`/`no`/`off` none.
- */
-function readHostList(env: Env, name: string, fallback: readonly string[], registryHost: string, boolWords: boolean): HostPattern[] {
-  const raw = readString(env, name);
-  try {
-    if (raw === undefined) return fallback.map((h) => parseHostPattern(h));
-    if (boolWords) {
-      const word = raw.toLowerCase();
-      if (['1', 'true', 'yes', 'on'].includes(word)) return [parseHostPattern(registryHost)];
-      if (['0', 'false', 'no', 'off'].includes(word)) return [];
-    }
-    return parseHostList(raw);
-  } catch (err) {
-    throw new ConfigError(name, (err as Error).message);
-  }
-}
-
 /** gRPC with mTLS listens on every interface: the gateway is usually on another host. */
 export const DEFAULT_TLS_GRPC_ADDRESS = '0.0.0.0';
 /** Plaintext gRPC listens on loopback only unless AGENT_GRPC_ADDRESS says otherwise. */
@@ -228,15 +173,7 @@ export function loadConfig(env: Env): Config {
   const envName = readString(env, 'ENV') ?? 'default';
   if (safeName(envName) === '') throw new ConfigError('ENV', `must contain a letter or digit, got ${JSON.stringify(envName)}`);
 
-  const subnetRaw = readString(env, 'CNI_SUBNET') ?? '10.88.0.0/16';
-  const subnet = parseIpv4Cidr('CNI_SUBNET', subnetRaw);
-  const gatewayIp = readIpv4(env, 'CNI_GW_IP') ?? ipv4ToString(subnet.network + 1);
-  const confDir = readString(env, 'CNI_CONF_DIR') ?? '/etc/cni/net.d';
-  const confFile = readString(env, 'CNI_CONF_FILE') ?? path.join(confDir, `10-${brand}-net.conflist`);
-  const binDirs = (readString(env, 'CNI_BIN_DIR') ?? '/opt/cni/bin').split(':').filter((d) => d !== '');
-  for (const d of binDirs) if (!path.isAbsolute(d)) throw new ConfigError('CNI_BIN_DIR', `expected absolute directories, got ${JSON.stringify(d)}`);
-  const bridge = readString(env, 'CNI_BRIDGE') ?? `${brand}0`;
-  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(bridge)) throw new ConfigError('CNI_BRIDGE', `expected a Linux interface name of at most 15 characters, got ${JSON.stringify(bridge)}`);
+  const cni = readCniConfig(env, brand);
 
   const tlsDisabled = readBool(env, 'AGENT_GRPC_TLS_DISABLED', false);
   const grpcAddressSet = readListenAddress(env, 'AGENT_GRPC_ADDRESS');
@@ -250,9 +187,7 @@ export function loadConfig(env: Env): Config {
   for (const c of allowedClients) {
     if (/[\s\p{Cc}]/u.test(c)) throw new ConfigError('AGENT_GRPC_ALLOWED_CLIENTS', `entries are DNS names, URIs or common names without spaces or control characters, got ${JSON.stringify(c)}`);
   }
-  // Set but blank means "no registry": a blank image then resolves to safe(fn):tag (docs/contract.md#ensurecontainer).
-  const registry = env['CONTAINER_REGISTRY'] !== undefined ? env['CONTAINER_REGISTRY'].trim() : 'registry:5010';
-  if (/\s|^[a-z]+:\/\//i.test(registry)) throw new ConfigError('CONTAINER_REGISTRY', `expected host[:port][/path] without a scheme, got ${JSON.stringify(registry)}`);
+  const registry = readDefaultRegistry(env);
 
   const dockerHost = readString(env, 'DOCKER_HOST') ?? 'unix:///var/run/docker.sock';
   if (!/^(unix:\/\/\/.+|tcp:\/\/[^/]+:\d+\/?)$/.test(dockerHost)) throw new ConfigError('DOCKER_HOST', `expected unix:///path or tcp://host:port, got ${JSON.stringify(dockerHost)}`);
@@ -267,8 +202,6 @@ export function loadConfig(env: Env): Config {
     throw new ConfigError('CONTAINERD_RUNC_BINARY', `expected an absolute path or a command name found on the shim's PATH (runc, crun), got ${JSON.stringify(runcBinary)}`);
   }
 
-  const registryHost = defaultRegistryHost(registry);
-  const home = env['HOME'] ?? os.homedir();
   return Object.freeze({
     port: readInt(env, 'PORT', 50051, 0, 65535),
     grpcAddress,
@@ -287,24 +220,9 @@ export function loadConfig(env: Env): Config {
       cgroupDriver: readEnum<'cgroupfs' | 'systemd'>(env, 'AGENT_CGROUP_DRIVER', 'cgroupfs', ['cgroupfs', 'systemd']),
       runcBinary,
     }),
-    cni: Object.freeze({
-      confDir,
-      confFile,
-      binDirs: Object.freeze(binDirs),
-      subnet: `${ipv4ToString(subnet.network)}/${subnet.prefix}`,
-      bridge,
-      gatewayIp,
-      dnsServer: readIpv4(env, 'CNI_DNS_SERVER') ?? gatewayIp,
-      netDir: readString(env, 'CNI_NET_DIR') ?? '/var/lib/cni/networks',
-    }),
+    cni,
     stateDir: readString(env, 'AGENT_STATE_DIR') ?? '/var/lib/esb-agent',
-    registry: Object.freeze({
-      defaultRegistry: registry.replace(/\/+$/, ''),
-      allowed: Object.freeze(readHostList(env, 'AGENT_ALLOWED_REGISTRIES', [registryHost], registryHost, false)),
-      insecure: Object.freeze(readHostList(env, 'CONTAINER_REGISTRY_INSECURE', [], registryHost, true)),
-      caFile: readString(env, 'CONTAINER_REGISTRY_CA_FILE'),
-      dockerConfigDir: readString(env, 'DOCKER_CONFIG') ?? path.join(home, '.docker'),
-    }),
+    registry: readRegistryConfig(env, registry),
     tag: readString(env, 'ESB_TAG') ?? 'latest',
     pullPolicy: readEnum<PullPolicy>(env, 'IMAGE_PULL_POLICY', 'if-not-present', ['if-not-present', 'always', 'never']),
     images: Object.freeze({
@@ -352,24 +270,6 @@ export function loadConfig(env: Env): Config {
       network: readString(env, 'CONTAINERS_NETWORK') ?? 'bridge',
     }),
   });
-}
-
-/**
- * A comma-separated list of `port` (tcp) or `port/tcp` / `port/udp`; blank = none. Duplicates
- * are dropped, the order kept.
- */
-export function readHostPorts(env: Env, name: string): HostPort[] {
-  const raw = readString(env, name);
-  if (raw === undefined) return [];
-  const out: HostPort[] = [];
-  for (const item of raw.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
-    const m = /^(\d{1,5})(?:\/(tcp|udp))?$/i.exec(item);
-    const port = m ? Number(m[1]) : NaN;
-    if (!m || port < 1 || port > 65535) throw new ConfigError(name, `expected a comma-separated list of port or port/tcp or port/udp (ports 1-65535), got ${JSON.stringify(item)}`);
-    const proto = (m[2]?.toLowerCase() ?? 'tcp') as HostPort['proto'];
-    if (!out.some((p) => p.port === port && p.proto === proto)) out.push({ port, proto });
-  }
-  return out;
 }
 
 /** Every variable `loadConfig` reads, for the docs/configuration.md check and `doctor`. */

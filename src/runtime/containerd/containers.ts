@@ -26,6 +26,17 @@ export async function snapshotMounts(c: ContainerdClient, snapshotter: string, k
   return res.mounts;
 }
 
+/** Whether a snapshot exists (Snapshots.Stat; NOT_FOUND is false). */
+export async function snapshotExists(c: ContainerdClient, snapshotter: string, key: string, opts: RequestOptions): Promise<boolean> {
+  try {
+    await c.call('snapshots', 'Stat', { snapshotter, key }, { ...opts, what: `stat snapshot ${key}` });
+    return true;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw err;
+  }
+}
+
 /** Removes a snapshot; one that is already gone counts as removed. */
 export async function removeSnapshot(c: ContainerdClient, snapshotter: string, key: string, opts: RequestOptions): Promise<void> {
   try {
@@ -86,6 +97,32 @@ export async function createContainer(c: ContainerdClient, n: NewContainer, opts
 }
 
 /**
+ * Creates a record with no image and no snapshot, only so that containerd can find a task by
+ * its id (Tasks.Kill/Delete look the container up first). Reconciliation uses it for a task
+ * whose record is gone.
+ */
+export async function createPlaceholderContainer(
+  c: ContainerdClient,
+  n: { readonly id: string; readonly labels: Record<string, string>; readonly runtime: string },
+  opts: RequestOptions,
+): Promise<void> {
+  // The smallest spec containerd accepts; the task it stands in for already has its own.
+  const spec = { type_url: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify({ ociVersion: '1.0.2' })) };
+  await c.call('containers', 'Create', { container: { id: n.id, labels: n.labels, runtime: { name: n.runtime }, spec } }, { ...opts, what: `create placeholder container ${n.id}` });
+}
+
+/** The container record, or undefined when there is none. */
+export async function getContainer(c: ContainerdClient, id: string, opts: RequestOptions): Promise<ContainerRecord | undefined> {
+  try {
+    const res = await c.call('containers', 'Get', { id }, { ...opts, what: `get container ${id}` });
+    return res.container ?? undefined;
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
+/**
  * Deletes the container record; already gone counts as deleted. containerd does not refuse
  * this while a task exists (docs/containerd.md#deleting-containers): callers delete the task first.
  */
@@ -106,6 +143,12 @@ export async function setContainerLabel(c: ContainerdClient, id: string, key: st
 export async function listContainers(c: ContainerdClient, filter: string, opts: RequestOptions): Promise<ContainerRecord[]> {
   const res = await c.call('containers', 'List', { filters: [filter] }, { ...opts, what: 'list containers' });
   return res.containers;
+}
+
+/** The ids of every container in the namespace, whoever made them. */
+export async function listContainerIds(c: ContainerdClient, opts: RequestOptions): Promise<string[]> {
+  const res = await c.call('containers', 'List', { filters: [] }, { ...opts, what: 'list containers' });
+  return res.containers.map((x) => x.id);
 }
 
 /** Seconds since the epoch of a protobuf Timestamp (0 for none or the Go zero time). */

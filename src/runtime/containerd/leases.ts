@@ -18,6 +18,17 @@ export async function createLease(c: ContainerdClient, purpose: string, ttlMs: n
   return id;
 }
 
+/** Every lease in the namespace, with its labels. */
+export async function listLeases(c: ContainerdClient, opts: RequestOptions): Promise<{ id: string; labels: Record<string, string> }[]> {
+  const res = await c.call('leases', 'List', { filters: [] }, { ...opts, what: 'list leases' });
+  return res.leases;
+}
+
+/** Puts an existing object (content blob, snapshot) under a lease, so GC keeps it while the lease lives. */
+export async function addLeaseResource(c: ContainerdClient, lease: string, resource: { id: string; type: string }, opts: RequestOptions): Promise<void> {
+  await c.call('leases', 'AddResource', { id: lease, resource }, { ...opts, what: `add ${resource.type} ${resource.id} to lease ${lease}` });
+}
+
 /** Deletes a lease (already gone is fine). `sync` runs GC before answering. */
 export async function deleteLease(c: ContainerdClient, id: string, opts: RequestOptions & { sync?: boolean }): Promise<void> {
   try {

@@ -27,13 +27,13 @@
  */
 import type { Logger } from '../../log.js';
 import type { AgentMetrics } from '../../metrics.js';
-import { errorText, isNotFound } from '../../errors.js';
+import { errorText } from '../../errors.js';
 import { CGROUP_ROOT, killAndRemoveCgroup, listWorkerCgroups, type CgroupDriver } from '../../cgroups/worker-cgroups.js';
 import { CREATED_BY, KIND_FUNCTION, LABELS, isManaged, managedFilter } from '../../worker/naming.js';
 import type { ContainerdClient } from './client.js';
-import { SPEC_TYPE_URL, listContainers } from './containers.js';
-import { LEASE_OWNER_LABEL, deleteLease } from './leases.js';
-import { deleteTask, killAndWait } from './tasks.js';
+import { createPlaceholderContainer, deleteContainer, listContainerIds, listContainers } from './containers.js';
+import { LEASE_OWNER_LABEL, deleteLease, listLeases } from './leases.js';
+import { deleteTask, killAndWait, listTasks } from './tasks.js';
 import { KILL_WAIT_MS, teardownWorker, type TeardownDeps } from './teardown.js';
 import { listWorkerFileIds } from './worker-files.js';
 import { removeStaleMounts } from './rootfs/readonly-mount.js';
@@ -99,7 +99,7 @@ export async function reconcile(d: ReconcileDeps, o: ReconcileOptions): Promise<
 
   const [containers, tasks, dirIds, cached] = await Promise.all([
     listContainers(c, managedFilter(d.env), { signal: o.signal }),
-    c.call('tasks', 'List', { filter: '' }, { signal: o.signal, what: 'list tasks' }).then((r) => r.tasks),
+    listTasks(c, { signal: o.signal }),
     listWorkerFileIds(d.stateDir),
     d.cni.listCachedAttachments(),
   ]);
@@ -167,7 +167,7 @@ export async function reconcile(d: ReconcileDeps, o: ReconcileOptions): Promise<
     count('temp_file', temps.length);
     if (temps.length > 0) log.warn({ files: temps }, 'removed temp files of CNI cache writes an earlier run did not finish');
 
-    const leases = (await c.call('leases', 'List', { filters: [] }, { signal: o.signal, what: 'list leases' })).leases;
+    const leases = await listLeases(c, { signal: o.signal });
     for (const l of leases) {
       if (l.labels[LEASE_OWNER_LABEL] === undefined) continue;
       try {
@@ -195,8 +195,8 @@ async function removeContainerlessDebris(
 ): Promise<void> {
   const c = d.client;
   const [all, tasks] = await Promise.all([
-    c.call('containers', 'List', { filters: [] }, { signal: o.signal, what: 'list containers' }).then((r) => r.containers.map((x) => x.id)),
-    c.call('tasks', 'List', { filter: '' }, { signal: o.signal, what: 'list tasks' }).then((r) => r.tasks.map((t) => t.id)),
+    listContainerIds(c, { signal: o.signal }),
+    listTasks(c, { signal: o.signal }).then((ts) => ts.map((t) => t.id)),
   ]);
   const containers = new Set(all);
   for (const id of tasks) {
@@ -240,15 +240,11 @@ async function removeContainerlessDebris(
  */
 async function removeStrayTask(c: ContainerdClient, d: Pick<ReconcileDeps, 'env' | 'runtimeName'>, id: string, signal: AbortSignal): Promise<void> {
   const labels = { [LABELS.createdBy]: CREATED_BY, [LABELS.env]: d.env, [LABELS.kind]: KIND_FUNCTION, 'com.esb.placeholder': 'stray-task' };
-  const runtimeName = d.runtimeName;
-  const spec = { type_url: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify({ ociVersion: '1.0.2' })) };
-  await c.call('containers', 'Create', { container: { id, labels, runtime: { name: runtimeName }, spec } }, { signal, what: `create placeholder container ${id}` });
+  await createPlaceholderContainer(c, { id, labels, runtime: d.runtimeName }, { signal });
   try {
     await killAndWait(c, id, KILL_WAIT_MS, { signal });
     await deleteTask(c, id, { signal });
   } finally {
-    await c.call('containers', 'Delete', { id }, { signal, what: `delete placeholder container ${id}` }).catch((err: unknown) => {
-      if (!isNotFound(err)) throw err;
-    });
+    await deleteContainer(c, id, { signal });
   }
 }

@@ -4,6 +4,7 @@
  */
 import { AgentError, isNotFound } from '../../errors.js';
 import type { Process__Output } from '../../gen/containerd/containerd/v1/types/Process.js';
+import type { Metric__Output } from '../../gen/containerd/containerd/types/Metric.js';
 import type { ContainerdClient, RequestOptions } from './client.js';
 import type { Mount } from './containers.js';
 
@@ -53,6 +54,21 @@ export async function getTask(c: ContainerdClient, id: string, opts: RequestOpti
     if (isNotFound(err)) return undefined;
     throw err;
   }
+}
+
+/** Every task in the namespace (with or without a container record). */
+export async function listTasks(c: ContainerdClient, opts: RequestOptions): Promise<TaskProcess[]> {
+  const res = await c.call('tasks', 'List', { filter: '' }, { ...opts, what: 'list tasks' });
+  return res.tasks;
+}
+
+/**
+ * The task's cgroup sample as a packed Any (decode with client.decodeAny), or undefined when
+ * the shim returned none (its cgroup is gone: the task has ended).
+ */
+export async function taskMetrics(c: ContainerdClient, id: string, opts: RequestOptions): Promise<Metric__Output['data'] | undefined> {
+  const res = await c.call('tasks', 'Metrics', { filters: [`id==${id}`] }, { ...opts, what: `metrics of ${id}` });
+  return res.metrics[0]?.data ?? undefined;
 }
 
 export async function pauseTask(c: ContainerdClient, id: string, opts: RequestOptions): Promise<void> {

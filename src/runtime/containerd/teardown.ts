@@ -5,11 +5,11 @@
  * DestroyContainer, a retry of a failed destroy and start-up reconciliation of half-made
  * workers. It reports which objects existed, for reconciliation's counters.
  */
-import { AgentError, isNotFound } from '../../errors.js';
+import { AgentError } from '../../errors.js';
 import type { CniNetwork } from '../../cni/network.js';
 import { netnsExists, netnsPath, removeNetns } from '../../cni/netns.js';
 import type { ContainerdClient } from './client.js';
-import { deleteContainer, removeSnapshot } from './containers.js';
+import { deleteContainer, getContainer, removeSnapshot, snapshotExists } from './containers.js';
 import { deleteTask, getTask, killAndWait } from './tasks.js';
 import { removeWorkerFiles, workerDirExists } from './worker-files.js';
 
@@ -32,16 +32,6 @@ export interface TeardownReport {
   workerFiles: boolean;
 }
 
-async function exists(probe: Promise<unknown>): Promise<boolean> {
-  try {
-    await probe;
-    return true;
-  } catch (err) {
-    if (isNotFound(err)) return false;
-    throw err;
-  }
-}
-
 /**
  * Removes worker `id` completely. `netns` is the path from the container label when known
  * (CNI DEL also finds it in its cache). Throws on the first step that fails; what was removed
@@ -59,9 +49,9 @@ export async function teardownWorker(d: TeardownDeps, id: string, signal: AbortS
   report.netns = await netnsExists(id);
   await d.cni.del({ containerId: id, netns: report.netns ? netnsPath(id) : '' }, { signal });
   await removeNetns(id);
-  report.container = await exists(c.call('containers', 'Get', { id }, { signal, what: `get container ${id}` }));
+  report.container = (await getContainer(c, id, { signal })) !== undefined;
   if (report.container) await deleteContainer(c, id, { signal });
-  report.snapshot = await exists(c.call('snapshots', 'Stat', { snapshotter: d.snapshotter, key: id }, { signal, what: `stat snapshot ${id}` }));
+  report.snapshot = await snapshotExists(c, d.snapshotter, id, { signal });
   if (report.snapshot) await removeSnapshot(c, d.snapshotter, id, { signal });
   report.workerFiles = await workerDirExists(d.stateDir, id);
   await removeWorkerFiles(d.stateDir, id);

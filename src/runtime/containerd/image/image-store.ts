@@ -4,7 +4,7 @@
  * root of everything the pull wrote.
  */
 import { isAlreadyExists, isNotFound } from '../../../errors.js';
-import type { ContainerdClient } from '../client.js';
+import type { ContainerdClient, RequestOptions } from '../client.js';
 import type { Descriptor } from '../../../registry/oci.js';
 import { fromWire, toWire } from './wire.js';
 
@@ -50,5 +50,14 @@ export async function putImage(c: ContainerdClient, name: string, target: Descri
     } catch (err) {
       if (!isNotFound(err) || attempt >= PUT_ATTEMPTS) throw err;
     }
+  }
+}
+
+/** Images.Delete without a synchronous GC; a record already gone counts as deleted. */
+export async function deleteImage(c: ContainerdClient, name: string, opts: RequestOptions): Promise<void> {
+  try {
+    await c.call('images', 'Delete', { name, sync: false }, { ...opts, what: `delete image ${name}` });
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
   }
 }

@@ -8,6 +8,9 @@
  *   → GC labels (index → manifests, manifest → config + layers) → unpack the host platform's
  *   layers into the snapshotter → image records → lease deleted.
  *
+ * This module applies (writes content, labels, unpacks, makes records); import-plan.ts reads
+ * and validates the archive's metadata and decides which images get which names.
+ *
  * Names: `io.containerd.image.name`, else `org.opencontainers.image.ref.name` when it is a full
  * reference (OCI layout); `RepoTags` (docker save); or the caller's `name` override. Every name
  * is normalised like EnsureContainer's `image` (reference.ts), so `IMAGE_PULL_POLICY=never`
@@ -23,30 +26,28 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { AgentError, isNotFound } from '../../../errors.js';
+import { AgentError } from '../../../errors.js';
 import type { ContainerdClient } from '../client.js';
-import { createLease, deleteLease } from '../leases.js';
+import { addLeaseResource, createLease, deleteLease } from '../leases.js';
 import { contentInfo, readContent, updateContentLabels } from './content-store.js';
 import { ingestRef, writeBlob } from './content-writer.js';
 import { sha256Digest } from '../../../registry/digest.js';
-import { archivePath, readArchive, spooledSource, type ArchiveContents, type Compression } from './import-archive.js';
+import { readArchive, spooledSource, type ArchiveContents, type Compression } from './import-archive.js';
 import { checkImageLimits, type ImageLimits } from './image-limits.js';
-import { getImage, putImage } from './image-store.js';
-import { isIndexType, isManifestType, MediaType, parseIndex, parseJsonObject, parseManifest, type Descriptor, type Platform } from '../../../registry/oci.js';
+import { deleteImage, getImage, putImage } from './image-store.js';
+import { dockerSaveManifest, dockerTagsByManifest, imageName, invalid, parseDockerManifest, planOciLayout, refuseOverwrites, resolveLink, settleNames, type PlannedImage } from './import-plan.js';
+import { isIndexType, isManifestType, parseIndex, parseManifest, type Descriptor, type Platform } from '../../../registry/oci.js';
 import { hostPlatform, selectManifest } from '../../../registry/platform.js';
-import { parseReference } from '../../../registry/reference.js';
 import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES } from '../../../registry/registry-client.js';
 import { describeImage } from './resolved-image.js';
 import { unpackLayers } from './unpack.js';
+
+export { IMAGE_NAME_ANNOTATION, REF_NAME_ANNOTATION } from './import-plan.js';
 
 /** A crashed import's lease stops protecting its blobs after a day, like a pull's. */
 export const IMPORT_LEASE_TTL_MS = 24 * 3600_000;
 /** Lease deletion and image cleanup run after the caller's signal may have fired: own bound. */
 const CLEANUP_TIMEOUT_MS = 30_000;
-/** containerd's annotation carrying a full image name in an OCI layout's index.json. */
-export const IMAGE_NAME_ANNOTATION = 'io.containerd.image.name';
-/** The OCI annotation naming an index.json entry: a tag, or a full reference. */
-export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
 
 export interface ImportOptions {
   readonly client: ContainerdClient;
@@ -86,72 +87,6 @@ export interface ImportResult {
   readonly blobsPresent: number;
 }
 
-/** An image to create: its top descriptor and the names to give it. */
-interface PlannedImage {
-  readonly target: Descriptor;
-  readonly names: string[];
-  /** Where it came from, for messages. */
-  readonly what: string;
-}
-
-function invalid(file: string, why: string): AgentError {
-  return new AgentError('INVALID_ARGUMENT', `${file}: ${why}`);
-}
-
-/** Normalises a name from the archive or the caller; throws INVALID_ARGUMENT naming its source. */
-function imageName(ref: string, source: string): string {
-  try {
-    return parseReference(ref).name;
-  } catch (err) {
-    throw new AgentError('INVALID_ARGUMENT', `${source}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-  }
-}
-
-/** A ref.name annotation is a full reference when it names a repository, not only a tag. */
-function isFullReference(refName: string): boolean {
-  return refName.includes('/') || /^[^:]+:[^:]+$/.test(refName);
-}
-
-/** `manifest.json` of docker save: `[{ Config, RepoTags, Layers }]`. */
-interface DockerManifestEntry {
-  readonly config: string;
-  readonly repoTags: readonly string[];
-  readonly layers: readonly string[];
-}
-
-function parseDockerManifest(bytes: Buffer, file: string): DockerManifestEntry[] {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(bytes.toString('utf8'));
-  } catch {
-    throw invalid(file, 'manifest.json is not valid JSON');
-  }
-  if (!Array.isArray(doc) || doc.length === 0) throw invalid(file, 'manifest.json must be a non-empty list of images');
-  return doc.map((e: unknown, i) => {
-    const o = (e ?? {}) as Record<string, unknown>;
-    const { Config: config, RepoTags: tags, Layers: layers } = o;
-    const strings = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
-    if (typeof config !== 'string' || !strings(layers) || (tags !== undefined && tags !== null && !strings(tags))) {
-      throw invalid(file, `manifest.json entry ${i} needs Config (a path), Layers (paths) and optional RepoTags`);
-    }
-    return { config: archivePath(config), repoTags: strings(tags) ? tags : [], layers: layers.map(archivePath) };
-  });
-}
-
-/** Follows symlinks inside the archive (legacy docker save links repeated layers). */
-function resolveLink(contents: ArchiveContents, name: string): string {
-  let at = name;
-  for (let hops = 0; hops < 16; hops++) {
-    const next = contents.links.get(at);
-    if (next === undefined) return at;
-    at = next;
-  }
-  return at;
-}
-
-const DOCKER_LAYER_TYPES: Readonly<Record<Compression, string>> = { gzip: MediaType.dockerLayerGzip, none: MediaType.dockerLayer, zstd: MediaType.ociLayerZstd };
-const OCI_LAYER_TYPES: Readonly<Record<Compression, string>> = { gzip: MediaType.ociLayerGzip, none: MediaType.ociLayer, zstd: MediaType.ociLayerZstd };
-
 /**
  * Stores one archive file (a blob already written, a spooled file or in-memory metadata) in
  * containerd and describes it. Throws INVALID_ARGUMENT when the archive has no such file.
@@ -183,7 +118,7 @@ async function storeArchiveFile(
     open: meta ? () => Promise.resolve({ offset: 0, body: [meta], destroy: () => undefined }) : spooledSource(spooled!),
   });
   if (outcome === 'exists') {
-    await c.call('leases', 'AddResource', { id: ctx.lease, resource: { id: digest, type: 'content' } }, { signal: ctx.signal, what: `add content ${digest} to lease ${ctx.lease}` });
+    await addLeaseResource(c, ctx.lease, { id: digest, type: 'content' }, { signal: ctx.signal });
     ctx.counts.present++;
   } else {
     ctx.counts.written++;
@@ -203,7 +138,7 @@ async function storeJson(c: ContainerdClient, bytes: Buffer, ctx: { lease: strin
     open: () => Promise.resolve({ offset: 0, body: [bytes], destroy: () => undefined }),
   });
   if (outcome === 'exists') {
-    await c.call('leases', 'AddResource', { id: ctx.lease, resource: { id: digest, type: 'content' } }, { signal: ctx.signal, what: `add content ${digest} to lease ${ctx.lease}` });
+    await addLeaseResource(c, ctx.lease, { id: digest, type: 'content' }, { signal: ctx.signal });
     ctx.counts.present++;
   } else {
     ctx.counts.written++;
@@ -211,52 +146,11 @@ async function storeJson(c: ContainerdClient, bytes: Buffer, ctx: { lease: strin
   return digest;
 }
 
-/** Plans the images of an OCI layout (index.json; also what Docker ≥ 25 writes). */
-function planOciLayout(contents: ArchiveContents, file: string, dockerTags: ReadonlyMap<string, readonly string[]>): PlannedImage[] {
-  const index = parseIndex(contents.metadata.get('index.json')!, MediaType.ociIndex, `${file}: index.json`);
-  if (index.manifests.length === 0) throw invalid(file, 'index.json lists no images');
-  return index.manifests.map((d, i) => {
-    const names: string[] = [];
-    const what = `${file}: index.json manifests[${i}]`;
-    const full = d.annotations?.[IMAGE_NAME_ANNOTATION];
-    const refName = d.annotations?.[REF_NAME_ANNOTATION];
-    if (full !== undefined && full !== '') names.push(imageName(full, `${what} ${IMAGE_NAME_ANNOTATION}`));
-    else if (refName !== undefined && isFullReference(refName)) names.push(imageName(refName, `${what} ${REF_NAME_ANNOTATION}`));
-    for (const tag of dockerTags.get(d.digest) ?? []) {
-      const n = imageName(tag, `${file}: manifest.json RepoTags`);
-      if (!names.includes(n)) names.push(n);
-    }
-    return { target: d, names, what };
-  });
-}
-
 /**
- * The docker-save manifests (Docker ≥ 25 writes them next to an OCI index): their RepoTags by
- * the digest of the OCI manifest whose config they share, so both name the same image.
+ * Stores the files of each docker save entry (config, layers) and a manifest made for it, and
+ * plans the image that manifest is the top of.
  */
-async function dockerTagsByManifest(c: ContainerdClient, contents: ArchiveContents, file: string, signal: AbortSignal): Promise<Map<string, readonly string[]>> {
-  const out = new Map<string, readonly string[]>();
-  const mj = contents.metadata.get('manifest.json');
-  if (mj === undefined) return out;
-  const entries = parseDockerManifest(mj, file);
-  for (const [digest, blob] of contents.blobs) {
-    if (blob.size > MAX_MANIFEST_BYTES) continue;
-    let config: unknown;
-    try {
-      config = parseJsonObject(await readContent(c, digest, { signal, maxBytes: MAX_MANIFEST_BYTES }), digest)['config'];
-    } catch {
-      continue; // a layer or non-JSON blob
-    }
-    const configDigest = (config as { digest?: unknown } | undefined)?.digest;
-    if (typeof configDigest !== 'string') continue;
-    const entry = entries.find((e) => e.config === `blobs/sha256/${configDigest.slice('sha256:'.length)}`);
-    if (entry) out.set(digest, entry.repoTags);
-  }
-  return out;
-}
-
-/** Builds, stores and plans a Docker schema 2 (or OCI, for zstd layers) manifest per manifest.json entry. */
-async function planDockerSave(
+async function writeDockerSaveImages(
   c: ContainerdClient,
   contents: ArchiveContents,
   file: string,
@@ -269,17 +163,10 @@ async function planDockerSave(
     if (config.size > MAX_CONFIG_BYTES) throw invalid(file, `image config ${e.config} is over ${MAX_CONFIG_BYTES} bytes`);
     const layers = [];
     for (const l of e.layers) layers.push(await storeArchiveFile(c, contents, l, { file, ...ctx }));
-    const oci = layers.some((l) => l.compression === 'zstd');
-    const manifest = {
-      schemaVersion: 2,
-      mediaType: oci ? MediaType.ociManifest : MediaType.dockerManifest,
-      config: { mediaType: oci ? MediaType.ociConfig : MediaType.dockerConfig, digest: config.digest, size: config.size },
-      layers: layers.map((l) => ({ mediaType: (oci ? OCI_LAYER_TYPES : DOCKER_LAYER_TYPES)[l.compression], digest: l.digest, size: l.size })),
-    };
-    const bytes = Buffer.from(JSON.stringify(manifest));
-    const digest = await storeJson(c, bytes, ctx);
+    const manifest = dockerSaveManifest(config, layers);
+    const digest = await storeJson(c, manifest.bytes, ctx);
     planned.push({
-      target: { mediaType: manifest.mediaType, digest, size: bytes.length },
+      target: { mediaType: manifest.mediaType, digest, size: manifest.bytes.length },
       names: e.repoTags.map((t) => imageName(t, `${file}: manifest.json entry ${i} RepoTags`)),
       what: `${file}: manifest.json entry ${i}`,
     });
@@ -331,35 +218,9 @@ async function prepareImage(
   });
   return { target: img.target, manifestDigest: manifestDesc.digest, chainId: unpacked.chainId, layersApplied: unpacked.applied };
 }
-
-/**
- * Refuses, before anything is unpacked, to point an existing image record at another digest.
- *
- * @throws AgentError ALREADY_EXISTS naming the record and both digests.
- */
-async function refuseOverwrites(c: ContainerdClient, planned: readonly PlannedImage[], signal: AbortSignal): Promise<void> {
-  for (const p of planned) {
-    for (const name of p.names) {
-      const existing = await getImage(c, name, signal);
-      if (existing && existing.target.digest !== p.target.digest) {
-        throw new AgentError(
-          'ALREADY_EXISTS',
-          `image ${name} already exists with digest ${existing.target.digest}; the archive's is ${p.target.digest}. Give --force to replace it, or --name for another name`,
-        );
-      }
-    }
-  }
-}
-
 /** Deletes image records this import created (best effort, own deadline). */
 async function deleteImages(c: ContainerdClient, names: readonly string[]): Promise<void> {
-  for (const name of names) {
-    try {
-      await c.call('images', 'Delete', { name, sync: false }, { deadlineMs: CLEANUP_TIMEOUT_MS, what: `delete image ${name}` });
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
-  }
+  for (const name of names) await deleteImage(c, name, { deadlineMs: CLEANUP_TIMEOUT_MS });
 }
 
 /**
@@ -393,20 +254,11 @@ export async function importImageArchive(file: string, opts: ImportOptions): Pro
       planned = planOciLayout(contents, file, await dockerTagsByManifest(c, contents, file, signal));
     } else if (contents.metadata.has('manifest.json')) {
       format = 'docker-save';
-      planned = await planDockerSave(c, contents, file, { lease, signal, counts });
+      planned = await writeDockerSaveImages(c, contents, file, { lease, signal, counts });
     } else {
       throw invalid(file, 'not an image archive: it has neither index.json (OCI image layout) nor manifest.json (docker save)');
     }
-    if (override !== undefined) {
-      if (planned.length !== 1) throw new AgentError('INVALID_ARGUMENT', `--name: ${file} holds ${planned.length} images; --name needs exactly one`);
-      planned[0]!.names.splice(0, planned[0]!.names.length, override);
-    }
-    for (const p of planned) {
-      if (p.names.length === 0) {
-        const tag = p.target.annotations?.[REF_NAME_ANNOTATION];
-        throw new AgentError('INVALID_ARGUMENT', `${p.what} has no image name${tag === undefined ? '' : ` (only the tag ${JSON.stringify(tag)})`}; give one with --name REPOSITORY:TAG`);
-      }
-    }
+    settleNames(planned, override, file);
     if (opts.force !== true) await refuseOverwrites(c, planned, signal);
     const images: ImportedImage[] = [];
     for (const p of planned) images.push({ names: p.names, ...(await prepareImage(c, p, { snapshotter: opts.snapshotter, platform, lease, signal, limits: opts.limits })) });
