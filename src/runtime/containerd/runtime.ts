@@ -50,6 +50,11 @@ import { RegistryHosts } from './image/registry-hosts.js';
 export interface ContainerdRuntimeDeps {
   readonly log: Logger;
   readonly metrics: AgentMetrics;
+  /**
+   * How Ensure makes and (on rollback) removes a worker's named netns. Default: `ip netns`
+   * (cni/netns.ts), which needs root. Tests without root inject a fake.
+   */
+  readonly netns?: { create(name: string): Promise<string>; remove(name: string): Promise<void> } | undefined;
 }
 
 /** Rollback and destroy run on their own clock, whatever the caller's deadline was. */
@@ -114,12 +119,14 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
   readonly #firewall: WorkerFirewall | undefined;
   /** Image USER → numeric ids, read inside the image; cached per (chain id, USER). */
   readonly users: ImageUsers;
+  readonly #netns: NonNullable<ContainerdRuntimeDeps['netns']>;
 
   constructor(config: Config, deps: ContainerdRuntimeDeps) {
     super({ log: deps.log.child({ module: 'containerd' }), metrics: deps.metrics, limits: config.limits });
     this.#config = config;
     this.#log = deps.log.child({ module: 'containerd' });
     this.#metrics = deps.metrics;
+    this.#netns = deps.netns ?? { create: createNetns, remove: removeNetns };
     this.client = new ContainerdClient({ socket: config.containerd.socket, namespace: config.containerd.namespace });
     this.#runtimeOptions = runcOptions(this.client, config.containerd);
     this.#images = new ImageService({
@@ -265,8 +272,8 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
       // creates the task (the task joins it), but CNI ADD only has to finish before Start runs
       // the function's process (docs/go-agent.md#w3): the ADD runs alongside container + task create.
       t = performance.now();
-      undo.push(`remove netns ${wid}`, () => removeNetns(wid));
-      const [nsR, userR] = await Promise.allSettled([createNetns(wid), this.users.resolve(image, image.config.config?.User, mounts)]);
+      undo.push(`remove netns ${wid}`, () => this.#netns.remove(wid));
+      const [nsR, userR] = await Promise.allSettled([this.#netns.create(wid), this.users.resolve(image, image.config.config?.User, mounts)]);
       if (nsR.status === 'rejected') throw nsR.reason;
       if (userR.status === 'rejected') throw userR.reason;
       const netnsPath = nsR.value;
