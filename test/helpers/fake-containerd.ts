@@ -200,7 +200,7 @@ export class FakeContainerd {
       containerd: { services: Record<string, { v1: Record<string, grpc.ServiceClientConstructor> }> };
     };
     const svc = (group: string, name: string): grpc.ServiceDefinition => pkg.containerd.services[group]!.v1[name]!.service;
-    const add = (group: string, name: string, impl: Record<string, Unary>): void => {
+    const add = (group: string, name: string, impl: Record<string, Unary>, streams: grpc.UntypedServiceImplementation = {}): void => {
       const wrapped: grpc.UntypedServiceImplementation = {};
       for (const [method, fn] of Object.entries(impl)) {
         wrapped[method] = ((call: grpc.ServerUnaryCall<Obj, Obj>, cb: grpc.sendUnaryData<Obj>) => {
@@ -220,7 +220,7 @@ export class FakeContainerd {
           }
         }) as grpc.UntypedHandleCall;
       }
-      this.#server.addService(svc(group, name), wrapped);
+      this.#server.addService(svc(group, name), { ...wrapped, ...streams });
     };
     const lease = (call: grpc.ServerUnaryCall<Obj, Obj>, resource: string): void => {
       const id = call.metadata.get('containerd-lease')[0];
@@ -350,6 +350,15 @@ export class FakeContainerd {
 
     const snapKey = (r: Obj): string => `${String(r['snapshotter'])}/${String(r['key'])}`;
     const mountsOf = (key: string): Obj[] => [{ type: 'bind', source: path.join(this.dir, 'snapshots', key.replace(/[^A-Za-z0-9_.-]/g, '_')), target: '', options: ['rbind', 'rw'] }];
+    const snapshotList = ((st: grpc.ServerWritableStream<Obj, Obj>) => {
+      const snapshotter = String(st.request['snapshotter']);
+      this.calls.push('snapshots.List');
+      const info = [...this.snapshots.entries()]
+        .filter(([k]) => k.startsWith(`${snapshotter}/`))
+        .map(([, v]) => ({ name: v.key, parent: v.parent, kind: v.kind, labels: v.labels, created_at: now(), updated_at: now() }));
+      st.write({ info });
+      st.end();
+    }) as grpc.UntypedHandleCall;
     add('snapshots', 'Snapshots', {
       Prepare: (c, cb) => {
         const r = c.request;
@@ -378,7 +387,7 @@ export class FakeContainerd {
         this.snapshots.delete(k);
         cb(null, {});
       },
-    });
+    }, { List: snapshotList });
 
     add('leases', 'Leases', {
       Create: (c, cb) => {
@@ -434,6 +443,7 @@ export class FakeContainerd {
       }) as grpc.UntypedHandleCall,
     };
     this.#server.addService(svc('content', 'Content'), contentImpl);
+
 
     this.#server.addService(svc('events', 'Events'), {
       Subscribe: ((s: grpc.ServerWritableStream<Obj, Obj>) => {
