@@ -32,7 +32,7 @@ import {
 import { freePort, waitFor } from './process.js';
 import { startRegistry, type RegistryInstance } from './registry.js';
 import { makeHtpasswd, startTokenServer, type TokenServer } from './token-server.js';
-import { WORKER_SOURCE } from '../../scripts/build-test-images.js';
+import { WORKER_SOURCE } from './image-builder.js';
 
 const execFileP = promisify(execFile);
 
