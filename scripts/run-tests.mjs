@@ -1,8 +1,10 @@
 #!/usr/bin/env node
-// Runs one test suite with Node's test runner: `unit` or `integration`.
+// Runs one test suite with Node's test runner: `unit`, `integration` or `harness`.
 // Node 20's `--test` takes no globs and finds only .js in directories, so the .test.ts files
-// are listed here. Integration files run one at a time (they share the host's kernel: netns,
-// bridges, cgroups); unit files run in parallel. Extra arguments pass through to node --test.
+// are listed here. unit: test/unit, no root, files in parallel. integration: test/integration,
+// one file at a time (they share the host's kernel: netns, bridges, cgroups). harness: the tests
+// of the test infrastructure itself (test/harness/*.test.ts: image builder, leak checker,
+// dockerd harness), run like integration files. Extra arguments pass through to node --test.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -10,8 +12,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const [suite, ...rest] = process.argv.slice(2);
-if (suite !== 'unit' && suite !== 'integration') {
-  console.error('usage: run-tests.mjs unit|integration [node --test args] [files...]');
+if (suite !== 'unit' && suite !== 'integration' && suite !== 'harness') {
+  console.error('usage: run-tests.mjs unit|integration|harness [node --test args] [files...]');
   process.exit(2);
 }
 

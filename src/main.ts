@@ -172,6 +172,15 @@ export async function startAgent(env: Env, opts: StartAgentOptions = {}): Promis
 }
 
 /**
+ * How a failed start-up ends the process: 2 and the variable for invalid configuration, 1 for
+ * anything else; `line` is the one stderr line (newline included).
+ */
+export function startupExit(err: unknown): { code: 1 | 2; line: string } {
+  if (err instanceof ConfigError) return { code: 2, line: `esb-agent: invalid configuration: ${err.message}\n` };
+  return { code: 1, line: `esb-agent: start-up failed: ${errorText(err)}\n` };
+}
+
+/**
  * Runs the agent as a process: start, then wait for SIGTERM/SIGINT and stop. Never returns; it
  * exits with the codes in the module comment. A second signal during shutdown exits at once (1).
  */
@@ -196,12 +205,9 @@ export async function main(env: Env = process.env, opts: StartAgentOptions = {})
   try {
     agent = await startAgent(env, opts);
   } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`esb-agent: invalid configuration: ${err.message}\n`);
-      process.exit(2);
-    }
-    process.stderr.write(`esb-agent: start-up failed: ${errorText(err)}\n`);
-    process.exit(1);
+    const exit = startupExit(err);
+    process.stderr.write(exit.line);
+    process.exit(exit.code);
   }
   current.log = agent.log;
 

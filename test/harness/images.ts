@@ -1,6 +1,6 @@
 /**
  * Test images in registries and archives: pushes the images built by
- * scripts/build-test-images.ts to a registry over the raw Registry HTTP API v2 (anonymous, Basic
+ * test/harness/image-builder.ts to a registry over the raw Registry HTTP API v2 (anonymous, Basic
  * or Bearer-token auth), reads manifests back, and writes images as an OCI-layout tarball or a
  * `docker save`-style tarball.
  */
@@ -19,7 +19,7 @@ import {
   type BuiltImages,
   type ManifestRef,
   type Platform,
-} from '../../scripts/build-test-images.js';
+} from './image-builder.js';
 
 export { buildTestImages, imageBlobs, manifestFor, MEDIA_TYPES };
 export type { BlobRef, BuiltImage, BuiltImages, ManifestRef, Platform };

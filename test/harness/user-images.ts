@@ -1,6 +1,6 @@
 /**
  * Test images for the image-user lookup: the worker image built by
- * scripts/build-test-images.ts plus one more layer with the test's own /etc files (regular
+ * test/harness/image-builder.ts plus one more layer with the test's own /etc files (regular
  * files, symlinks, FIFOs, character devices) and a config whose `User` the test picks. Built
  * offline into a directory of the test's, deterministic like the base images, and pushed to the
  * stack's registry.
@@ -14,7 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import tar from 'tar-stream';
 import { MEDIA_TYPES, manifestFor, pushImage, type BlobRef, type BuiltImage, type ManifestRef } from './images.js';
-import type { LayerRef } from '../../scripts/build-test-images.js';
+import type { LayerRef } from './image-builder.js';
 
 /** One entry of the extra layer (a path inside the image, without the leading /). */
 export type UserImageEntry =

@@ -1,10 +1,9 @@
 /**
- * The README's promises: its first two commands are the quickstart and the CI entry point, it
- * documents every configuration variable and metric, and `bash scripts/quickstart.sh` really
- * runs the agent's main job end to end through `esb-agent ctl` (ensure → invoke → pause →
- * invoke refused → resume → invoke → metrics → list → destroy) and leaves nothing behind, also
- * when interrupted (SIGINT).
+ * The README's first promise: `bash scripts/quickstart.sh` really runs the agent's main job end
+ * to end through `esb-agent ctl` (ensure → invoke → pause → invoke refused → resume → invoke →
+ * metrics → list → destroy) and leaves nothing behind, also when interrupted (SIGINT).
  * Runs the real script as a child process, as root (setup-host.sh is fast once installed).
+ * The README's own shape (its two commands, its length) is checked by test/unit/docs.test.ts.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -14,38 +13,7 @@ import { after, describe, test } from 'node:test';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { scaled } from '../harness/process.js';
 
-const README = readFileSync(path.join(PROJECT_ROOT, 'README.md'), 'utf8');
 const TOTAL_STEPS = 12;
-
-/** The `## <title>` section of the README, up to the next `## ` heading. */
-function section(title: string): string {
-  const start = README.indexOf(`\n## ${title}\n`);
-  assert.notEqual(start, -1, `README has a "## ${title}" section`);
-  const end = README.indexOf('\n## ', start + 1);
-  return README.slice(start, end === -1 ? undefined : end);
-}
-
-describe('README', () => {
-  test('starts with exactly two commands: the quickstart, then the whole test suite', () => {
-    const block = /```[a-z]*\n([\s\S]*?)```/.exec(README);
-    assert.ok(block, 'README has a code block');
-    const firstHeading = README.indexOf('\n## ');
-    assert.ok(firstHeading === -1 || block.index < firstHeading, 'the commands come before the first section');
-    const commands = block[1]!
-      .split('\n')
-      .map((l) => l.trim())
-      .filter((l) => l !== '' && !l.startsWith('#'));
-    assert.deepEqual(commands, ['bash scripts/quickstart.sh', 'bash .ci/run']);
-    assert.ok(existsSync(path.join(PROJECT_ROOT, 'scripts', 'quickstart.sh')));
-    assert.ok(existsSync(path.join(PROJECT_ROOT, '.ci', 'run')));
-  });
-
-  test('stays short: what it is, the two commands, one diagram, links (docs/ holds the rest)', () => {
-    const lines = README.split('\n').length;
-    assert.ok(lines <= 150, `README is ${lines} lines; move detail to docs/`);
-    assert.match(section('Documentation'), /\(docs\/configuration\.md\)/);
-  });
-});
 
 interface Run {
   code: number | null;

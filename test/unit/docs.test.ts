@@ -1,7 +1,8 @@
 /**
  * The docs stand alone and match the code: every link into docs/ resolves to a heading or an
  * explicit anchor, and the reference pages list exactly what the code defines (configuration
- * variables, Prometheus metrics, error codes).
+ * variables, Prometheus metrics, error codes). The README starts with its two commands and
+ * stays short.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -169,5 +170,37 @@ describe('docs', () => {
     const rows = firstCells(read('docs/errors.md'), 'Codes');
     assert.deepEqual(codes.filter((c) => !rows.includes(c)), [], 'codes missing from docs/errors.md');
     assert.deepEqual(rows.filter((c) => !codes.includes(c)), [], 'rows of docs/errors.md that are not error codes');
+  });
+});
+
+const README = read('README.md');
+
+/** The `## <title>` section of the README, up to the next `## ` heading. */
+function readmeSection(title: string): string {
+  const start = README.indexOf(`\n## ${title}\n`);
+  assert.notEqual(start, -1, `README has a "## ${title}" section`);
+  const end = README.indexOf('\n## ', start + 1);
+  return README.slice(start, end === -1 ? undefined : end);
+}
+
+describe('README', () => {
+  test('starts with exactly two commands: the quickstart, then the whole test suite', () => {
+    const block = /```[a-z]*\n([\s\S]*?)```/.exec(README);
+    assert.ok(block, 'README has a code block');
+    const firstHeading = README.indexOf('\n## ');
+    assert.ok(firstHeading === -1 || block.index < firstHeading, 'the commands come before the first section');
+    const commands = block[1]!
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '' && !l.startsWith('#'));
+    assert.deepEqual(commands, ['bash scripts/quickstart.sh', 'bash .ci/run']);
+    assert.ok(existsSync(path.join(PROJECT_ROOT, 'scripts', 'quickstart.sh')));
+    assert.ok(existsSync(path.join(PROJECT_ROOT, '.ci', 'run')));
+  });
+
+  test('stays short: what it is, the two commands, one diagram, links (docs/ holds the rest)', () => {
+    const lines = README.split('\n').length;
+    assert.ok(lines <= 150, `README is ${lines} lines; move detail to docs/`);
+    assert.match(readmeSection('Documentation'), /\(docs\/configuration\.md\)/);
   });
 });

@@ -17,7 +17,6 @@ import type { AgentMetrics } from '../../metrics.js';
 import type { Config } from '../../config/config.js';
 import type { CniNetwork } from '../../cni/network.js';
 import { containerIpv4 } from '../../cni/result.js';
-import { createNetns, removeNetns } from '../../cni/netns.js';
 import type { CgroupVersion } from '../../cgroups/version.js';
 import type { WorkerFirewall } from '../../netfilter/firewall.js';
 import { networkFromResult } from '../../netfilter/network.js';
@@ -55,6 +54,8 @@ export interface EnsureDeps {
   /** undefined when AGENT_WORKER_FIREWALL=false. */
   readonly firewall: WorkerFirewall | undefined;
   readonly users: ImageUsers;
+  /** Makes and removes the worker's named netns (ContainerdRuntimeDeps.netns; default `ip netns`). */
+  readonly netns: { create(name: string): Promise<string>; remove(name: string): Promise<void> };
   /** The runc shim's options; undefined = the shim's defaults. */
   readonly runtimeOptions: ReturnType<typeof runcOptions>;
   readonly cgroupVersion: CgroupVersion;
@@ -196,8 +197,8 @@ async function claimWorkerId(b: Build, image: ResolvedImage, lease: string): Pro
  * USER's numeric ids (read from the snapshot), side by side.
  */
 async function prepareNetnsAndUser(b: Build, id: string, image: ResolvedImage, mounts: Mount[]): Promise<{ netnsPath: string; user: OciUser }> {
-  b.undo.push(`remove netns ${id}`, () => removeNetns(id));
-  const [nsR, userR] = await Promise.allSettled([createNetns(id), b.d.users.resolve(image, image.config.config?.User, mounts)]);
+  b.undo.push(`remove netns ${id}`, () => b.d.netns.remove(id));
+  const [nsR, userR] = await Promise.allSettled([b.d.netns.create(id), b.d.users.resolve(image, image.config.config?.User, mounts)]);
   if (nsR.status === 'rejected') throw nsR.reason;
   if (userR.status === 'rejected') throw userR.reason;
   return { netnsPath: nsR.value, user: userR.value };

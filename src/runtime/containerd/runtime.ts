@@ -20,6 +20,7 @@ import { defaultNetworkName, ensureConflist } from '../../network/default-confli
 import { detectCgroupVersion, type CgroupVersion } from '../../cgroups/version.js';
 import { isManaged, workerIdPrefix } from '../../worker/naming.js';
 import type { CallOptions, EnsureRequest, Runtime, WorkerInfo, WorkerMetrics } from '../runtime.js';
+import { createNetns, removeNetns } from '../../cni/netns.js';
 import { TableBackedRuntime } from '../table-runtime.js';
 import { KeyedLock } from '../../concurrency/keyed-lock.js';
 import { ContainerdClient } from './client.js';
@@ -43,6 +44,11 @@ import { RegistryHosts } from '../../registry/registry-hosts.js';
 export interface ContainerdRuntimeDeps {
   readonly log: Logger;
   readonly metrics: AgentMetrics;
+  /**
+   * How Ensure makes and (on rollback) removes a worker's named netns. Default: `ip netns`
+   * (cni/netns.ts), which needs root. Tests without root inject a fake.
+   */
+  readonly netns?: { create(name: string): Promise<string>; remove(name: string): Promise<void> } | undefined;
 }
 
 /** Pause between the two start-up reconciliation passes after a crash. */
@@ -85,12 +91,14 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
   readonly #firewall: WorkerFirewall | undefined;
   /** Image USER → numeric ids, read inside the image; cached per (chain id, USER). */
   readonly users: ImageUsers;
+  readonly #netns: NonNullable<ContainerdRuntimeDeps['netns']>;
 
   constructor(config: Config, deps: ContainerdRuntimeDeps) {
     super({ log: deps.log.child({ module: 'containerd' }), metrics: deps.metrics, limits: config.limits });
     this.#config = config;
     this.#log = deps.log.child({ module: 'containerd' });
     this.#metrics = deps.metrics;
+    this.#netns = deps.netns ?? { create: createNetns, remove: removeNetns };
     this.client = new ContainerdClient({ socket: config.containerd.socket, namespace: config.containerd.namespace });
     this.#runtimeOptions = runcOptions(this.client, config.containerd);
     this.#images = new ImageService({
@@ -136,6 +144,7 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
       cni: this.#cni,
       firewall: this.#firewall,
       users: this.users,
+      netns: this.#netns,
       runtimeOptions: this.#runtimeOptions,
       cgroupVersion: this.#cgroupVersion,
       log: this.#log,

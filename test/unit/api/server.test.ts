@@ -162,13 +162,12 @@ describe('AgentServer over a fake runtime', () => {
     const watch = watchHealth(health, '');
     await new Promise((r) => setTimeout(r, 50));
     const inflight = unaryCall<{ id: string }>(client, 'EnsureContainer', { function_name: 'f', owner_id: 'gw' });
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(server.inflight.count, 1);
+    // Waited for, not slept on: on a loaded machine the call can take longer than a fixed pause to arrive.
+    await waitFor('the Ensure in flight', () => server.inflight.count === 1, 5000, 10);
 
     const started = Date.now();
     const stopping = server.shutdown();
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(watch.statuses.at(-1), 'NOT_SERVING');
+    await waitFor('NOT_SERVING on the open Watch', () => watch.statuses.at(-1) === 'NOT_SERVING', 2000, 10);
     const fresh = agentClient(address, grpc.credentials.createInsecure());
     t.after(() => {
       fresh.close();

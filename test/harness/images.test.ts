@@ -14,7 +14,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import tar from 'tar-stream';
-import { startContainerd, type ContainerdInstance } from '../harness/containerd.js';
+import { startContainerd, type ContainerdInstance } from './containerd.js';
 import {
   buildTestImages,
   manifestFor,
@@ -28,11 +28,11 @@ import {
   type BuiltImage,
   type BuiltImages,
   type FetchedManifest,
-} from '../harness/images.js';
-import { freePort, waitFor } from '../harness/process.js';
-import { startRegistry, type RegistryInstance } from '../harness/registry.js';
-import { makeHtpasswd, startTokenServer, type TokenServer } from '../harness/token-server.js';
-import { WORKER_SOURCE } from '../../scripts/build-test-images.js';
+} from './images.js';
+import { freePort, waitFor } from './process.js';
+import { startRegistry, type RegistryInstance } from './registry.js';
+import { makeHtpasswd, startTokenServer, type TokenServer } from './token-server.js';
+import { WORKER_SOURCE } from './image-builder.js';
 
 const execFileP = promisify(execFile);
 
