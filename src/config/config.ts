@@ -6,7 +6,6 @@
 import os from 'node:os';
 import { MAX_MEMORY_MB, MIN_MEMORY_MB } from '../worker/limits.js';
 import { safeName } from '../worker/safe-name.js';
-import { defaultRegistryHost, parseHostList, parseHostPattern, type HostPattern } from '../registry/registry-hosts.js';
 import path from 'node:path';
 import { ConfigError, readBool, readEnum, readInt, isLoopbackAddress, readList, readListenAddress, readString, readUnixSocket, type Env } from './parse.js';
 import { readCniConfig, readHostPorts, type CniConfig, type HostPort } from './network.js';
