@@ -19,24 +19,59 @@ const layerRules = [
   layer(['src/**/*.ts'], { regex: '^\\./cli(/|$)', message: noCli.message }),
   { files: ['src/cli/**/*.ts', 'src/cli.ts'], rules: { 'no-restricted-imports': 'off' } },
   // Generic primitives and runtime-neutral homes: nothing above them.
-  layer(['src/concurrency/**/*.ts'], forbid(LEAVES.filter((n) => n !== 'concurrency'), 'concurrency/ holds generic primitives: it imports only errors.ts.')),
-  layer(['src/worker/**/*.ts'], forbid(LEAVES.filter((n) => n !== 'worker'), 'worker/ (naming, limits, CPU rule, seccomp) is runtime-neutral: it imports only leaf modules.')),
-  layer(['src/registry/**/*.ts'], forbid(['runtime', 'api', 'cli', 'proxy', 'netfilter', 'network', 'cni', 'config'], 'registry/ is shared by both runtimes and read by config/: it imports nothing above it (worker/safe-name.ts is fine).')),
-  layer(['src/cni/**/*.ts'], forbid(['runtime', 'api', 'cli', 'proxy', 'netfilter', 'network', 'config', 'registry'], 'cni/ is a pure CNI layer: no agent config (that is network/), no runtime, no API.')),
-  layer(['src/config/**/*.ts'], forbid(['runtime', 'api', 'cli', 'proxy', 'netfilter', 'network', 'cni'], 'config/ sits below the runtimes and the API: take shared rules from worker/ or registry/.')),
-  layer(['src/network/**/*.ts', 'src/netfilter/**/*.ts', 'src/cgroups/**/*.ts', 'src/proxy/**/*.ts'], forbid(['runtime', 'api', 'cli'], 'This layer sits below the runtimes and the API.')),
-  layer(['src/api/**/*.ts'], { regex: '^(\\.\\./)+runtime/(containerd|docker)(/|$)', message: 'api/ talks to a runtime through runtime/runtime.ts only.' }),
+  layer(
+    ['src/concurrency/**/*.ts'],
+    forbid(
+      LEAVES.filter((n) => n !== 'concurrency'),
+      'concurrency/ holds generic primitives: it imports only errors.ts.',
+    ),
+  ),
+  layer(
+    ['src/worker/**/*.ts'],
+    forbid(
+      LEAVES.filter((n) => n !== 'worker'),
+      'worker/ (naming, limits, CPU rule, seccomp) is runtime-neutral: it imports only leaf modules.',
+    ),
+  ),
+  layer(
+    ['src/registry/**/*.ts'],
+    forbid(
+      ['runtime', 'api', 'cli', 'proxy', 'netfilter', 'network', 'cni', 'config'],
+      'registry/ is shared by both runtimes and read by config/: it imports nothing above it (worker/safe-name.ts is fine).',
+    ),
+  ),
+  layer(
+    ['src/cni/**/*.ts'],
+    forbid(
+      ['runtime', 'api', 'cli', 'proxy', 'netfilter', 'network', 'config', 'registry'],
+      'cni/ is a pure CNI layer: no agent config (that is network/), no runtime, no API.',
+    ),
+  ),
+  layer(
+    ['src/config/**/*.ts'],
+    forbid(
+      ['runtime', 'api', 'cli', 'proxy', 'netfilter', 'network', 'cni'],
+      'config/ sits below the runtimes and the API: take shared rules from worker/ or registry/.',
+    ),
+  ),
+  layer(
+    ['src/network/**/*.ts', 'src/netfilter/**/*.ts', 'src/cgroups/**/*.ts', 'src/proxy/**/*.ts'],
+    forbid(['runtime', 'api', 'cli'], 'This layer sits below the runtimes and the API.'),
+  ),
+  layer(['src/api/**/*.ts'], {
+    regex: '^(\\.\\./)+runtime/(containerd|docker)(/|$)',
+    message: 'api/ talks to a runtime through runtime/runtime.ts only.',
+  }),
   layer(['src/runtime/**/*.ts'], forbid(['api', 'cli', 'proxy'], 'The runtimes sit below the API and the invoke proxy.')),
-  layer(
-    ['src/runtime/docker/**/*.ts'],
-    forbid(['api', 'cli', 'proxy'], 'The runtimes sit below the API and the invoke proxy.'),
-    { regex: '^(\\.\\./)+(runtime/)?containerd(/|\\.js$|$)', message: 'runtime/docker/ imports nothing from runtime/containerd/: shared pieces live in registry/, worker/, concurrency/ or runtime/.' },
-  ),
-  layer(
-    ['src/runtime/containerd/**/*.ts'],
-    forbid(['api', 'cli', 'proxy'], 'The runtimes sit below the API and the invoke proxy.'),
-    { regex: '^(\\.\\./)+(runtime/)?docker(/|\\.js$|$)', message: 'runtime/containerd/ imports nothing from runtime/docker/.' },
-  ),
+  layer(['src/runtime/docker/**/*.ts'], forbid(['api', 'cli', 'proxy'], 'The runtimes sit below the API and the invoke proxy.'), {
+    regex: '^(\\.\\./)+(runtime/)?containerd(/|\\.js$|$)',
+    message:
+      'runtime/docker/ imports nothing from runtime/containerd/: shared pieces live in registry/, worker/, concurrency/ or runtime/.',
+  }),
+  layer(['src/runtime/containerd/**/*.ts'], forbid(['api', 'cli', 'proxy'], 'The runtimes sit below the API and the invoke proxy.'), {
+    regex: '^(\\.\\./)+(runtime/)?docker(/|\\.js$|$)',
+    message: 'runtime/containerd/ imports nothing from runtime/docker/.',
+  }),
 ];
 
 export default defineConfig(

@@ -18,5 +18,16 @@ const summary = (img: BuiltImage): Record<string, unknown> => ({
   })),
 });
 process.stdout.write(
-  JSON.stringify({ dir: images.dir, cached: images.cached, ms: Date.now() - t0, busybox: summary(images.busybox), worker: summary(images.worker), multiarch: summary(images.multiarch) }, null, 2) + '\n',
+  JSON.stringify(
+    {
+      dir: images.dir,
+      cached: images.cached,
+      ms: Date.now() - t0,
+      busybox: summary(images.busybox),
+      worker: summary(images.worker),
+      multiarch: summary(images.multiarch),
+    },
+    null,
+    2,
+  ) + '\n',
 );

@@ -15,7 +15,10 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = (name) => path.join(root, 'node_modules', '.bin', name);
-const eslintCache = path.join(os.tmpdir(), `esb-agent-eslintcache-${os.userInfo().uid}-${createHash('sha256').update(root).digest('hex').slice(0, 12)}`);
+const eslintCache = path.join(
+  os.tmpdir(),
+  `esb-agent-eslintcache-${os.userInfo().uid}-${createHash('sha256').update(root).digest('hex').slice(0, 12)}`,
+);
 
 /** Runs one step, collecting its output; resolves with its result. */
 function run(name, cmd, args) {
@@ -29,8 +32,16 @@ function run(name, cmd, args) {
       out.push(Buffer.from(`${String(err)}\n`));
     });
     child.once('close', (code, signal) => {
-      const result = { name, ok: code === 0, code: code ?? signal, seconds: (Date.now() - t0) / 1000, output: Buffer.concat(out).toString('utf8') };
-      process.stdout.write(`\n===== ${name}: ${result.ok ? 'ok' : `FAILED (${result.code})`} in ${result.seconds.toFixed(1)} s\n${result.output}`);
+      const result = {
+        name,
+        ok: code === 0,
+        code: code ?? signal,
+        seconds: (Date.now() - t0) / 1000,
+        output: Buffer.concat(out).toString('utf8'),
+      };
+      process.stdout.write(
+        `\n===== ${name}: ${result.ok ? 'ok' : `FAILED (${result.code})`} in ${result.seconds.toFixed(1)} s\n${result.output}`,
+      );
       resolve(result);
     });
   });

@@ -128,12 +128,27 @@ interface CtlRun {
 function ctl(stack: TestStack, args: readonly string[]): Promise<CtlRun> {
   const agent = stack.agent;
   if (!agent) throw new QuickstartError('the agent is not running');
-  const common = ['ctl', '--addr', `127.0.0.1:${agent.grpcPort}`, '--insecure', '--owner', OWNER, '--deadline', `${CALL_DEADLINE_MS}ms`, '-o', 'json'];
+  const common = [
+    'ctl',
+    '--addr',
+    `127.0.0.1:${agent.grpcPort}`,
+    '--insecure',
+    '--owner',
+    OWNER,
+    '--deadline',
+    `${CALL_DEADLINE_MS}ms`,
+    '-o',
+    'json',
+  ];
   const shown = ['esb-agent', ...common, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(' ');
   const env = { ...process.env };
   delete env['NODE_TEST_CONTEXT'];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, ...common, ...args], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, ...common, ...args], {
+      cwd: PROJECT_ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     ctlChild = child;
     let stdout = '';
     let stderr = '';
@@ -229,9 +244,7 @@ async function metricsExcerpt(port: number): Promise<string[]> {
   const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10_000) });
   check(res.ok, `GET /metrics answered ${res.status}`);
   const text = await res.text();
-  return text
-    .split('\n')
-    .filter((l) => /^esb_agent_(rpc_total|image_pulls_total|cold_start_phase_duration_seconds_(sum|count))\b/.test(l));
+  return text.split('\n').filter((l) => /^esb_agent_(rpc_total|image_pulls_total|cold_start_phase_duration_seconds_(sum|count))\b/.test(l));
 }
 
 async function demo(stack: TestStack): Promise<void> {
@@ -240,13 +253,20 @@ async function demo(stack: TestStack): Promise<void> {
 
   // Step 2. EnsureContainer: what the gateway sends on a cold start.
   const ensureArgs = [
-    'ensure', FUNCTION_NAME,
-    '--image', stack.images.worker,
-    '--memory', String(MEMORY_MB),
-    '--env', `AWS_LAMBDA_FUNCTION_NAME=${FUNCTION_NAME}`,
-    '--env', 'AWS_LAMBDA_FUNCTION_VERSION=$LATEST',
-    '--env', 'AWS_LAMBDA_FUNCTION_TIMEOUT=30',
-    '--env', 'AWS_REGION=ap-northeast-1',
+    'ensure',
+    FUNCTION_NAME,
+    '--image',
+    stack.images.worker,
+    '--memory',
+    String(MEMORY_MB),
+    '--env',
+    `AWS_LAMBDA_FUNCTION_NAME=${FUNCTION_NAME}`,
+    '--env',
+    'AWS_LAMBDA_FUNCTION_VERSION=$LATEST',
+    '--env',
+    'AWS_LAMBDA_FUNCTION_TIMEOUT=30',
+    '--env',
+    'AWS_REGION=ap-northeast-1',
   ];
   const worker = await rpc<WorkerInfo>(stack, 'EnsureContainer: pull, unpack, netns + CNI ADD, create, start', ensureArgs);
   check(worker.id.startsWith(stack.idPrefix), `worker id starts with ${stack.idPrefix}`);
@@ -257,7 +277,12 @@ async function demo(stack: TestStack): Promise<void> {
   await invokeEcho(stack, 'InvokeWorker (echo payload; waits for the worker to listen)', id, 'hello from the quickstart');
   const paused = await rpc<{ success: boolean }>(stack, 'PauseContainer (cgroup freezer)', ['pause', id]);
   check(paused.success, 'PauseContainer success');
-  await rpcExpectingError(stack, 'InvokeWorker while paused', invokeArgs(id, { action: 'echo', message: 'refused' }), 'FAILED_PRECONDITION');
+  await rpcExpectingError(
+    stack,
+    'InvokeWorker while paused',
+    invokeArgs(id, { action: 'echo', message: 'refused' }),
+    'FAILED_PRECONDITION',
+  );
   const resumed = await rpc<{ success: boolean }>(stack, 'ResumeContainer', ['resume', id]);
   check(resumed.success, 'ResumeContainer success');
   await invokeEcho(stack, 'InvokeWorker (after resume)', id, 'hello again');
@@ -269,7 +294,9 @@ async function demo(stack: TestStack): Promise<void> {
   if (!metrics) throw new QuickstartError('GetContainerMetrics returned no metrics');
   check(metrics.state === 'RUNNING', 'metrics state RUNNING');
   check(metrics.memory_max === limit, `memory_max = ${MEMORY_MB} MiB (${limit}), got ${metrics.memory_max}`);
-  say(`memory_max ${metrics.memory_max} bytes = ${MEMORY_MB} MiB (AWS_LAMBDA_FUNCTION_MEMORY_SIZE); working set ${(Number(metrics.memory_current) / 1048576).toFixed(1)} MiB`);
+  say(
+    `memory_max ${metrics.memory_max} bytes = ${MEMORY_MB} MiB (AWS_LAMBDA_FUNCTION_MEMORY_SIZE); working set ${(Number(metrics.memory_current) / 1048576).toFixed(1)} MiB`,
+  );
 
   // Step 9. The caller's containers.
   const list = await rpc<ListReply>(stack, 'ListContainers (this owner only)', ['list']);
@@ -283,7 +310,7 @@ async function demo(stack: TestStack): Promise<void> {
   const leaks = await untilInterrupted(stack.leaks());
   const n = leakCount(leaks);
   const lines = await untilInterrupted(metricsExcerpt(agent.metricsPort));
-  header('Leftovers after DestroyContainer, and the agent\'s /metrics', n === 0 ? 'none left' : `${n} LEFT`, t0);
+  header("Leftovers after DestroyContainer, and the agent's /metrics", n === 0 ? 'none left' : `${n} LEFT`, t0);
   say(json(leaks));
   say(`GET http://127.0.0.1:${agent.metricsPort}/metrics (excerpt):`);
   for (const l of lines) say(`  ${l}`);
@@ -309,7 +336,7 @@ async function main(): Promise<number> {
     process.stderr.write('quickstart: run as root (it starts containerd and creates network namespaces)\n');
     return 1;
   }
-  say('esb-agent quickstart: private containerd + registry + CNI test network + agent, then the gateway\'s RPCs');
+  say("esb-agent quickstart: private containerd + registry + CNI test network + agent, then the gateway's RPCs");
 
   const t0 = performance.now();
   // Kept so that a stack still starting when a signal arrives is stopped once it is up.

@@ -37,7 +37,8 @@ if (files.length === 0) {
 // An emulated guest (scripts/vm) runs 5-20x slower: its per-test limit grows with it.
 const slowdown = Math.max(1, Number(process.env.ESB_TEST_SLOWDOWN ?? '1') || 1);
 const args = [
-  '--import', 'tsx',
+  '--import',
+  'tsx',
   '--test',
   `--test-concurrency=${suite === 'unit' ? 2 : 1}`,
   `--test-timeout=${Math.round((suite === 'unit' ? 60_000 : 600_000) * slowdown)}`,

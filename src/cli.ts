@@ -63,7 +63,9 @@ export async function runCli(argv: readonly string[]): Promise<number> {
       return 0;
     case 'serve':
       if (rest.length === 1 && (rest[0] === '--help' || rest[0] === '-h')) {
-        process.stdout.write('usage: esb-agent serve\n\nRuns the agent; configuration comes from environment variables (docs/configuration.md).\nExit codes: 0 after a clean SIGTERM/SIGINT shutdown, 1 start-up or shutdown failed, 2 invalid configuration.\n');
+        process.stdout.write(
+          'usage: esb-agent serve\n\nRuns the agent; configuration comes from environment variables (docs/configuration.md).\nExit codes: 0 after a clean SIGTERM/SIGINT shutdown, 1 start-up or shutdown failed, 2 invalid configuration.\n',
+        );
         return 0;
       }
       if (rest.length > 0) {

@@ -80,7 +80,15 @@ export async function startAgent(env: Env, opts: StartAgentOptions = {}): Promis
   const log = createRootLogger(config, opts.logDestination);
   const metrics = new AgentMetrics();
   const runtime = opts.runtime ?? createRuntime(config, { log, metrics });
-  const invoker = opts.invoker ?? new HttpInvoker({ maxResponseBytes: config.invoke.maxResponseBytes, defaultTimeoutMs: config.invoke.defaultTimeoutMs, maxQueue: config.invoke.maxQueue, log, metrics });
+  const invoker =
+    opts.invoker ??
+    new HttpInvoker({
+      maxResponseBytes: config.invoke.maxResponseBytes,
+      defaultTimeoutMs: config.invoke.defaultTimeoutMs,
+      maxQueue: config.invoke.maxQueue,
+      log,
+      metrics,
+    });
   if (invoker instanceof HttpInvoker) metrics.countInvokeConnections(() => invoker.connections);
   // Whatever removes a worker (Destroy, idle sweep, reconciliation, a resync), its invoke
   // connection goes with it: the proxy's per-worker entries must never outlive the workers.
@@ -89,7 +97,15 @@ export async function startAgent(env: Env, opts: StartAgentOptions = {}): Promis
       log.warn({ id, err: errorText(err) }, 'could not close the invoke connection of a removed worker');
     });
   });
-  const server = createAgentServer({ config, runtime, invoker, log, metrics, tls, ...(opts.healthPollMs === undefined ? {} : { healthPollMs: opts.healthPollMs }) });
+  const server = createAgentServer({
+    config,
+    runtime,
+    invoker,
+    log,
+    metrics,
+    tls,
+    ...(opts.healthPollMs === undefined ? {} : { healthPollMs: opts.healthPollMs }),
+  });
   const metricsServer = createMetricsServer({ registry: metrics.registry, host: config.metricsAddress, port: config.metricsPort, log });
 
   try {

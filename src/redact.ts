@@ -10,7 +10,8 @@
  * not among them. A path right after "image's " is inside the caller's own image (the USER
  * lookup names the image's /etc/passwd) and says nothing about the host, so it is kept.
  */
-const HOST_PATH = /(?<![\w.~-])(?<!image's )\/(?:etc|var|run|opt|usr|home|root|tmp|proc|sys|dev|srv|mnt|media|lib|lib32|lib64|libx32|bin|sbin|boot|snap|nix|app|work)(?:\/[^\s'",;:()[\]{}<>]*)?/g;
+const HOST_PATH =
+  /(?<![\w.~-])(?<!image's )\/(?:etc|var|run|opt|usr|home|root|tmp|proc|sys|dev|srv|mnt|media|lib|lib32|lib64|libx32|bin|sbin|boot|snap|nix|app|work)(?:\/[^\s'",;:()[\]{}<>]*)?/g;
 
 /** Longest text kept; plugin output can be arbitrarily long. */
 export const MAX_REDACTED_CHARS = 1000;

@@ -106,7 +106,8 @@ function tryRun(file: string, args: readonly string[]): string {
 /** Sum of the phase histogram per phase label (seconds). */
 async function phaseSums(stack: TestStack): Promise<Map<string, number>> {
   const all = await stack.agent!.metrics.registry.getMetricsAsJSON();
-  const m = all.find((x) => x.name === PHASE_METRIC) as { values?: { metricName?: string; labels: Record<string, string | number>; value: number }[] } | undefined;
+  const m = all.find((x) => x.name === PHASE_METRIC) as
+    { values?: { metricName?: string; labels: Record<string, string | number>; value: number }[] } | undefined;
   const out = new Map<string, number>();
   for (const v of m?.values ?? []) {
     if (v.metricName === `${PHASE_METRIC}_sum`) out.set(String(v.labels['phase']), v.value);
@@ -136,7 +137,11 @@ class Samples {
 
 async function agentEnsure(stack: TestStack, image: string): Promise<{ ms: number; id: string; t0: number; t1: number }> {
   const t0 = performance.now();
-  const w = await stack.call<WorkerInfo>('EnsureContainer', { function_name: FUNCTION, image, env: {}, owner_id: OWNER }, { deadlineMs: 60_000 });
+  const w = await stack.call<WorkerInfo>(
+    'EnsureContainer',
+    { function_name: FUNCTION, image, env: {}, owner_id: OWNER },
+    { deadlineMs: 60_000 },
+  );
   const t1 = performance.now();
   return { ms: t1 - t0, id: w.id, t0, t1 };
 }
@@ -149,7 +154,13 @@ async function agentDestroy(stack: TestStack, id: string): Promise<void> {
  * Phases of one Ensure that ran alongside others: only the calls named by the worker id can be
  * told apart (the histogram cannot be split per call), plus the CNI ADD time from the log.
  */
-function breakDownConcurrent(s: Samples, stack: TestStack, call: { ms: number; id: string; t0: number; t1: number }, spans: readonly RpcSpan[], logFrom: number): void {
+function breakDownConcurrent(
+  s: Samples,
+  stack: TestStack,
+  call: { ms: number; id: string; t0: number; t1: number },
+  spans: readonly RpcSpan[],
+  logFrom: number,
+): void {
   const find = (prefix: string): RpcSpan | undefined => spans.find((x) => x.what === prefix);
   const prepare = find(`prepare snapshot ${call.id}`);
   const container = find(`create container ${call.id}`);
@@ -169,8 +180,16 @@ function breakDownConcurrent(s: Samples, stack: TestStack, call: { ms: number; i
 }
 
 /** Sorts the spans of one sequential Ensure into phases (ms) and adds them to `s`. */
-function breakDown(s: Samples, stack: TestStack, call: { ms: number; id: string; t0: number; t1: number }, spans: readonly RpcSpan[], hist: Record<'snapshot' | 'netns' | 'network' | 'create' | 'task_create' | 'start', number>, logFrom: number): void {
-  const find = (prefix: string): RpcSpan | undefined => spans.find((x) => x.what.startsWith(prefix) && x.start >= call.t0 && x.start <= call.t1);
+function breakDown(
+  s: Samples,
+  stack: TestStack,
+  call: { ms: number; id: string; t0: number; t1: number },
+  spans: readonly RpcSpan[],
+  hist: Record<'snapshot' | 'netns' | 'network' | 'create' | 'task_create' | 'start', number>,
+  logFrom: number,
+): void {
+  const find = (prefix: string): RpcSpan | undefined =>
+    spans.find((x) => x.what.startsWith(prefix) && x.start >= call.t0 && x.start <= call.t1);
   const getImage = find('get image ');
   const lease = find('create lease ');
   const prepare = find(`prepare snapshot ${call.id}`);
@@ -205,7 +224,8 @@ function breakDown(s: Samples, stack: TestStack, call: { ms: number; id: string;
   const add = lines.find((l) => l['msg'] === 'CNI ADD');
   if (typeof add?.['ms'] === 'number') s.add('    CNI ADD (log)', add['ms']);
   for (const l of lines) {
-    if (l['msg'] === 'CNI plugin ran' && l['command'] === 'ADD' && typeof l['ms'] === 'number') s.add(`      plugin ${String(l['plugin'])} ADD`, l['ms']);
+    if (l['msg'] === 'CNI plugin ran' && l['command'] === 'ADD' && typeof l['ms'] === 'number')
+      s.add(`      plugin ${String(l['plugin'])} ADD`, l['ms']);
   }
   // Image-check RPCs.
   const stat = find('stat snapshot ');
@@ -239,7 +259,12 @@ let ctrSeq = 0;
  */
 async function ctrStart(env: CtrEnv, s: Samples | undefined, seccomp = false): Promise<{ ms: number; run: CtrRun }> {
   const id = `${env.stack.idPrefix}ctr${(ctrSeq++).toString().padStart(4, '0')}`;
-  const r: CtrRun = { id, netns: `/run/netns/${id}`, log: path.join(env.logDir, `${id}.log`), created: { netns: false, cni: false, container: false } };
+  const r: CtrRun = {
+    id,
+    netns: `/run/netns/${id}`,
+    log: path.join(env.logDir, `${id}.log`),
+    created: { netns: false, cni: false, container: false },
+  };
   liveCtr.add(r);
   const sock = env.stack.ctd.socket;
   const { ms } = await timeIt(async () => {
@@ -250,8 +275,21 @@ async function ctrStart(env: CtrEnv, s: Samples | undefined, seccomp = false): P
     r.created.container = true; // a failed `ctr run` may still leave a record: clean up either way
     const c = await timeIt(() =>
       run('ctr', [
-        '--address', sock, '--namespace', env.stack.namespace,
-        'run', '-d', '--snapshotter', 'overlayfs', ...(seccomp ? ['--seccomp'] : []), '--log-uri', `file://${r.log}`, '--with-ns', `network:${r.netns}`, env.image, id,
+        '--address',
+        sock,
+        '--namespace',
+        env.stack.namespace,
+        'run',
+        '-d',
+        '--snapshotter',
+        'overlayfs',
+        ...(seccomp ? ['--seccomp'] : []),
+        '--log-uri',
+        `file://${r.log}`,
+        '--with-ns',
+        `network:${r.netns}`,
+        env.image,
+        id,
       ]),
     );
     s?.add('ip netns add', a.ms);
@@ -310,9 +348,10 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     if (ctrEnv) {
-      for (const r of [...liveCtr]) await ctrCleanup(ctrEnv, r).catch((err: unknown) => {
-        console.error(`cleanup of ${r.id} failed:`, err);
-      });
+      for (const r of [...liveCtr])
+        await ctrCleanup(ctrEnv, r).catch((err: unknown) => {
+          console.error(`cleanup of ${r.id} failed:`, err);
+        });
     }
     if (!interrupted) {
       // Every worker was destroyed: anything the agent still holds is an agent leak (the stack removes it anyway).
@@ -342,10 +381,16 @@ async function main(): Promise<void> {
     // ctr uses the image record the agent made, in the agent's namespace.
     const images = await stack.containerd.call('images', 'List', { filters: [] });
     const ctrImage = images.images.map((i) => i.name).find((n) => n.includes('esb-test/worker'));
-    if (ctrImage === undefined) throw new Error(`worker image not found in namespace ${stack.namespace}: ${images.images.map((i) => i.name).join(', ')}`);
+    if (ctrImage === undefined)
+      throw new Error(`worker image not found in namespace ${stack.namespace}: ${images.images.map((i) => i.name).join(', ')}`);
     const logDir = path.join(stack.tmp, 'bench-ctr-logs');
     mkdirSync(logDir, { recursive: true });
-    const cni = new CniNetwork({ confFile: stack.confFile, binDirs: [CNI_BIN_DIR], cacheDir: path.join(stack.tmp, 'bench-cni-cache'), log: silentLogger() });
+    const cni = new CniNetwork({
+      confFile: stack.confFile,
+      binDirs: [CNI_BIN_DIR],
+      cacheDir: path.join(stack.tmp, 'bench-cni-cache'),
+      log: silentLogger(),
+    });
     await cni.load();
     ctrEnv = { stack, cni, image: ctrImage, logDir };
     const env = ctrEnv;
@@ -376,7 +421,21 @@ async function main(): Promise<void> {
       }
       const h1 = await phaseSums(stack);
       agentSeq.push(call.ms);
-      breakDown(phases, stack, call, rpcSpans, { snapshot: delta(h1, h0, 'snapshot'), netns: delta(h1, h0, 'netns'), network: delta(h1, h0, 'network'), create: delta(h1, h0, 'create'), task_create: delta(h1, h0, 'task_create'), start: delta(h1, h0, 'start') }, logFrom);
+      breakDown(
+        phases,
+        stack,
+        call,
+        rpcSpans,
+        {
+          snapshot: delta(h1, h0, 'snapshot'),
+          netns: delta(h1, h0, 'netns'),
+          network: delta(h1, h0, 'network'),
+          create: delta(h1, h0, 'create'),
+          task_create: delta(h1, h0, 'task_create'),
+          start: delta(h1, h0, 'start'),
+        },
+        logFrom,
+      );
       await agentDestroy(stack, call.id);
 
       const c = await ctrStart(env, ctrPhases);
@@ -498,7 +557,16 @@ async function main(): Promise<void> {
     console.log('');
     console.log(`## agent phases at concurrency ${CONCURRENCY} (per call)`);
     const crows: Cell[][] = [['phase', 'n', 'p50', 'p95', 'min', 'max']];
-    for (const name of ['request → snapshot prepared (gRPC, image check, lease, snapshot)', 'netns + files + spec (CNI ADD runs on)', '  CNI ADD (log)', 'container create', 'task create', 'task start', 'task started → reply', 'total']) {
+    for (const name of [
+      'request → snapshot prepared (gRPC, image check, lease, snapshot)',
+      'netns + files + spec (CNI ADD runs on)',
+      '  CNI ADD (log)',
+      'container create',
+      'task create',
+      'task start',
+      'task started → reply',
+      'total',
+    ]) {
       const v = concPhases.get(name);
       if (v.length > 0) crows.push(summaryRow(name, v));
     }

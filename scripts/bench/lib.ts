@@ -84,7 +84,12 @@ export type Cell = string | number;
  * Prints rows as an aligned text table. The first row is the header. Numbers are right-aligned
  * and formatted with fmtMs; strings are left-aligned.
  */
-export function printTable(rows: readonly (readonly Cell[])[], out: (line: string) => void = (l) => { console.log(l); }): void {
+export function printTable(
+  rows: readonly (readonly Cell[])[],
+  out: (line: string) => void = (l) => {
+    console.log(l);
+  },
+): void {
   if (rows.length === 0) return;
   const text = rows.map((r) => r.map((c) => (typeof c === 'number' ? fmtMs(c) : c)));
   const numeric = rows.map((r) => r.map((c) => typeof c === 'number'));
@@ -92,8 +97,7 @@ export function printTable(rows: readonly (readonly Cell[])[], out: (line: strin
   const widths: number[] = [];
   for (let c = 0; c < cols; c++) widths.push(Math.max(...text.map((r) => (r[c] ?? '').length)));
   const line = (i: number): string =>
-    text[i]!
-      .map((cell, c) => (numeric[i]![c] ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!)))
+    text[i]!.map((cell, c) => (numeric[i]![c] ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!)))
       .join('  ')
       .trimEnd();
   out(line(0));

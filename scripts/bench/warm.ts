@@ -59,7 +59,14 @@ function ctr(stack: TestStack, args: readonly string[]): Promise<void> {
 }
 
 function invokeAgent(stack: TestStack, id: string, body: Buffer): Promise<InvokeReply> {
-  return stack.call<InvokeReply>('InvokeWorker', { container_id: id, owner_id: OWNER, path: '', payload: body, headers: {}, timeout_ms: 10_000 });
+  return stack.call<InvokeReply>('InvokeWorker', {
+    container_id: id,
+    owner_id: OWNER,
+    path: '',
+    payload: body,
+    headers: {},
+    timeout_ms: 10_000,
+  });
 }
 
 async function echoAgent(stack: TestStack, id: string, body: Buffer, what: string): Promise<void> {
@@ -75,7 +82,8 @@ async function invokeDirect(client: Client, body: Buffer): Promise<{ status: num
 }
 
 function check(what: string, status: number, got: Buffer, sent: Buffer): void {
-  if (status !== 200 || !got.equals(sent)) throw new Error(`${what}: status ${status}, body of ${got.length} bytes does not echo the ${sent.length}-byte payload`);
+  if (status !== 200 || !got.equals(sent))
+    throw new Error(`${what}: status ${status}, body of ${got.length} bytes does not echo the ${sent.length}-byte payload`);
 }
 
 /** Runs `n` sequential calls of `fn`, returning per-call latencies and the wall time. */
@@ -224,7 +232,9 @@ async function main(): Promise<void> {
       row('ctr task resume', summarize(ctrResume)),
       row('ctr pause+resume pair', pairCtr),
     ]);
-    console.log(`\n   pair median ratio agent/ctr = ${(pairRpc.p50 / pairCtr.p50).toFixed(3)}   p95 ratio = ${(pairRpc.p95 / pairCtr.p95).toFixed(3)}`);
+    console.log(
+      `\n   pair median ratio agent/ctr = ${(pairRpc.p50 / pairCtr.p50).toFixed(3)}   p95 ratio = ${(pairRpc.p95 / pairCtr.p95).toFixed(3)}`,
+    );
 
     const sa = summarize(viaAgent.lat);
     const sh = summarize(viaHttp.lat);

@@ -55,11 +55,15 @@ interface Sample {
 
 /** Starts the agent as a child; resolves with it and its ports once it logs that it listens. */
 async function startChildAgent(stack: TestStack): Promise<{ child: ChildProcess; grpcPort: number; metricsPort: number }> {
-  const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', path.join(PROJECT_ROOT, 'scripts', 'soak', 'agent-with-gc.ts')], {
-    cwd: PROJECT_ROOT,
-    env: { ...stack.env, AGENT_LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--expose-gc', '--import', 'tsx', path.join(PROJECT_ROOT, 'scripts', 'soak', 'agent-with-gc.ts')],
+    {
+      cwd: PROJECT_ROOT,
+      env: { ...stack.env, AGENT_LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   const lines = createInterface({ input: child.stdout });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -111,7 +115,12 @@ async function sample(label: string, cycles: number, pid: number, metricsPort: n
 
 async function cycle(client: AgentServiceClient, stack: TestStack, i: number): Promise<number> {
   const t0 = performance.now();
-  const w = await unaryCall<{ id: string }>(client, 'EnsureContainer', { function_name: `soak-${i % 8}`, image: stack.images.worker, env: {}, owner_id: OWNER }, { deadlineMs: CALL_DEADLINE_MS });
+  const w = await unaryCall<{ id: string }>(
+    client,
+    'EnsureContainer',
+    { function_name: `soak-${i % 8}`, image: stack.images.worker, env: {}, owner_id: OWNER },
+    { deadlineMs: CALL_DEADLINE_MS },
+  );
   try {
     const payload = Buffer.from(JSON.stringify({ action: 'echo', cycle: i }));
     const r = await unaryCall<{ status_code: number; body: Buffer }>(
@@ -120,7 +129,8 @@ async function cycle(client: AgentServiceClient, stack: TestStack, i: number): P
       { container_id: w.id, owner_id: OWNER, path: '', payload, headers: {}, timeout_ms: 30_000 },
       { deadlineMs: CALL_DEADLINE_MS },
     );
-    if (r.status_code !== 200 || !r.body.equals(payload)) throw new Error(`cycle ${i}: unexpected reply ${r.status_code} ${r.body.toString().slice(0, 100)}`);
+    if (r.status_code !== 200 || !r.body.equals(payload))
+      throw new Error(`cycle ${i}: unexpected reply ${r.status_code} ${r.body.toString().slice(0, 100)}`);
   } finally {
     await unaryCall(client, 'DestroyContainer', { container_id: w.id, owner_id: OWNER }, { deadlineMs: CALL_DEADLINE_MS });
   }
@@ -169,7 +179,7 @@ async function main(): Promise<number> {
     };
     await run(0, WARMUP);
     samples.push(await sample('warm-up', done, pid, agent.metricsPort));
-    for (let from = WARMUP; from < CYCLES; ) {
+    for (let from = WARMUP; from < CYCLES;) {
       const to = Math.min(CYCLES, (Math.floor(from / SAMPLE_EVERY) + 1) * SAMPLE_EVERY);
       await run(from, to);
       from = to;
@@ -179,10 +189,20 @@ async function main(): Promise<number> {
     samples.push(await sample('end', done, pid, agent.metricsPort));
 
     const rows: Cell[][] = [['sample', 'cycles', 'RSS MiB', 'heap used MiB', 'open fds', 'active handles']];
-    for (const s of samples) rows.push([s.label, String(s.cycles), (s.rssBytes / MIB).toFixed(1), (s.heapUsedBytes / MIB).toFixed(1), String(s.fds), String(s.handles)]);
+    for (const s of samples)
+      rows.push([
+        s.label,
+        String(s.cycles),
+        (s.rssBytes / MIB).toFixed(1),
+        (s.heapUsedBytes / MIB).toFixed(1),
+        String(s.fds),
+        String(s.handles),
+      ]);
     printTable(rows);
     const lat = summarize(latencies);
-    console.log(`cycle latency ms: p50 ${lat.p50.toFixed(0)}, p95 ${lat.p95.toFixed(0)}, max ${lat.max.toFixed(0)} over ${lat.n} cycles; ${failures} failed`);
+    console.log(
+      `cycle latency ms: p50 ${lat.p50.toFixed(0)}, p95 ${lat.p95.toFixed(0)}, max ${lat.max.toFixed(0)} over ${lat.n} cycles; ${failures} failed`,
+    );
 
     const leaks = await stack.leaks();
     const leaked = leakCount(leaks);
@@ -191,7 +211,10 @@ async function main(): Promise<number> {
     const warm = samples[1]!;
     const end = samples[samples.length - 1]!;
     const checks: [string, boolean][] = [
-      [`RSS ${(end.rssBytes / MIB).toFixed(1)} MiB ≤ warm-up ${(warm.rssBytes / MIB).toFixed(1)} + ${RSS_GROWTH_MB} MiB`, end.rssBytes <= warm.rssBytes + RSS_GROWTH_MB * MIB],
+      [
+        `RSS ${(end.rssBytes / MIB).toFixed(1)} MiB ≤ warm-up ${(warm.rssBytes / MIB).toFixed(1)} + ${RSS_GROWTH_MB} MiB`,
+        end.rssBytes <= warm.rssBytes + RSS_GROWTH_MB * MIB,
+      ],
       [`open fds ${end.fds} ≤ warm-up ${warm.fds} + ${FD_SLACK}`, end.fds <= warm.fds + FD_SLACK],
       [`active handles ${end.handles} ≤ warm-up ${warm.handles} + ${HANDLE_SLACK}`, end.handles <= warm.handles + HANDLE_SLACK],
       [`all ${CYCLES} cycles succeeded (${failures} failed)`, failures === 0],

@@ -79,13 +79,21 @@ export class Admission {
       if (!this.#allowlist.allows(id)) {
         this.#metrics.grpcRefused.inc({ reason: 'client_not_allowed' });
         this.#logRefusal(describeIdentity(id).slice(0, MAX_LOGGED_IDENTITY_CHARS), call.getPeer());
-        return refuse(call, grpc.status.PERMISSION_DENIED, 'this client certificate is not allowed to call the agent (AGENT_GRPC_ALLOWED_CLIENTS)');
+        return refuse(
+          call,
+          grpc.status.PERMISSION_DENIED,
+          'this client certificate is not allowed to call the agent (AGENT_GRPC_ALLOWED_CLIENTS)',
+        );
       }
     }
     if (method.path.startsWith(HEALTH_PATH_PREFIX)) return new grpc.ServerInterceptingCall(call);
     if (this.#count >= this.#limit) {
       this.#metrics.grpcRefused.inc({ reason: 'in_flight_limit' });
-      return refuse(call, grpc.status.RESOURCE_EXHAUSTED, `the agent is handling ${this.#limit} calls already (AGENT_GRPC_MAX_IN_FLIGHT); nothing was done, retry later`);
+      return refuse(
+        call,
+        grpc.status.RESOURCE_EXHAUSTED,
+        `the agent is handling ${this.#limit} calls already (AGENT_GRPC_MAX_IN_FLIGHT); nothing was done, retry later`,
+      );
     }
     return this.#admit(method, call);
   };
@@ -136,7 +144,10 @@ export class Admission {
       this.#log.warn({ client, peer }, 'client certificate not in AGENT_GRPC_ALLOWED_CLIENTS: its calls are refused');
     } else if (!this.#overflowLogged) {
       this.#overflowLogged = true;
-      this.#log.warn({ limit: MAX_LOGGED_REFUSED_IDENTITIES }, 'more client certificates not in AGENT_GRPC_ALLOWED_CLIENTS; further ones are only counted (esb_agent_grpc_refused_total)');
+      this.#log.warn(
+        { limit: MAX_LOGGED_REFUSED_IDENTITIES },
+        'more client certificates not in AGENT_GRPC_ALLOWED_CLIENTS; further ones are only counted (esb_agent_grpc_refused_total)',
+      );
     }
   }
 }

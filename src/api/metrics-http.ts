@@ -36,13 +36,16 @@ export class MetricsServer {
     this.#port = port;
     this.#host = host;
     this.#log = log.child({ module: 'metrics-http' });
-    this.#server = http.createServer({ headersTimeout: METRICS_HEADERS_TIMEOUT_MS, requestTimeout: METRICS_REQUEST_TIMEOUT_MS }, (req, res) => {
-      this.#handle(req, res).catch((err: unknown) => {
-        this.#log.error({ err }, 'metrics request failed');
-        if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' });
-        res.end();
-      });
-    });
+    this.#server = http.createServer(
+      { headersTimeout: METRICS_HEADERS_TIMEOUT_MS, requestTimeout: METRICS_REQUEST_TIMEOUT_MS },
+      (req, res) => {
+        this.#handle(req, res).catch((err: unknown) => {
+          this.#log.error({ err }, 'metrics request failed');
+          if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' });
+          res.end();
+        });
+      },
+    );
   }
 
   /** The bound port; throws before `listen()` resolved. */
@@ -55,7 +58,11 @@ export class MetricsServer {
   listen(): Promise<number> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => {
-        reject(new Error(`cannot listen on ${hostPort(this.#host, this.#port)} (AGENT_METRICS_ADDRESS, AGENT_METRICS_PORT): ${errorText(err)}`, { cause: err }));
+        reject(
+          new Error(`cannot listen on ${hostPort(this.#host, this.#port)} (AGENT_METRICS_ADDRESS, AGENT_METRICS_PORT): ${errorText(err)}`, {
+            cause: err,
+          }),
+        );
       };
       this.#server.once('error', onError);
       this.#server.listen(this.#port, this.#host, () => {

@@ -94,7 +94,7 @@ export function exposureWarning(config: Pick<Config, 'tls' | 'grpcAddress' | 'al
     return `gRPC is plaintext (AGENT_GRPC_TLS_DISABLED=1) on loopback ${config.grpcAddress}: any local process can run containers as root on this host`;
   }
   if (config.allowedClients.length === 0) {
-    return 'AGENT_GRPC_ALLOWED_CLIENTS is empty: any client certificate signed by AGENT_GRPC_CA_CERT_PATH may call the agent; list the gateway\'s certificate identities to narrow it';
+    return "AGENT_GRPC_ALLOWED_CLIENTS is empty: any client certificate signed by AGENT_GRPC_CA_CERT_PATH may call the agent; list the gateway's certificate identities to narrow it";
   }
   return undefined;
 }
@@ -168,7 +168,10 @@ export function serverCredentials(material: TlsMaterial | undefined, log: Logger
 
 /** grpc.health.v1, for reflection (grpc-health-check ships the proto). */
 function loadHealthPackage(): protoLoader.PackageDefinition {
-  return protoLoader.loadSync('health/v1/health.proto', { ...PROTO_LOADER_OPTIONS, includeDirs: [path.resolve(HEALTH_PROTO_PATH, '../../..')] });
+  return protoLoader.loadSync('health/v1/health.proto', {
+    ...PROTO_LOADER_OPTIONS,
+    includeDirs: [path.resolve(HEALTH_PROTO_PATH, '../../..')],
+  });
 }
 
 export interface AgentServerOptions {
@@ -299,7 +302,9 @@ export class AgentServer {
     const deadline = Date.now() + graceMs;
     // Once every RPC has answered, only long-lived streams (health Watch, reflection) can keep
     // tryShutdown waiting; give the answers a moment to flush, then stop waiting for streams.
-    const drained = this.inflight.drained().then(() => after(Math.min(SHUTDOWN_FLUSH_MS, Math.max(0, deadline - Date.now())), 'drained' as const));
+    const drained = this.inflight
+      .drained()
+      .then(() => after(Math.min(SHUTDOWN_FLUSH_MS, Math.max(0, deadline - Date.now())), 'drained' as const));
     const outcome = await Promise.race([closed, drained, after(graceMs, 'grace' as const)]);
     raced = true;
     for (const t of timers) clearTimeout(t);
@@ -310,10 +315,7 @@ export class AgentServer {
       this.server.forceShutdown();
       // Cancelled handlers run their own cleanup (docs/contract.md#rules): wait for it, within bounds.
       const settleTimers: NodeJS.Timeout[] = [];
-      await Promise.race([
-        this.inflight.drained(),
-        new Promise((resolve) => settleTimers.push(setTimeout(resolve, HANDLER_SETTLE_MS))),
-      ]);
+      await Promise.race([this.inflight.drained(), new Promise((resolve) => settleTimers.push(setTimeout(resolve, HANDLER_SETTLE_MS)))]);
       for (const t of settleTimers) clearTimeout(t);
     }
     this.#log.info({ forced, stillRunning: this.inflight.count }, 'gRPC server stopped');

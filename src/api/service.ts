@@ -195,7 +195,10 @@ export function createAgentService({ runtime, invoker, invokeDefaultTimeoutMs }:
         throw new AgentError('FAILED_PRECONDITION', `container ${worker.id} is paused; resume it before invoking`);
       }
       if (worker.status === 'STOPPED') {
-        throw new AgentError('FAILED_PRECONDITION', `container ${worker.id} has stopped (exit code ${worker.exitCode}); destroy it and ensure a new one`);
+        throw new AgentError(
+          'FAILED_PRECONDITION',
+          `container ${worker.id} has stopped (exit code ${worker.exitCode}); destroy it and ensure a new one`,
+        );
       }
       if (worker.ipAddress === '') {
         throw new AgentError('FAILED_PRECONDITION', `container ${worker.id} has no network address yet; destroy it and ensure a new one`);
@@ -207,7 +210,11 @@ export function createAgentService({ runtime, invoker, invokeDefaultTimeoutMs }:
           port: worker.port,
           stoppedReason: () => {
             const now = runtime.get(worker.id);
-            return now === undefined ? 'the worker was destroyed' : now.status === 'STOPPED' ? `the worker exited with code ${now.exitCode}` : undefined;
+            return now === undefined
+              ? 'the worker was destroyed'
+              : now.status === 'STOPPED'
+                ? `the worker exited with code ${now.exitCode}`
+                : undefined;
           },
         },
         { path: input.path, payload: input.payload, headers: input.headers, timeoutMs: input.timeoutMs },

@@ -108,7 +108,7 @@ function checkNoControl(field: string, value: string): void {
 /** owner_id: trimmed, required, bounded, printable (docs/contract.md#ownership). */
 export function validateOwner(raw: string): string {
   const owner = raw.trim();
-  if (owner === '') throw invalid('owner_id is required: set it to the caller\'s identity (the gateway sends its hostname)');
+  if (owner === '') throw invalid("owner_id is required: set it to the caller's identity (the gateway sends its hostname)");
   checkLength('owner_id', owner, LIMITS.ownerIdChars);
   checkNoControl('owner_id', owner);
   return owner;
@@ -152,7 +152,9 @@ export function validateImage(raw: string): string {
   if (image === '') return '';
   checkLength('image', image, LIMITS.imageChars);
   if (/\s/.test(image) || controlCharIndex(image) >= 0) {
-    throw invalid(`image ${quote(image)} contains whitespace or control characters; expected a reference like registry:5010/name:tag, or blank for the default`);
+    throw invalid(
+      `image ${quote(image)} contains whitespace or control characters; expected a reference like registry:5010/name:tag, or blank for the default`,
+    );
   }
   return image;
 }
@@ -170,7 +172,8 @@ export function validateEnv(env: Readonly<Record<string, string>>): Record<strin
     if (key === '') throw invalid('env has an entry with an empty key; every variable needs a name');
     checkLength(`env key ${quote(key)}`, key, LIMITS.envKeyChars);
     if (key.includes('=')) throw invalid(`env key ${quote(key)} contains '='; variable names cannot contain '=' (put it in the value)`);
-    if (controlCharIndex(key) >= 0) throw invalid(`env key ${quote(key)} contains a control character or NUL; use printable names such as MY_VAR`);
+    if (controlCharIndex(key) >= 0)
+      throw invalid(`env key ${quote(key)} contains a control character or NUL; use printable names such as MY_VAR`);
     if (value.includes('\0')) throw invalid(`env value of ${quote(key)} contains a NUL character, which cannot be passed to a process`);
     total += Buffer.byteLength(key) + Buffer.byteLength(value) + 2;
   }
@@ -203,7 +206,9 @@ export function validateInvokePath(raw: string): string {
   if (p === '') return DEFAULT_INVOKE_PATH;
   checkLength('path', p, LIMITS.invokePathChars);
   if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(p) || p.startsWith('//')) {
-    throw invalid(`path ${quote(p)} looks like a URL; send only the path (for example ${DEFAULT_INVOKE_PATH}): the agent always calls the worker's own address`);
+    throw invalid(
+      `path ${quote(p)} looks like a URL; send only the path (for example ${DEFAULT_INVOKE_PATH}): the agent always calls the worker's own address`,
+    );
   }
   if (/[\s\\#]/.test(p) || controlCharIndex(p) >= 0) {
     throw invalid(`path ${quote(p)} contains whitespace, a backslash, '#' or a control character; percent-encode such characters`);
@@ -238,10 +243,13 @@ export function validateInvokeHeaders(headers: Readonly<Record<string, string>>)
   if (entries.length > LIMITS.invokeHeaders) throw invalid(`headers has ${entries.length} entries; the limit is ${LIMITS.invokeHeaders}`);
   let total = 0;
   for (const [name, value] of entries) {
-    if (!HTTP_TOKEN.test(name)) throw invalid(`header name ${quote(name)} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_\`|~ only)`);
+    if (!HTTP_TOKEN.test(name))
+      throw invalid(`header name ${quote(name)} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_\`|~ only)`);
     if (/[\r\n\0]/.test(value)) throw invalid(`header ${quote(name)} has a value with CR, LF or NUL; header values must be a single line`);
     if (/[^\t\x20-\x7e\x80-\xff]/.test(value)) {
-      throw invalid(`header ${quote(name)} has a value with a control character or a character above U+00FF; send printable text (percent- or base64-encode the rest)`);
+      throw invalid(
+        `header ${quote(name)} has a value with a control character or a character above U+00FF; send printable text (percent- or base64-encode the rest)`,
+      );
     }
     total += Buffer.byteLength(name) + Buffer.byteLength(value);
   }

@@ -67,7 +67,10 @@ function u64(root: Obj, path: readonly string[]): bigint {
   if (typeof v === 'string' && /^\d+$/.test(v)) return BigInt(v);
   if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return BigInt(v);
   if (typeof v === 'bigint' && v >= 0n) return v;
-  throw new AgentError('INTERNAL', `malformed cgroup metrics: ${path.join('.')} is ${JSON.stringify(typeof v === 'bigint' ? String(v) : v)}, not an unsigned integer`);
+  throw new AgentError(
+    'INTERNAL',
+    `malformed cgroup metrics: ${path.join('.')} is ${JSON.stringify(typeof v === 'bigint' ? String(v) : v)}, not an unsigned integer`,
+  );
 }
 
 function workingSet(usage: bigint, inactiveFile: bigint): bigint {
@@ -126,6 +129,9 @@ export function decodeCgroupMetrics(type: string, value: Record<string, unknown>
     case CGROUP_V2_METRICS_TYPE:
       return decodeV2(value);
     default:
-      throw new AgentError('UNIMPLEMENTED', `metrics not implemented for task metrics of type ${JSON.stringify(type)} (only cgroup v1 and v2 are supported)`);
+      throw new AgentError(
+        'UNIMPLEMENTED',
+        `metrics not implemented for task metrics of type ${JSON.stringify(type)} (only cgroup v1 and v2 are supported)`,
+      );
   }
 }

@@ -35,11 +35,18 @@ function layout(driver: CgroupDriver, namespace: string): { parent: string; idOf
   const prefix = `${namespace}-`;
   return {
     parent: SYSTEMD_SLICE,
-    idOf: (name) => (name.startsWith(prefix) && name.endsWith('.scope') && name.length > prefix.length + 6 ? name.slice(prefix.length, -'.scope'.length) : undefined),
+    idOf: (name) =>
+      name.startsWith(prefix) && name.endsWith('.scope') && name.length > prefix.length + 6
+        ? name.slice(prefix.length, -'.scope'.length)
+        : undefined,
   };
 }
 
-const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
+const exists = (p: string): Promise<boolean> =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 /** `parent` under every hierarchy (v2: one; v1: one per mounted controller). */
 async function hierarchyDirs(parent: string, root: string): Promise<string[]> {
@@ -53,7 +60,11 @@ async function hierarchyDirs(parent: string, root: string): Promise<string[]> {
 }
 
 /** Worker id → its cgroup directories (every hierarchy), for the cgroups that exist now. */
-export async function listWorkerCgroups(namespace: string, root = CGROUP_ROOT, driver: CgroupDriver = 'cgroupfs'): Promise<Map<string, string[]>> {
+export async function listWorkerCgroups(
+  namespace: string,
+  root = CGROUP_ROOT,
+  driver: CgroupDriver = 'cgroupfs',
+): Promise<Map<string, string[]>> {
   const { parent, idOf } = layout(driver, namespace);
   const byId = new Map<string, string[]>();
   for (const dir of await hierarchyDirs(parent, root)) {
@@ -70,7 +81,10 @@ export async function listWorkerCgroups(namespace: string, root = CGROUP_ROOT, d
 
 async function pidsIn(dir: string): Promise<number[]> {
   const text = await readFile(path.join(dir, 'cgroup.procs'), 'utf8').catch(() => '');
-  return text.split('\n').filter((l) => l.trim() !== '').map(Number);
+  return text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map(Number);
 }
 
 /**

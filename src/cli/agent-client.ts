@@ -24,9 +24,7 @@ import type { ResumeContainerRequest } from '../gen/agent/esb/agent/v1/ResumeCon
 import type { ResumeContainerResponse__Output } from '../gen/agent/esb/agent/v1/ResumeContainerResponse.js';
 import type { WorkerInfo__Output } from '../gen/agent/esb/agent/v1/WorkerInfo.js';
 
-export type {
-  ContainerMetrics__Output as ContainerMetrics,
-} from '../gen/agent/esb/agent/v1/ContainerMetrics.js';
+export type { ContainerMetrics__Output as ContainerMetrics } from '../gen/agent/esb/agent/v1/ContainerMetrics.js';
 export type { ContainerState__Output as ContainerState } from '../gen/agent/esb/agent/v1/ContainerState.js';
 export type {
   DestroyContainerResponse__Output as DestroyReply,

@@ -8,7 +8,10 @@ import { UsageError } from './io.js';
 type Options = NonNullable<ParseArgsConfig['options']>;
 
 /** parseArgs in strict mode with positionals; a malformed command line throws UsageError. */
-export function parseCommandLine<O extends Options>(args: readonly string[], options: O): ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>> {
+export function parseCommandLine<O extends Options>(
+  args: readonly string[],
+  options: O,
+): ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>> {
   try {
     return parseArgs({ args: [...args], options, allowPositionals: true, strict: true });
   } catch (err) {

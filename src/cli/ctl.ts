@@ -9,7 +9,16 @@ import { AgentClient, isRpcFailure, toRpcFailure, type AgentCredentials } from '
 import { parseCommandLine, parseDurationMs, parseIntFlag, parsePairs } from './args.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitCodeForGrpcStatus, grpcExitCodeTable } from './exit-codes.js';
 import { UsageError, type CliIo } from './io.js';
-import { containersTable, invokeTable, metricsTable, OUTPUT_FORMATS, renderKeyValues, toJson, workerTable, type OutputFormat } from './output.js';
+import {
+  containersTable,
+  invokeTable,
+  metricsTable,
+  OUTPUT_FORMATS,
+  renderKeyValues,
+  toJson,
+  workerTable,
+  type OutputFormat,
+} from './output.js';
 
 /** Where ctl dials when neither --addr nor ESB_AGENT_ADDR says otherwise (the agent's default PORT). */
 export const DEFAULT_AGENT_ADDRESS = '127.0.0.1:50051';
@@ -185,7 +194,9 @@ export function resolveSettings(command: CtlCommand, values: ParsedValues, env: 
     credentials = { kind: 'insecure' };
   } else {
     if (caPath === undefined) {
-      throw new UsageError('choose TLS or plaintext: --ca FILE with --cert/--key for mTLS (the agent default), or --insecure for an agent with AGENT_GRPC_TLS_DISABLED=1');
+      throw new UsageError(
+        'choose TLS or plaintext: --ca FILE with --cert/--key for mTLS (the agent default), or --insecure for an agent with AGENT_GRPC_TLS_DISABLED=1',
+      );
     }
     if ((certPath === undefined) !== (keyPath === undefined)) throw new UsageError('--cert and --key go together');
     credentials = { kind: 'tls', caPath, certPath, keyPath, serverName: str(values, 'server-name') };
@@ -213,7 +224,9 @@ export function parseCtl(argv: readonly string[], env: CliIo['env']): CtlInvocat
     if (values[opt] !== undefined && !spec.options.includes(opt)) throw new UsageError(`--${opt} does not apply to ${name}`);
   }
   if (args.length !== spec.args.length) {
-    throw new UsageError(`${name} takes ${spec.args.length === 0 ? 'no arguments' : spec.args.join(' ')}, got ${args.length === 0 ? 'none' : args.map((a) => JSON.stringify(a)).join(' ')}`);
+    throw new UsageError(
+      `${name} takes ${spec.args.length === 0 ? 'no arguments' : spec.args.join(' ')}, got ${args.length === 0 ? 'none' : args.map((a) => JSON.stringify(a)).join(' ')}`,
+    );
   }
   if (args.some((a) => a.trim() === '')) throw new UsageError(`${name}: ${spec.args.join(' ')} must not be blank`);
   if (values.data !== undefined && values['data-file'] !== undefined) throw new UsageError('--data and --data-file exclude each other');
@@ -290,7 +303,10 @@ async function call(client: AgentClient, inv: Extract<CtlInvocation, { kind: 'ca
       return EXIT_OK;
     }
     case 'destroy':
-      return done('destroyed', (await client.destroy({ container_id: id, owner_id, function_name: str(values, 'function') ?? '' })).success);
+      return done(
+        'destroyed',
+        (await client.destroy({ container_id: id, owner_id, function_name: str(values, 'function') ?? '' })).success,
+      );
   }
 }
 

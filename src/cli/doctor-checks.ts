@@ -94,12 +94,17 @@ export async function checkRunc(config: Config, pathList: string): Promise<Check
   const name = 'runc';
   const fix = 'install runc and containerd (apt-get install runc containerd), or add their directory to PATH';
   if (config.containerd.runtime !== 'io.containerd.runc.v2') {
-    return warn(name, `CONTAINERD_RUNTIME is ${config.containerd.runtime}; doctor checks only io.containerd.runc.v2`, 'make sure containerd can start that runtime');
+    return warn(
+      name,
+      `CONTAINERD_RUNTIME is ${config.containerd.runtime}; doctor checks only io.containerd.runc.v2`,
+      'make sure containerd can start that runtime',
+    );
   }
   const runc = await which('runc', pathList);
   if (runc === undefined) return fail(name, `runc not found on PATH (${pathList})`, fix);
   const shim = await which('containerd-shim-runc-v2', pathList);
-  if (shim === undefined) return fail(name, `containerd-shim-runc-v2 (the io.containerd.runc.v2 shim) not found on PATH (${pathList})`, fix);
+  if (shim === undefined)
+    return fail(name, `containerd-shim-runc-v2 (the io.containerd.runc.v2 shim) not found on PATH (${pathList})`, fix);
   try {
     const { stdout } = await execFileP(runc, ['--version'], { timeout: COMMAND_TIMEOUT_MS });
     const version = /runc version (\S+)/.exec(stdout)?.[1] ?? stdout.split('\n')[0]?.trim() ?? '?';
@@ -149,8 +154,17 @@ export async function checkCni(config: Config): Promise<CheckResult> {
   }
   if (!exists) {
     const missing = await missingPlugins(DEFAULT_CONFLIST_PLUGINS, binDirs);
-    if (missing.length > 0) return fail(name, `CNI plugin(s) ${missing.join(', ')} not found in CNI_BIN_DIR ${binDirs.join(':')} (needed by the network the agent generates)`, binFix);
-    return warn(name, `CNI_CONF_FILE ${confFile} does not exist; the agent will generate it (bridge ${config.cni.bridge}, ${config.cni.subnet}, with ipMasq)`, 'nothing to do if that network suits this host; otherwise write your own conflist there');
+    if (missing.length > 0)
+      return fail(
+        name,
+        `CNI plugin(s) ${missing.join(', ')} not found in CNI_BIN_DIR ${binDirs.join(':')} (needed by the network the agent generates)`,
+        binFix,
+      );
+    return warn(
+      name,
+      `CNI_CONF_FILE ${confFile} does not exist; the agent will generate it (bridge ${config.cni.bridge}, ${config.cni.subnet}, with ipMasq)`,
+      'nothing to do if that network suits this host; otherwise write your own conflist there',
+    );
   }
   let list;
   try {
@@ -172,7 +186,10 @@ export async function checkCni(config: Config): Promise<CheckResult> {
   } finally {
     await fs.rm(cacheDir, { recursive: true, force: true });
   }
-  return ok(name, `network ${list.name} (cniVersion ${list.cniVersion}) from ${confFile}; plugins ${types.join(', ')} in ${binDirs.join(':')}`);
+  return ok(
+    name,
+    `network ${list.name} (cniVersion ${list.cniVersion}) from ${confFile}; plugins ${types.join(', ')} in ${binDirs.join(':')}`,
+  );
 }
 
 /** cgroups: which hierarchy the host runs (the agent reads metrics from v1 and v2). */
@@ -193,7 +210,12 @@ export async function checkCgroups(root = '/sys/fs/cgroup'): Promise<CheckResult
       // unreadable: reported below as missing controllers
     }
     const needed = ['memory', 'cpu', 'pids'].filter((c) => !controllers.split(/\s+/).includes(c));
-    if (needed.length > 0) return warn(name, `cgroup v2 (unified) without the ${needed.join(', ')} controller(s)`, 'enable them in the root cgroup (cgroup.subtree_control) or boot with systemd managing them');
+    if (needed.length > 0)
+      return warn(
+        name,
+        `cgroup v2 (unified) without the ${needed.join(', ')} controller(s)`,
+        'enable them in the root cgroup (cgroup.subtree_control) or boot with systemd managing them',
+      );
     return ok(name, `cgroup v2 (unified); controllers ${controllers}`);
   }
   if (type === TMPFS_MAGIC) {
@@ -212,7 +234,12 @@ export async function checkCgroups(root = '/sys/fs/cgroup'): Promise<CheckResult
       }
     }
     const label = hybrid ? 'cgroup v1 (hybrid: v1 controllers, v2 at unified/)' : 'cgroup v1 (legacy)';
-    if (missing.length > 0) return fail(name, `${label} without the ${missing.join(', ')} hierarchy`, `mount the ${missing.join(', ')} cgroup controller(s) under ${root}`);
+    if (missing.length > 0)
+      return fail(
+        name,
+        `${label} without the ${missing.join(', ')} hierarchy`,
+        `mount the ${missing.join(', ')} cgroup controller(s) under ${root}`,
+      );
     return ok(name, label);
   }
   return fail(name, `${root} is neither cgroup2 nor a tmpfs of v1 hierarchies (filesystem type 0x${type.toString(16)})`, fix);
@@ -222,22 +249,41 @@ export async function checkCgroups(root = '/sys/fs/cgroup'): Promise<CheckResult
 export function checkTls(config: Config, now: Date = new Date()): CheckResult {
   const name = 'tls';
   if (config.tls === undefined) {
-    return warn(name, 'AGENT_GRPC_TLS_DISABLED=1: gRPC is plaintext and anyone who reaches the port can run containers', 'keep TLS on in production: unset AGENT_GRPC_TLS_DISABLED and set AGENT_GRPC_CERT_PATH, AGENT_GRPC_KEY_PATH, AGENT_GRPC_CA_CERT_PATH');
+    return warn(
+      name,
+      'AGENT_GRPC_TLS_DISABLED=1: gRPC is plaintext and anyone who reaches the port can run containers',
+      'keep TLS on in production: unset AGENT_GRPC_TLS_DISABLED and set AGENT_GRPC_CERT_PATH, AGENT_GRPC_KEY_PATH, AGENT_GRPC_CA_CERT_PATH',
+    );
   }
   let material;
   try {
     material = loadTlsMaterial(config.tls);
   } catch (err) {
-    return fail(name, errorText(err), 'point the AGENT_GRPC_*_PATH variables at readable PEM files: the server certificate, its key, and the CA of the gateway\'s client certificates');
+    return fail(
+      name,
+      errorText(err),
+      "point the AGENT_GRPC_*_PATH variables at readable PEM files: the server certificate, its key, and the CA of the gateway's client certificates",
+    );
   }
   const cert = new X509Certificate(material.cert);
   const notAfter = new Date(cert.validTo);
   const notBefore = new Date(cert.validFrom);
   const renew = `renew ${config.tls.certPath} (and restart the agent)`;
-  if (notAfter.getTime() <= now.getTime()) return fail(name, `the server certificate ${config.tls.certPath} expired on ${notAfter.toISOString()}`, renew);
-  if (notBefore.getTime() > now.getTime()) return fail(name, `the server certificate ${config.tls.certPath} is not valid before ${notBefore.toISOString()}`, 'check the host clock, or issue a certificate valid now');
+  if (notAfter.getTime() <= now.getTime())
+    return fail(name, `the server certificate ${config.tls.certPath} expired on ${notAfter.toISOString()}`, renew);
+  if (notBefore.getTime() > now.getTime())
+    return fail(
+      name,
+      `the server certificate ${config.tls.certPath} is not valid before ${notBefore.toISOString()}`,
+      'check the host clock, or issue a certificate valid now',
+    );
   const ca = new X509Certificate(material.ca);
-  if (new Date(ca.validTo).getTime() <= now.getTime()) return fail(name, `the client CA ${config.tls.caCertPath} expired on ${new Date(ca.validTo).toISOString()}`, `replace ${config.tls.caCertPath}`);
+  if (new Date(ca.validTo).getTime() <= now.getTime())
+    return fail(
+      name,
+      `the client CA ${config.tls.caCertPath} expired on ${new Date(ca.validTo).toISOString()}`,
+      `replace ${config.tls.caCertPath}`,
+    );
   const days = Math.floor((notAfter.getTime() - now.getTime()) / 86_400_000);
   const what = `certificate ${material.subject} (${config.tls.certPath}) matches its key, valid until ${notAfter.toISOString()}; client CA ${config.tls.caCertPath}`;
   if (days < CERT_EXPIRY_WARN_DAYS) return warn(name, `${what}: expires in ${days} day(s)`, renew);
@@ -265,20 +311,35 @@ function bindProbe(address: string): Promise<string | undefined> {
  */
 export async function checkListen(config: Config): Promise<CheckResult> {
   const name = 'listen';
-  for (const [variable, address] of [['AGENT_GRPC_ADDRESS', config.grpcAddress], ['AGENT_METRICS_ADDRESS', config.metricsAddress]] as const) {
+  for (const [variable, address] of [
+    ['AGENT_GRPC_ADDRESS', config.grpcAddress],
+    ['AGENT_METRICS_ADDRESS', config.metricsAddress],
+  ] as const) {
     const failed = await bindProbe(address);
     if (failed !== undefined) {
-      return fail(name, `${variable} ${address} cannot be bound on this host (${failed})`, `set ${variable} to an address of this host (127.0.0.1, 0.0.0.0 or one interface's address)`);
+      return fail(
+        name,
+        `${variable} ${address} cannot be bound on this host (${failed})`,
+        `set ${variable} to an address of this host (127.0.0.1, 0.0.0.0 or one interface's address)`,
+      );
     }
   }
   const grpcAt = hostPort(config.grpcAddress, config.port);
   const metricsAt = `/metrics on ${hostPort(config.metricsAddress, config.metricsPort)}${isLoopbackAddress(config.metricsAddress) ? '' : ' (no authentication; reachable from other hosts)'}`;
   if (plaintextExposed(config)) {
-    return warn(name, `plaintext gRPC on ${grpcAt}: anyone who can reach it can run containers as root; ${metricsAt}`, 'turn mTLS on (unset AGENT_GRPC_TLS_DISABLED), or set AGENT_GRPC_ADDRESS=127.0.0.1');
+    return warn(
+      name,
+      `plaintext gRPC on ${grpcAt}: anyone who can reach it can run containers as root; ${metricsAt}`,
+      'turn mTLS on (unset AGENT_GRPC_TLS_DISABLED), or set AGENT_GRPC_ADDRESS=127.0.0.1',
+    );
   }
   if (config.tls === undefined) return ok(name, `plaintext gRPC on loopback ${grpcAt} (local clients only); ${metricsAt}`);
   if (config.allowedClients.length === 0) {
-    return warn(name, `mTLS gRPC on ${grpcAt}; AGENT_GRPC_ALLOWED_CLIENTS is empty, so any client certificate of the CA may call; ${metricsAt}`, "set AGENT_GRPC_ALLOWED_CLIENTS to the gateway certificate's DNS or URI SAN (or its CN)");
+    return warn(
+      name,
+      `mTLS gRPC on ${grpcAt}; AGENT_GRPC_ALLOWED_CLIENTS is empty, so any client certificate of the CA may call; ${metricsAt}`,
+      "set AGENT_GRPC_ALLOWED_CLIENTS to the gateway certificate's DNS or URI SAN (or its CN)",
+    );
   }
   return ok(name, `mTLS gRPC on ${grpcAt} for ${config.allowedClients.join(', ')}; ${metricsAt}`);
 }
@@ -321,7 +382,11 @@ export async function checkStateDir(config: Config): Promise<CheckResult> {
 export async function checkFirewall(config: Config): Promise<CheckResult> {
   const name = 'firewall';
   if (!config.workerFirewall.enabled) {
-    return warn(name, 'AGENT_WORKER_FIREWALL=false: nothing stops workers from reaching the agent\'s ports, other workers or link-local addresses', 'unset AGENT_WORKER_FIREWALL unless your own filter isolates workers');
+    return warn(
+      name,
+      "AGENT_WORKER_FIREWALL=false: nothing stops workers from reaching the agent's ports, other workers or link-local addresses",
+      'unset AGENT_WORKER_FIREWALL unless your own filter isolates workers',
+    );
   }
   const found = await configuredWorkerNetwork(config);
   if (typeof found === 'string') return warn(name, found, 'check with esb-agent firewall status --bridge <bridge> once a worker runs');
@@ -330,15 +395,27 @@ export async function checkFirewall(config: Config): Promise<CheckResult> {
   try {
     report = await agentFirewall(config, found.dnsServer).check(net);
   } catch (err) {
-    return fail(name, `cannot read the worker firewall of bridge ${net.bridge}: ${errorText(err)}`, 'install iptables (apt-get install iptables); the agent needs iptables and iptables-restore');
+    return fail(
+      name,
+      `cannot read the worker firewall of bridge ${net.bridge}: ${errorText(err)}`,
+      'install iptables (apt-get install iptables); the agent needs iptables and iptables-restore',
+    );
   }
   const chains = report.chains.join(', ');
   switch (report.status) {
     case 'present':
       return ok(name, `present: chains ${chains} complete, one jump each (bridge ${net.bridge})`);
     case 'missing':
-      return warn(name, `missing: no worker firewall for bridge ${net.bridge} (chains ${chains})`, 'start the agent (it installs them at start-up); if it is running, restart it: systemctl restart esb-agent');
+      return warn(
+        name,
+        `missing: no worker firewall for bridge ${net.bridge} (chains ${chains})`,
+        'start the agent (it installs them at start-up); if it is running, restart it: systemctl restart esb-agent',
+      );
     case 'partial':
-      return fail(name, `partly removed: ${report.problems.join('; ')} (bridge ${net.bridge})`, 'restart the agent (systemctl restart esb-agent): it repairs them at start-up; until then workers are not fully isolated');
+      return fail(
+        name,
+        `partly removed: ${report.problems.join('; ')} (bridge ${net.bridge})`,
+        'restart the agent (systemctl restart esb-agent): it repairs them at start-up; until then workers are not fully isolated',
+      );
   }
 }

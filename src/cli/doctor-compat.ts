@@ -49,7 +49,8 @@ export function classify(v: StackVersions): { status: MatrixStatus; why: string 
   }
   const auditedCtd = ['1.6', '1.7', '2.0', '2.1'].includes(ctdText);
   const auditedRunc = ['1.1', '1.2', '1.3', '1.4'].includes(runcText);
-  if (auditedCtd && auditedRunc) return { status: 'audited', why: `cgroup v${v.cgroupVersion} + containerd ${ctdText} + runc ${runcText} was audited, not tested` };
+  if (auditedCtd && auditedRunc)
+    return { status: 'audited', why: `cgroup v${v.cgroupVersion} + containerd ${ctdText} + runc ${runcText} was audited, not tested` };
   return { status: 'untested', why: `cgroup v${v.cgroupVersion} + containerd ${ctdText} + runc ${runcText} is outside the matrix` };
 }
 
@@ -110,7 +111,11 @@ export interface CompatReport {
 export async function checkCompat(config: Config, cgroupRoot = '/sys/fs/cgroup'): Promise<CompatReport> {
   const cgroupVersion = detectCgroupVersion(cgroupRoot);
   const binary = config.containerd.runcBinary ?? 'runc';
-  const [ctd, runc, cni] = await Promise.all([containerdVersion(config), runtimeBinaryVersion(binary), cniPluginVersions(config.cni.binDirs)]);
+  const [ctd, runc, cni] = await Promise.all([
+    containerdVersion(config),
+    runtimeBinaryVersion(binary),
+    cniPluginVersions(config.cni.binDirs),
+  ]);
   const { status, why } = classify({ cgroupVersion, containerd: ctd, runc });
   const message = `cgroup v${cgroupVersion}, driver ${config.containerd.cgroupDriver}; containerd ${ctd ?? 'unreachable'}; ${binary} ${runc ?? 'unknown'}; ${cni} — ${status}: ${why}`;
   if (config.containerd.cgroupDriver === 'systemd' && !(await isSystemdRunning())) {
@@ -118,7 +123,11 @@ export async function checkCompat(config: Config, cgroupRoot = '/sys/fs/cgroup')
   }
   if (status === 'unsupported') return { status: 'FAIL', message, fix: 'upgrade containerd to 1.7 or 2.1' };
   if (status === 'tested') return { status: 'OK', message };
-  return { status: 'WARN', message, fix: 'run the integration suite on this combination (docs: compatibility matrix), or use a tested one' };
+  return {
+    status: 'WARN',
+    message,
+    fix: 'run the integration suite on this combination (docs: compatibility matrix), or use a tested one',
+  };
 }
 
 async function isSystemdRunning(): Promise<boolean> {

@@ -7,7 +7,17 @@ import { loadConfig, type Config } from '../config/config.js';
 import { ConfigError } from '../config/parse.js';
 import { errorText } from '../errors.js';
 import { parseCommandLine } from './args.js';
-import { checkCgroups, checkCni, checkContainerd, checkFirewall, checkListen, checkRunc, checkStateDir, checkTls, type CheckResult } from './doctor-checks.js';
+import {
+  checkCgroups,
+  checkCni,
+  checkContainerd,
+  checkFirewall,
+  checkListen,
+  checkRunc,
+  checkStateDir,
+  checkTls,
+  type CheckResult,
+} from './doctor-checks.js';
 import { checkCompat } from './doctor-compat.js';
 import { checkDockerd } from './doctor-docker.js';
 import { readEnvFile } from './env-file.js';
@@ -61,14 +71,33 @@ export async function runChecks(env: CliIo['env']): Promise<CheckResult[]> {
     config = loadConfig(env);
   } catch (err) {
     const message = err instanceof ConfigError ? `invalid configuration: ${err.message}` : errorText(err);
-    return [{ name: 'config', status: 'FAIL', message, fix: 'fix that variable (docs/configuration.md); the other checks need a valid configuration' }, await checkCgroups()];
+    return [
+      {
+        name: 'config',
+        status: 'FAIL',
+        message,
+        fix: 'fix that variable (docs/configuration.md); the other checks need a valid configuration',
+      },
+      await checkCgroups(),
+    ];
   }
   const results: CheckResult[] = [
-    { name: 'config', status: 'OK', message: `AGENT_RUNTIME=${config.runtime}, ENV=${config.env}, namespace ${config.containerd.namespace}` },
+    {
+      name: 'config',
+      status: 'OK',
+      message: `AGENT_RUNTIME=${config.runtime}, ENV=${config.env}, namespace ${config.containerd.namespace}`,
+    },
   ];
   if (config.runtime === 'docker') {
     // containerd, runc and CNI are dockerd's own on such a host.
-    results.push(await checkDockerd(config), await checkCgroups(), checkTls(config), await checkListen(config), await checkStateDir(config), await checkFirewall(config));
+    results.push(
+      await checkDockerd(config),
+      await checkCgroups(),
+      checkTls(config),
+      await checkListen(config),
+      await checkStateDir(config),
+      await checkFirewall(config),
+    );
     return results;
   }
   results.push(
@@ -88,7 +117,10 @@ export async function runChecks(env: CliIo['env']): Promise<CheckResult[]> {
 /** The text report: one line per check, an indented fix under anything not OK, a summary. */
 export function formatReport(results: readonly CheckResult[]): string {
   const width = Math.max(...results.map((r) => r.name.length));
-  const lines = results.flatMap((r) => [`${r.status.padEnd(4)}  ${r.name.padEnd(width)}  ${r.message}`, ...(r.fix === undefined ? [] : [`${' '.repeat(6 + width + 2)}fix: ${r.fix}`])]);
+  const lines = results.flatMap((r) => [
+    `${r.status.padEnd(4)}  ${r.name.padEnd(width)}  ${r.message}`,
+    ...(r.fix === undefined ? [] : [`${' '.repeat(6 + width + 2)}fix: ${r.fix}`]),
+  ]);
   const count = (s: CheckResult['status']): number => results.filter((r) => r.status === s).length;
   lines.push('', `${count('FAIL')} failed, ${count('WARN')} warning(s), ${count('OK')} ok`);
   return `${lines.join('\n')}\n`;
@@ -101,7 +133,8 @@ export async function runDoctor(argv: readonly string[], io: CliIo): Promise<num
     const parsed = parseCommandLine(argv, OPTIONS);
     values = parsed.values;
     if (parsed.positionals.length > 0) throw new UsageError(`doctor takes no arguments (got ${parsed.positionals.join(' ')})`);
-    if (values.output !== undefined && values.output !== 'json' && values.output !== 'text') throw new UsageError(`--output: expected text or json, got ${JSON.stringify(values.output)}`);
+    if (values.output !== undefined && values.output !== 'json' && values.output !== 'text')
+      throw new UsageError(`--output: expected text or json, got ${JSON.stringify(values.output)}`);
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     io.err(`esb-agent doctor: ${err.message}\n\n${DOCTOR_USAGE}`);

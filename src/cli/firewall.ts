@@ -58,7 +58,12 @@ export async function configuredWorkerNetwork(config: Config): Promise<AgentNetw
   if (config.runtime === 'docker') {
     const client = new DockerEngineClient({ host: config.docker.host });
     try {
-      const res = await client.request({ method: 'GET', path: `/networks/${encodeURIComponent(config.docker.network)}`, what: `inspect network ${config.docker.network}`, signal: AbortSignal.timeout(5000) });
+      const res = await client.request({
+        method: 'GET',
+        path: `/networks/${encodeURIComponent(config.docker.network)}`,
+        what: `inspect network ${config.docker.network}`,
+        signal: AbortSignal.timeout(5000),
+      });
       if (res.status !== 200) return `dockerd answered ${res.status} for CONTAINERS_NETWORK ${config.docker.network}`;
       // The same description, and the same DNS server, the docker runtime installs with.
       const { network, gateway } = describeDockerNetwork(JSON.parse(res.body) as DockerNetworkInspect);
@@ -77,7 +82,9 @@ export async function configuredWorkerNetwork(config: Config): Promise<AgentNetw
     return { network: { bridge: config.cni.bridge, subnet: config.cni.subnet, ipv6: false }, dnsServer: config.cni.dnsServer };
   }
   const network = networkFromConflist(list);
-  return network !== undefined ? { network, dnsServer: config.cni.dnsServer } : `CNI_CONF_FILE ${config.cni.confFile} has no bridge plugin; the agent learns its bridge from the first CNI ADD (use --bridge)`;
+  return network !== undefined
+    ? { network, dnsServer: config.cni.dnsServer }
+    : `CNI_CONF_FILE ${config.cni.confFile} has no bridge plugin; the agent learns its bridge from the first CNI ADD (use --bridge)`;
 }
 
 /** A firewall with the agent's policy: the one whose rules `status` compares against. */
@@ -96,9 +103,11 @@ export async function runFirewall(argv: readonly string[], io: CliIo): Promise<n
       io.out(FIREWALL_USAGE);
       return EXIT_OK;
     }
-    if (parsed.positionals.length !== 1 || !['status', 'remove'].includes(parsed.positionals[0] ?? '')) throw new UsageError('expected status or remove');
+    if (parsed.positionals.length !== 1 || !['status', 'remove'].includes(parsed.positionals[0] ?? ''))
+      throw new UsageError('expected status or remove');
     action = parsed.positionals[0] ?? '';
-    if (values.output !== undefined && values.output !== 'json' && values.output !== 'text') throw new UsageError(`--output: expected text or json, got ${JSON.stringify(values.output)}`);
+    if (values.output !== undefined && values.output !== 'json' && values.output !== 'text')
+      throw new UsageError(`--output: expected text or json, got ${JSON.stringify(values.output)}`);
     if (values.bridge !== undefined) {
       try {
         checkBridgeName(values.bridge);
@@ -133,12 +142,19 @@ export async function runFirewall(argv: readonly string[], io: CliIo): Promise<n
   try {
     if (action === 'remove') {
       const found = await fw.remove(net);
-      const text = found === 'missing' ? `no worker firewall for bridge ${net.bridge}: nothing to remove` : `removed ${names.input}, ${names.forward} and their jumps (bridge ${net.bridge})`;
+      const text =
+        found === 'missing'
+          ? `no worker firewall for bridge ${net.bridge}: nothing to remove`
+          : `removed ${names.input}, ${names.forward} and their jumps (bridge ${net.bridge})`;
       io.out(values.output === 'json' ? toJson({ bridge: net.bridge, found, removed: found !== 'missing' }) : `${text}\n`);
       return EXIT_OK;
     }
     const report = await fw.check(net);
-    io.out(values.output === 'json' ? toJson({ bridge: net.bridge, status: report.status, problems: report.problems }) : `${report.status}: bridge ${net.bridge}, chains ${names.input}, ${names.forward}${report.problems.map((p) => `\n  ${p}`).join('')}\n`);
+    io.out(
+      values.output === 'json'
+        ? toJson({ bridge: net.bridge, status: report.status, problems: report.problems })
+        : `${report.status}: bridge ${net.bridge}, chains ${names.input}, ${names.forward}${report.problems.map((p) => `\n  ${p}`).join('')}\n`,
+    );
     return report.status === 'present' ? EXIT_OK : EXIT_FAILURE;
   } catch (err) {
     io.err(`esb-agent firewall: ${errorText(err)}\n`);

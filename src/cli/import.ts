@@ -61,7 +61,13 @@ const OPTIONS = {
 } as const;
 
 function summary(file: string, r: ImportResult): string {
-  const rows = r.images.flatMap((img) => img.names.map((name) => [name, img.target.digest, img.layersApplied === 0 ? 'already unpacked' : `${img.layersApplied} layer(s) unpacked`]));
+  const rows = r.images.flatMap((img) =>
+    img.names.map((name) => [
+      name,
+      img.target.digest,
+      img.layersApplied === 0 ? 'already unpacked' : `${img.layersApplied} layer(s) unpacked`,
+    ]),
+  );
   return `imported ${file} (${r.format}; ${r.blobsWritten} blob(s) written, ${r.blobsPresent} already present)\n${renderTable(['IMAGE', 'DIGEST', 'SNAPSHOTS'], rows)}`;
 }
 
@@ -79,7 +85,8 @@ export async function runImport(argv: readonly string[], io: CliIo): Promise<num
     }
     if (parsed.positionals.length !== 1) throw new UsageError(`expected one archive, got ${parsed.positionals.length}`);
     file = parsed.positionals[0]!;
-    if (values.output !== undefined && values.output !== 'json' && values.output !== 'table') throw new UsageError(`--output: expected json or table, got ${JSON.stringify(values.output)}`);
+    if (values.output !== undefined && values.output !== 'json' && values.output !== 'table')
+      throw new UsageError(`--output: expected json or table, got ${JSON.stringify(values.output)}`);
     timeoutMs = parseDurationMs('--timeout', values.timeout ?? DEFAULT_IMPORT_TIMEOUT);
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;

@@ -106,7 +106,14 @@ export function workerTable(w: WorkerInfo): string {
 export function containersTable(list: readonly ContainerState[]): string {
   return renderTable(
     ['CONTAINER ID', 'FUNCTION', 'STATUS', 'CREATED', 'LAST USED', 'OWNER'],
-    list.map((c) => [c.container_id, c.function_name, c.status, formatUnixSeconds(c.created_at), formatUnixSeconds(c.last_used_at), c.owner_id]),
+    list.map((c) => [
+      c.container_id,
+      c.function_name,
+      c.status,
+      formatUnixSeconds(c.created_at),
+      formatUnixSeconds(c.last_used_at),
+      c.owner_id,
+    ]),
   );
 }
 
@@ -130,7 +137,14 @@ export function metricsTable(m: ContainerMetrics): string {
  * the worker sent it (bytes, unchanged) and a newline if it lacks one.
  */
 export function invokeTable(r: InvokeReply): Uint8Array {
-  const head = [`status_code: ${r.status_code}`, ...Object.keys(r.headers).sort().map((k) => `${k}: ${r.headers[k] ?? ''}`), '', ''].join('\n');
+  const head = [
+    `status_code: ${r.status_code}`,
+    ...Object.keys(r.headers)
+      .sort()
+      .map((k) => `${k}: ${r.headers[k] ?? ''}`),
+    '',
+    '',
+  ].join('\n');
   const tail = r.body.length > 0 && r.body[r.body.length - 1] !== 0x0a ? '\n' : '';
   return Buffer.concat([Buffer.from(head), r.body, Buffer.from(tail)]);
 }

@@ -56,19 +56,28 @@ export async function writeCache(cacheDir: string, entry: CachedAttachment): Pro
     // is DEL'd by reconciliation, while ADD stays off the disk-flush path.
     await writeFileAtomic(file, JSON.stringify(doc), { mode: 0o600, sync: false });
   } catch (err) {
-    throw new AgentError('INTERNAL', `cannot write CNI cache entry ${path.basename(file)} (${errnoCode(err) ?? errorText(err)})`, { cause: err });
+    throw new AgentError('INTERNAL', `cannot write CNI cache entry ${path.basename(file)} (${errnoCode(err) ?? errorText(err)})`, {
+      cause: err,
+    });
   }
 }
 
 /** Reads one cache entry; undefined when there is none. Throws INTERNAL for an unreadable or corrupt file. */
-export async function readCache(cacheDir: string, networkName: string, containerId: string, ifName: string): Promise<CachedAttachment | undefined> {
+export async function readCache(
+  cacheDir: string,
+  networkName: string,
+  containerId: string,
+  ifName: string,
+): Promise<CachedAttachment | undefined> {
   const file = cacheFile(cacheDir, networkName, containerId, ifName);
   let text: string;
   try {
     text = await fs.readFile(file, 'utf8');
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return undefined;
-    throw new AgentError('INTERNAL', `cannot read CNI cache entry ${path.basename(file)} (${errnoCode(err) ?? errorText(err)})`, { cause: err });
+    throw new AgentError('INTERNAL', `cannot read CNI cache entry ${path.basename(file)} (${errnoCode(err) ?? errorText(err)})`, {
+      cause: err,
+    });
   }
   const entry = decodeCache(text);
   if (entry === undefined) throw new AgentError('INTERNAL', `CNI cache entry ${path.basename(file)} is not a ${CACHE_KIND} entry`);
@@ -81,7 +90,9 @@ export async function removeCache(cacheDir: string, networkName: string, contain
   try {
     await fs.rm(file, { force: true });
   } catch (err) {
-    throw new AgentError('INTERNAL', `cannot remove CNI cache entry ${path.basename(file)} (${errnoCode(err) ?? errorText(err)})`, { cause: err });
+    throw new AgentError('INTERNAL', `cannot remove CNI cache entry ${path.basename(file)} (${errnoCode(err) ?? errorText(err)})`, {
+      cause: err,
+    });
   }
 }
 

@@ -101,7 +101,8 @@ function chooseCniVersion(single: unknown, several: unknown, bad: (why: string) 
     return usable.reduce((best, v) => (cniVersionAtLeast(v, best) ? v : best));
   }
   if (typeof single !== 'string' || single === '') throw bad('cniVersion is missing');
-  if (!SUPPORTED_CNI_VERSIONS.includes(single)) throw bad(`cniVersion ${JSON.stringify(single.slice(0, 32))} is not supported (${supported})`);
+  if (!SUPPORTED_CNI_VERSIONS.includes(single))
+    throw bad(`cniVersion ${JSON.stringify(single.slice(0, 32))} is not supported (${supported})`);
   return single;
 }
 

@@ -141,7 +141,11 @@ export interface PluginStdinOptions {
  * plugin declares with `capabilities: {x: true}`, `prevResult` when given, and `capabilities`
  * removed. `cniVersion` comes first in the JSON (the fake plugins in tests rely on it).
  */
-export function pluginStdin(list: Pick<CniNetworkList, 'name' | 'cniVersion'>, plugin: CniPluginConf, opts: PluginStdinOptions = {}): string {
+export function pluginStdin(
+  list: Pick<CniNetworkList, 'name' | 'cniVersion'>,
+  plugin: CniPluginConf,
+  opts: PluginStdinOptions = {},
+): string {
   const { capabilities, cniVersion: _v, name: _n, ...rest } = plugin;
   const conf: Record<string, unknown> = { cniVersion: list.cniVersion, name: list.name, ...rest };
   const runtimeConfig: Record<string, unknown> = {};
@@ -160,7 +164,8 @@ export function pluginStdin(list: Pick<CniNetworkList, 'name' | 'cniVersion'>, p
 /** `CNI_ARGS`: `K=V;K2=V2` (spec 1.0 §2). */
 export function formatCniArgs(args: readonly (readonly [string, string])[]): string {
   for (const [k, v] of args) {
-    if (k === '' || /[=;]/.test(k) || v.includes(';')) throw new AgentError('INVALID_ARGUMENT', `CNI_ARGS entry ${JSON.stringify(`${k}=${v}`)} cannot contain ';' (or '=' in the key)`);
+    if (k === '' || /[=;]/.test(k) || v.includes(';'))
+      throw new AgentError('INVALID_ARGUMENT', `CNI_ARGS entry ${JSON.stringify(`${k}=${v}`)} cannot contain ';' (or '=' in the key)`);
   }
   return args.map(([k, v]) => `${k}=${v}`).join(';');
 }
@@ -220,7 +225,9 @@ export async function runPlugin(runner: PluginRunner, call: PluginCall, signal?:
   try {
     out = await runner.exec({ file, env, stdin: call.stdin, signal: combined });
   } catch (err) {
-    throw new AgentError('INTERNAL', `${what}: cannot run the plugin binary (${errnoCode(err) ?? 'spawn failed'})`, { cause: new PluginOutput(String(err)) });
+    throw new AgentError('INTERNAL', `${what}: cannot run the plugin binary (${errnoCode(err) ?? 'spawn failed'})`, {
+      cause: new PluginOutput(String(err)),
+    });
   } finally {
     clearTimeout(timer);
   }
@@ -232,7 +239,9 @@ export async function runPlugin(runner: PluginRunner, call: PluginCall, signal?:
   try {
     return JSON.parse(out.stdout) as unknown;
   } catch {
-    throw new AgentError('INTERNAL', `${what} printed no JSON result (its output is in the agent log at debug level)`, { cause: new PluginOutput(out.stdout || '(empty output)') });
+    throw new AgentError('INTERNAL', `${what} printed no JSON result (its output is in the agent log at debug level)`, {
+      cause: new PluginOutput(out.stdout || '(empty output)'),
+    });
   }
 }
 
@@ -286,11 +295,22 @@ function pluginError(what: string, out: PluginProcessResult): AgentError {
     const details = typeof doc['details'] === 'string' && doc['details'] !== '' ? `: ${doc['details']}` : '';
     const agentCode = errorCodeFor(code, `${msg}${details}`);
     // The plugin's msg/details may name host paths, interfaces or users: the log gets them.
-    const summary = agentCode === 'RESOURCE_EXHAUSTED' ? 'no IP address left in the network\'s range' : agentCode === 'UNAVAILABLE' ? 'try again later' : 'plugin error';
-    return new AgentError(agentCode, `${what} failed: ${summary} (CNI error code ${code}; the plugin's message is in the agent log at debug level)`, { cause: new PluginOutput(`${msg}${details}`) });
+    const summary =
+      agentCode === 'RESOURCE_EXHAUSTED'
+        ? "no IP address left in the network's range"
+        : agentCode === 'UNAVAILABLE'
+          ? 'try again later'
+          : 'plugin error';
+    return new AgentError(
+      agentCode,
+      `${what} failed: ${summary} (CNI error code ${code}; the plugin's message is in the agent log at debug level)`,
+      { cause: new PluginOutput(`${msg}${details}`) },
+    );
   }
   // Not a CNI error document: a crash or a plugin that only wrote to stderr.
-  return new AgentError('INTERNAL', `${what} failed: exit status ${out.exitCode} (its output is in the agent log at debug level)`, { cause: output });
+  return new AgentError('INTERNAL', `${what} failed: exit status ${out.exitCode} (its output is in the agent log at debug level)`, {
+    cause: output,
+  });
 }
 
 /**
@@ -298,7 +318,11 @@ function pluginError(what: string, out: PluginProcessResult): AgentError {
  * `supportedVersions`; errors as for runPlugin.
  */
 export async function pluginVersions(runner: PluginRunner, type: string, cniVersion: string, signal?: AbortSignal): Promise<string[]> {
-  const out = await runPlugin(runner, { type, command: 'VERSION', stdin: JSON.stringify({ cniVersion }), containerId: '', netns: '', ifName: '', cniArgs: '' }, signal);
+  const out = await runPlugin(
+    runner,
+    { type, command: 'VERSION', stdin: JSON.stringify({ cniVersion }), containerId: '', netns: '', ifName: '', cniArgs: '' },
+    signal,
+  );
   const versions = isObject(out) ? out['supportedVersions'] : undefined;
   if (!Array.isArray(versions) || versions.some((v) => typeof v !== 'string')) {
     throw new AgentError('INTERNAL', `CNI plugin ${type} VERSION returned no supportedVersions list`);

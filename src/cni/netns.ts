@@ -29,7 +29,10 @@ const PROC_SUPER_MAGIC = 0x9fa0;
 /** Throws INVALID_ARGUMENT unless `name` is a usable netns name. */
 export function checkNetnsName(name: string): void {
   if (!NETNS_NAME.test(name)) {
-    throw new AgentError('INVALID_ARGUMENT', `netns name ${JSON.stringify(name)} is invalid (1–254 of [A-Za-z0-9_.-], starting with a letter or digit)`);
+    throw new AgentError(
+      'INVALID_ARGUMENT',
+      `netns name ${JSON.stringify(name)} is invalid (1–254 of [A-Za-z0-9_.-], starting with a letter or digit)`,
+    );
   }
 }
 
@@ -145,7 +148,13 @@ function ip(args: readonly string[], what: string): Promise<void> {
       }
       // ip's own words (stderr) may name host paths: they stay in `cause`, for the log.
       const detail = redactHost(stderr.trim() || err.message);
-      reject(new AgentError('INTERNAL', `cannot ${what}: ip ${args[0] ?? ''} ${args[1] ?? ''} failed (exit ${typeof err.code === 'number' ? err.code : 'by signal'})`, { cause: new Error(detail) }));
+      reject(
+        new AgentError(
+          'INTERNAL',
+          `cannot ${what}: ip ${args[0] ?? ''} ${args[1] ?? ''} failed (exit ${typeof err.code === 'number' ? err.code : 'by signal'})`,
+          { cause: new Error(detail) },
+        ),
+      );
     });
   });
 }

@@ -24,7 +24,18 @@ import type { Logger } from '../log.js';
 import type { AgentMetrics } from '../metrics.js';
 import { listCache, readCache, removeCache, removeCacheTempFiles, writeCache, resultsDir, type CachedAttachment } from './cache.js';
 import { cniVersionAtLeast, loadNetworkList, parseNetworkList, type CniNetworkList, type CniPluginConf } from './conflist.js';
-import { findPlugin, formatCniArgs, pluginOutputOf, pluginStdin, pluginVersions, runPlugin, spawnPlugin, type CniCommand, type PluginExec, type PluginRunner } from './exec.js';
+import {
+  findPlugin,
+  formatCniArgs,
+  pluginOutputOf,
+  pluginStdin,
+  pluginVersions,
+  runPlugin,
+  spawnPlugin,
+  type CniCommand,
+  type PluginExec,
+  type PluginRunner,
+} from './exec.js';
 import { isNetnsHandle } from './netns.js';
 import { Semaphore } from '../concurrency/semaphore.js';
 import { KeyedLock } from '../concurrency/keyed-lock.js';
@@ -32,7 +43,6 @@ import { isObject, parseResult, type CniResult } from './result.js';
 import { checkAttachment, elapsed, ipOrUndefined, type CniAttachment, type RuntimeArgs, type RuntimeConf } from './runtime-conf.js';
 
 export type { CniAttachment, RuntimeConf } from './runtime-conf.js';
-
 
 /** Constructor options: only the CNI slice of the config, plus the seams (docs/design.md#options-and-seams). */
 export interface CniNetworkOptions {
@@ -80,7 +90,6 @@ export const LOOPBACK_NETWORK_NAME = 'cni-loopback';
 /** The loopback network's interface name. */
 export const LOOPBACK_IFNAME = 'lo';
 
-
 /**
  * One CNI network (a conflist plus go-cni's loopback network) and the attachments of worker
  * netns to it. Create it with the CNI slice of the config, call load() once, then add/check/del
@@ -102,14 +111,22 @@ export class CniNetwork {
   constructor(opts: CniNetworkOptions) {
     const { ifName = 'eth0', execTimeoutMs = DEFAULT_EXEC_TIMEOUT_MS, maxConcurrentExecs = DEFAULT_MAX_CONCURRENT_EXECS } = opts;
     // Linux interface names (spec 1.0 §2 CNI_IFNAME): < 16 chars, no '/', ':' or whitespace.
-    if (!/^[^/:\s]{1,15}$/.test(ifName) || ifName === '.' || ifName === '..') throw new AgentError('INVALID_ARGUMENT', `invalid CNI interface name ${JSON.stringify(ifName)}`);
+    if (!/^[^/:\s]{1,15}$/.test(ifName) || ifName === '.' || ifName === '..')
+      throw new AgentError('INVALID_ARGUMENT', `invalid CNI interface name ${JSON.stringify(ifName)}`);
     if (opts.binDirs.length === 0) throw new AgentError('INVALID_ARGUMENT', 'CNI needs at least one plugin directory');
-    if (!Number.isInteger(execTimeoutMs) || execTimeoutMs <= 0) throw new AgentError('INVALID_ARGUMENT', `invalid CNI exec timeout ${execTimeoutMs} ms`);
-    if (!Number.isInteger(maxConcurrentExecs) || maxConcurrentExecs <= 0) throw new AgentError('INVALID_ARGUMENT', `invalid CNI exec concurrency ${maxConcurrentExecs}`);
+    if (!Number.isInteger(execTimeoutMs) || execTimeoutMs <= 0)
+      throw new AgentError('INVALID_ARGUMENT', `invalid CNI exec timeout ${execTimeoutMs} ms`);
+    if (!Number.isInteger(maxConcurrentExecs) || maxConcurrentExecs <= 0)
+      throw new AgentError('INVALID_ARGUMENT', `invalid CNI exec concurrency ${maxConcurrentExecs}`);
     this.ifName = ifName;
     this.#confFile = opts.confFile;
     this.#cacheDir = opts.cacheDir;
-    this.#runner = { binDirs: [...opts.binDirs], exec: opts.exec ?? spawnPlugin, timeoutMs: execTimeoutMs, envPath: opts.envPath ?? DEFAULT_PLUGIN_ENV_PATH };
+    this.#runner = {
+      binDirs: [...opts.binDirs],
+      exec: opts.exec ?? spawnPlugin,
+      timeoutMs: execTimeoutMs,
+      envPath: opts.envPath ?? DEFAULT_PLUGIN_ENV_PATH,
+    };
     this.#log = opts.log.child({ module: 'cni' });
     this.#metrics = opts.metrics;
     this.#slots = new Semaphore(maxConcurrentExecs);
@@ -135,9 +152,15 @@ export class CniNetwork {
   async load(opts: CniCallOptions = {}): Promise<void> {
     const list = await loadNetworkList(this.#confFile);
     if (list.name === LOOPBACK_NETWORK_NAME) {
-      throw new AgentError('INVALID_ARGUMENT', `CNI network config ${this.#confFile}: the name ${LOOPBACK_NETWORK_NAME} is reserved for the loopback network`);
+      throw new AgentError(
+        'INVALID_ARGUMENT',
+        `CNI network config ${this.#confFile}: the name ${LOOPBACK_NETWORK_NAME} is reserved for the loopback network`,
+      );
     }
-    const loopback = parseNetworkList(JSON.stringify({ cniVersion: list.cniVersion, name: LOOPBACK_NETWORK_NAME, plugins: [{ type: 'loopback' }] }), '(loopback network)');
+    const loopback = parseNetworkList(
+      JSON.stringify({ cniVersion: list.cniVersion, name: LOOPBACK_NETWORK_NAME, plugins: [{ type: 'loopback' }] }),
+      '(loopback network)',
+    );
     const types = new Set<string>(['loopback']);
     for (const p of list.plugins) {
       types.add(p.type);
@@ -150,7 +173,10 @@ export class CniNetwork {
         const release = await this.#slots.acquire(opts.signal, `CNI plugin ${type} VERSION`);
         const versions = await pluginVersions(this.#runner, type, list.cniVersion, opts.signal).finally(release);
         if (!versions.includes(list.cniVersion)) {
-          throw new AgentError('FAILED_PRECONDITION', `CNI plugin ${type} does not support cniVersion ${list.cniVersion} of ${this.#confFile} (it supports ${versions.join(', ')})`);
+          throw new AgentError(
+            'FAILED_PRECONDITION',
+            `CNI plugin ${type} does not support cniVersion ${list.cniVersion} of ${this.#confFile} (it supports ${versions.join(', ')})`,
+          );
         }
       }),
     );
@@ -161,7 +187,10 @@ export class CniNetwork {
     }
     this.#list = list;
     this.#loopback = loopback;
-    this.#log.info({ network: list.name, cniVersion: list.cniVersion, plugins: list.plugins.map((p) => p.type), confFile: this.#confFile }, 'CNI network loaded');
+    this.#log.info(
+      { network: list.name, cniVersion: list.cniVersion, plugins: list.plugins.map((p) => p.type), confFile: this.#confFile },
+      'CNI network loaded',
+    );
   }
 
   /**
@@ -206,11 +235,24 @@ export class CniNetwork {
         if (loR.status === 'rejected') throw loR.reason;
         if (rawR.status === 'rejected') throw rawR.reason;
         const result = parseResult(rawR.value, `CNI network ${list.name} ADD`);
-        this.#log.info({ containerId: att.containerId, netns: att.netns, network: list.name, ifName: this.ifName, ip: ipOrUndefined(result, this.ifName), ms: elapsed(t0) }, 'CNI ADD');
+        this.#log.info(
+          {
+            containerId: att.containerId,
+            netns: att.netns,
+            network: list.name,
+            ifName: this.ifName,
+            ip: ipOrUndefined(result, this.ifName),
+            ms: elapsed(t0),
+          },
+          'CNI ADD',
+        );
         return result;
       } catch (err) {
         const error = signal?.aborted ? abortError(signal, `CNI ADD ${att.containerId}`) : err;
-        this.#log.warn({ containerId: att.containerId, netns: att.netns, network: list.name, err: errorText(error), ms: elapsed(t0) }, 'CNI ADD failed; undoing');
+        this.#log.warn(
+          { containerId: att.containerId, netns: att.netns, network: list.name, err: errorText(error), ms: elapsed(t0) },
+          'CNI ADD failed; undoing',
+        );
         await this.#undoAdd(att, rt);
         throw error;
       }
@@ -252,10 +294,23 @@ export class CniNetwork {
       }
       if (firstErr !== undefined) {
         const error = signal?.aborted ? abortError(signal, `CNI DEL ${att.containerId}`) : firstErr;
-        this.#log.warn({ containerId: att.containerId, netns: path, network: list.name, err: errorText(error), ms: elapsed(t0) }, 'CNI DEL failed');
+        this.#log.warn(
+          { containerId: att.containerId, netns: path, network: list.name, err: errorText(error), ms: elapsed(t0) },
+          'CNI DEL failed',
+        );
         throw error instanceof Error ? error : new AgentError('INTERNAL', `CNI DEL ${att.containerId}: ${errorText(error)}`);
       }
-      this.#log.info({ containerId: att.containerId, netns: path, netnsGone: netns === '', cached: main !== undefined, network: list.name, ms: elapsed(t0) }, 'CNI DEL');
+      this.#log.info(
+        {
+          containerId: att.containerId,
+          netns: path,
+          netnsGone: netns === '',
+          cached: main !== undefined,
+          network: list.name,
+          ms: elapsed(t0),
+        },
+        'CNI DEL',
+      );
     });
   }
 
@@ -272,13 +327,22 @@ export class CniNetwork {
     const t0 = performance.now();
     await this.#locks.run(att.containerId, signal, async () => {
       const main = await readCache(this.#cacheDir, list.name, att.containerId, this.ifName);
-      if (main?.result === undefined) throw new AgentError('FAILED_PRECONDITION', `CNI CHECK ${att.containerId}: no cached ADD result on network ${list.name}`);
+      if (main?.result === undefined)
+        throw new AgentError('FAILED_PRECONDITION', `CNI CHECK ${att.containerId}: no cached ADD result on network ${list.name}`);
       if (list.disableCheck) return;
-      if (!cniVersionAtLeast(list.cniVersion, '0.4.0')) throw new AgentError('UNIMPLEMENTED', `CNI CHECK needs cniVersion 0.4.0 or later; network ${list.name} uses ${list.cniVersion}`);
+      if (!cniVersionAtLeast(list.cniVersion, '0.4.0'))
+        throw new AgentError('UNIMPLEMENTED', `CNI CHECK needs cniVersion 0.4.0 or later; network ${list.name} uses ${list.cniVersion}`);
       const lo = await readCache(this.#cacheDir, LOOPBACK_NETWORK_NAME, att.containerId, LOOPBACK_IFNAME);
-      const rt: RuntimeConf = { containerId: att.containerId, netns: att.netns, ifName: this.ifName, args: main.cniArgs, capabilityArgs: main.capabilityArgs };
+      const rt: RuntimeConf = {
+        containerId: att.containerId,
+        netns: att.netns,
+        ifName: this.ifName,
+        args: main.cniArgs,
+        capabilityArgs: main.capabilityArgs,
+      };
       if (lo?.result !== undefined) {
-        for (const p of this.#loopback!.plugins) await this.#exec(this.#loopback!, p, 'CHECK', { ...rt, ifName: LOOPBACK_IFNAME }, lo.result, signal);
+        for (const p of this.#loopback!.plugins)
+          await this.#exec(this.#loopback!, p, 'CHECK', { ...rt, ifName: LOOPBACK_IFNAME }, lo.result, signal);
       }
       for (const p of list.plugins) await this.#exec(list, p, 'CHECK', rt, main.result, signal);
       this.#log.debug({ containerId: att.containerId, network: list.name, ms: elapsed(t0) }, 'CNI CHECK');
@@ -302,7 +366,9 @@ export class CniNetwork {
     });
     const byId = new Map<string, string>();
     for (const e of entries) {
-      const ours = (e.networkName === list.name && e.ifName === this.ifName) || (e.networkName === LOOPBACK_NETWORK_NAME && e.ifName === LOOPBACK_IFNAME);
+      const ours =
+        (e.networkName === list.name && e.ifName === this.ifName) ||
+        (e.networkName === LOOPBACK_NETWORK_NAME && e.ifName === LOOPBACK_IFNAME);
       if (!ours) continue;
       // The main network's netns wins; a loopback-only entry (crash between the two ADDs) still counts.
       if (e.networkName === list.name || !byId.has(e.containerId)) byId.set(e.containerId, e.netns);
@@ -310,7 +376,13 @@ export class CniNetwork {
     return [...byId].sort(([a], [b]) => a.localeCompare(b)).map(([containerId, netns]) => ({ containerId, netns }));
   }
 
-  async #addList(list: CniNetworkList, att: CniAttachment, ifName: string, rt: RuntimeArgs, signal: AbortSignal | undefined): Promise<unknown> {
+  async #addList(
+    list: CniNetworkList,
+    att: CniAttachment,
+    ifName: string,
+    rt: RuntimeArgs,
+    signal: AbortSignal | undefined,
+  ): Promise<unknown> {
     const conf: RuntimeConf = { ...rt, containerId: att.containerId, netns: att.netns, ifName };
     let prev: unknown;
     for (const p of list.plugins) {
@@ -322,7 +394,12 @@ export class CniNetwork {
   }
 
   /** DEL of every plugin in reverse, with the args the ADD used (from its cache entry). */
-  async #delList(list: CniNetworkList, at: Omit<RuntimeConf, keyof RuntimeArgs>, cached: CachedAttachment | undefined, signal: AbortSignal | undefined): Promise<void> {
+  async #delList(
+    list: CniNetworkList,
+    at: Omit<RuntimeConf, keyof RuntimeArgs>,
+    cached: CachedAttachment | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     // prevResult on DEL exists since spec 0.4.0.
     const prev = cached !== undefined && cniVersionAtLeast(list.cniVersion, '0.4.0') ? cached.result : undefined;
     const conf: RuntimeConf = { ...at, args: cached?.cniArgs ?? [], capabilityArgs: cached?.capabilityArgs ?? {} };
@@ -336,35 +413,56 @@ export class CniNetwork {
    */
   async #undoAdd(att: CniAttachment, rt: RuntimeArgs): Promise<void> {
     const netns = (await isNetnsHandle(att.netns)) ? att.netns : '';
-    for (const [list, ifName] of [[this.list, this.ifName], [this.#loopback!, LOOPBACK_IFNAME]] as const) {
+    for (const [list, ifName] of [
+      [this.list, this.ifName],
+      [this.#loopback!, LOOPBACK_IFNAME],
+    ] as const) {
       try {
         const conf: RuntimeConf = { ...rt, containerId: att.containerId, netns, ifName };
         for (const p of [...list.plugins].reverse()) await this.#exec(list, p, 'DEL', conf, undefined, undefined);
         await removeCache(this.#cacheDir, list.name, att.containerId, ifName);
       } catch (err) {
-        this.#log.error({ containerId: att.containerId, network: list.name, err: errorText(err) }, 'CNI DEL after a failed ADD failed; left for reconciliation');
+        this.#log.error(
+          { containerId: att.containerId, network: list.name, err: errorText(err) },
+          'CNI DEL after a failed ADD failed; left for reconciliation',
+        );
         await writeCache(this.#cacheDir, this.#entry(list, att, ifName, rt, undefined)).catch((e: unknown) => {
-          this.#log.error({ containerId: att.containerId, network: list.name, err: errorText(e) }, 'cannot record the attachment for a later DEL');
+          this.#log.error(
+            { containerId: att.containerId, network: list.name, err: errorText(e) },
+            'cannot record the attachment for a later DEL',
+          );
         });
       }
     }
   }
 
   /** Runs one plugin of `list` for `rt` (bounded by the exec slots); counts its failures. */
-  async #exec(list: CniNetworkList, plugin: CniPluginConf, command: CniCommand, rt: RuntimeConf, prevResult: unknown, signal: AbortSignal | undefined): Promise<unknown> {
+  async #exec(
+    list: CniNetworkList,
+    plugin: CniPluginConf,
+    command: CniCommand,
+    rt: RuntimeConf,
+    prevResult: unknown,
+    signal: AbortSignal | undefined,
+  ): Promise<unknown> {
     const { containerId } = rt;
     const stdin = pluginStdin(list, plugin, { prevResult, capabilityArgs: rt.capabilityArgs });
     const release = await this.#slots.acquire(signal, `CNI plugin ${plugin.type} ${command}`);
     const t0 = performance.now();
     try {
-      const out = await runPlugin(this.#runner, { type: plugin.type, command, stdin, containerId, netns: rt.netns, ifName: rt.ifName, cniArgs: formatCniArgs(rt.args) }, signal);
+      const out = await runPlugin(
+        this.#runner,
+        { type: plugin.type, command, stdin, containerId, netns: rt.netns, ifName: rt.ifName, cniArgs: formatCniArgs(rt.args) },
+        signal,
+      );
       this.#log.debug({ containerId, network: list.name, plugin: plugin.type, command, ms: elapsed(t0) }, 'CNI plugin ran');
       return out;
     } catch (err) {
       // A caller's cancel is not a plugin failure; a timeout or an error is.
       if (!signal?.aborted) this.#metrics?.cniErrors.inc({ command });
       const output = pluginOutputOf(err);
-      if (output !== undefined) this.#log.debug({ containerId, network: list.name, plugin: plugin.type, command, output }, 'CNI plugin failed');
+      if (output !== undefined)
+        this.#log.debug({ containerId, network: list.name, plugin: plugin.type, command, output }, 'CNI plugin failed');
       throw err;
     } finally {
       release();
@@ -372,7 +470,16 @@ export class CniNetwork {
   }
 
   #entry(list: CniNetworkList, att: CniAttachment, ifName: string, rt: RuntimeArgs, result: unknown): CachedAttachment {
-    return { containerId: att.containerId, ifName, networkName: list.name, netns: att.netns, config: list.bytes, cniArgs: rt.args, capabilityArgs: rt.capabilityArgs, result };
+    return {
+      containerId: att.containerId,
+      ifName,
+      networkName: list.name,
+      netns: att.netns,
+      config: list.bytes,
+      cniArgs: rt.args,
+      capabilityArgs: rt.capabilityArgs,
+      result,
+    };
   }
 
   /** The list an ADD used, from its cache entry, when it is still a valid list of this network. */

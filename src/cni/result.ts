@@ -103,14 +103,15 @@ export function parseResult(value: unknown, where: string): CniResult {
 
   const dnsRaw = value['dns'];
   if (dnsRaw !== undefined && !isObject(dnsRaw)) throw bad('dns is not an object');
-  const dns: CniDns = dnsRaw === undefined
-    ? {}
-    : {
-        ...optionalStrings(dnsRaw, 'nameservers', bad),
-        ...optionalString(dnsRaw, 'domain', 'dns', bad),
-        ...optionalStrings(dnsRaw, 'search', bad),
-        ...optionalStrings(dnsRaw, 'options', bad),
-      };
+  const dns: CniDns =
+    dnsRaw === undefined
+      ? {}
+      : {
+          ...optionalStrings(dnsRaw, 'nameservers', bad),
+          ...optionalString(dnsRaw, 'domain', 'dns', bad),
+          ...optionalStrings(dnsRaw, 'search', bad),
+          ...optionalStrings(dnsRaw, 'options', bad),
+        };
 
   return { cniVersion, interfaces, ips, routes, dns };
 }
@@ -162,7 +163,11 @@ function optionalString<K extends string>(
   return { [key]: v } as Partial<Record<K, string>>;
 }
 
-function optionalStrings<K extends string>(obj: Record<string, unknown>, key: K, bad: (why: string) => AgentError): Partial<Record<K, string[]>> {
+function optionalStrings<K extends string>(
+  obj: Record<string, unknown>,
+  key: K,
+  bad: (why: string) => AgentError,
+): Partial<Record<K, string[]>> {
   const v = obj[key];
   if (v === undefined || v === null) return {};
   if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) throw bad(`dns.${key} is not a list of strings`);

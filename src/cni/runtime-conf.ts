@@ -34,7 +34,8 @@ const CONTAINER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 /** Throws INVALID_ARGUMENT for an id or netns path no plugin should ever see. */
 export function checkAttachment(att: CniAttachment, netnsMayBeEmpty = false): void {
-  if (!CONTAINER_ID.test(att.containerId)) throw new AgentError('INVALID_ARGUMENT', `invalid CNI container id ${JSON.stringify(att.containerId)}`);
+  if (!CONTAINER_ID.test(att.containerId))
+    throw new AgentError('INVALID_ARGUMENT', `invalid CNI container id ${JSON.stringify(att.containerId)}`);
   if (!(netnsMayBeEmpty && att.netns === '') && !att.netns.startsWith('/')) {
     throw new AgentError('INVALID_ARGUMENT', `netns of ${att.containerId} must be an absolute path, got ${JSON.stringify(att.netns)}`);
   }

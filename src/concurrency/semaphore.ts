@@ -44,7 +44,8 @@ export class Semaphore {
       if (done) return;
       done = true;
       const next = this.#waiters.shift();
-      if (next) next.wake(); // the slot passes straight to the next waiter
+      if (next)
+        next.wake(); // the slot passes straight to the next waiter
       else this.#free++;
     };
   }

@@ -7,7 +7,18 @@ import os from 'node:os';
 import { MAX_MEMORY_MB, MIN_MEMORY_MB } from '../worker/limits.js';
 import { safeName } from '../worker/safe-name.js';
 import path from 'node:path';
-import { ConfigError, readBool, readEnum, readInt, isLoopbackAddress, readList, readListenAddress, readString, readUnixSocket, type Env } from './parse.js';
+import {
+  ConfigError,
+  readBool,
+  readEnum,
+  readInt,
+  isLoopbackAddress,
+  readList,
+  readListenAddress,
+  readString,
+  readUnixSocket,
+  type Env,
+} from './parse.js';
 import { readCniConfig, readHostPorts, type CniConfig, type HostPort } from './network.js';
 import { readDefaultRegistry, readRegistryConfig, type RegistryConfig } from './registry.js';
 
@@ -168,7 +179,8 @@ export function defaultMaxTotalMemoryMb(hostMemoryBytes: number): number {
 export function loadConfig(env: Env): Config {
   const brandRaw = readString(env, 'ESB_BRAND_SLUG') ?? 'esb';
   const brand = safeName(brandRaw);
-  if (brand === '' || !/^[a-z0-9]/.test(brand)) throw new ConfigError('ESB_BRAND_SLUG', `not usable as a name prefix: ${JSON.stringify(brandRaw)}`);
+  if (brand === '' || !/^[a-z0-9]/.test(brand))
+    throw new ConfigError('ESB_BRAND_SLUG', `not usable as a name prefix: ${JSON.stringify(brandRaw)}`);
   const envName = readString(env, 'ENV') ?? 'default';
   if (safeName(envName) === '') throw new ConfigError('ENV', `must contain a letter or digit, got ${JSON.stringify(envName)}`);
 
@@ -181,24 +193,38 @@ export function loadConfig(env: Env): Config {
   const grpcAddress = grpcAddressSet ?? (tlsDisabled ? DEFAULT_PLAINTEXT_GRPC_ADDRESS : DEFAULT_TLS_GRPC_ADDRESS);
   const allowedClients = readList(env, 'AGENT_GRPC_ALLOWED_CLIENTS');
   if (tlsDisabled && allowedClients.length > 0) {
-    throw new ConfigError('AGENT_GRPC_ALLOWED_CLIENTS', 'needs TLS: without client certificates there is no identity to check; unset it or turn TLS on (unset AGENT_GRPC_TLS_DISABLED)');
+    throw new ConfigError(
+      'AGENT_GRPC_ALLOWED_CLIENTS',
+      'needs TLS: without client certificates there is no identity to check; unset it or turn TLS on (unset AGENT_GRPC_TLS_DISABLED)',
+    );
   }
   for (const c of allowedClients) {
-    if (/[\s\p{Cc}]/u.test(c)) throw new ConfigError('AGENT_GRPC_ALLOWED_CLIENTS', `entries are DNS names, URIs or common names without spaces or control characters, got ${JSON.stringify(c)}`);
+    if (/[\s\p{Cc}]/u.test(c))
+      throw new ConfigError(
+        'AGENT_GRPC_ALLOWED_CLIENTS',
+        `entries are DNS names, URIs or common names without spaces or control characters, got ${JSON.stringify(c)}`,
+      );
   }
   const registry = readDefaultRegistry(env);
 
   const dockerHost = readString(env, 'DOCKER_HOST') ?? 'unix:///var/run/docker.sock';
-  if (!/^(unix:\/\/\/.+|tcp:\/\/[^/]+:\d+\/?)$/.test(dockerHost)) throw new ConfigError('DOCKER_HOST', `expected unix:///path or tcp://host:port, got ${JSON.stringify(dockerHost)}`);
+  if (!/^(unix:\/\/\/.+|tcp:\/\/[^/]+:\d+\/?)$/.test(dockerHost))
+    throw new ConfigError('DOCKER_HOST', `expected unix:///path or tcp://host:port, got ${JSON.stringify(dockerHost)}`);
 
   const containerdRuntime = readString(env, 'CONTAINERD_RUNTIME') ?? 'io.containerd.runc.v2';
   if (REMOVED_RUNTIMES.includes(containerdRuntime)) {
-    throw new ConfigError('CONTAINERD_RUNTIME', `${containerdRuntime} was removed in containerd 2.0 and cannot pause or report v2 metrics; use io.containerd.runc.v2`);
+    throw new ConfigError(
+      'CONTAINERD_RUNTIME',
+      `${containerdRuntime} was removed in containerd 2.0 and cannot pause or report v2 metrics; use io.containerd.runc.v2`,
+    );
   }
 
   const runcBinary = readString(env, 'CONTAINERD_RUNC_BINARY');
   if (runcBinary !== undefined && !(path.isAbsolute(runcBinary) || /^[A-Za-z0-9._-]+$/.test(runcBinary))) {
-    throw new ConfigError('CONTAINERD_RUNC_BINARY', `expected an absolute path or a command name found on the shim's PATH (runc, crun), got ${JSON.stringify(runcBinary)}`);
+    throw new ConfigError(
+      'CONTAINERD_RUNC_BINARY',
+      `expected an absolute path or a command name found on the shim's PATH (runc, crun), got ${JSON.stringify(runcBinary)}`,
+    );
   }
 
   return Object.freeze({
@@ -273,20 +299,66 @@ export function loadConfig(env: Env): Config {
 
 /** Every variable `loadConfig` reads, for the docs/configuration.md check and `doctor`. */
 export const CONFIG_VARIABLES = [
-  'PORT', 'AGENT_RUNTIME', 'ENV', 'ESB_BRAND_SLUG', 'CONTAINERD_SOCKET', 'CONTAINERD_NAMESPACE',
-  'CONTAINERD_RUNTIME', 'CONTAINERD_SNAPSHOTTER', 'AGENT_CGROUP_DRIVER', 'CONTAINERD_RUNC_BINARY', 'CNI_CONF_DIR', 'CNI_CONF_FILE', 'CNI_BIN_DIR',
-  'CNI_SUBNET', 'CNI_BRIDGE', 'CNI_GW_IP', 'CNI_DNS_SERVER', 'CNI_NET_DIR', 'AGENT_STATE_DIR',
-  'CONTAINER_REGISTRY', 'CONTAINER_REGISTRY_INSECURE', 'CONTAINER_REGISTRY_CA_FILE', 'DOCKER_CONFIG',
-  'AGENT_ALLOWED_REGISTRIES', 'ESB_TAG', 'IMAGE_PULL_POLICY', 'AGENT_MAX_CONCURRENT_PULLS', 'AGENT_IMAGE_MAX_LAYERS',
-  'AGENT_IMAGE_MAX_LAYER_BYTES', 'AGENT_IMAGE_MAX_BYTES', 'AGENT_DEFAULT_MEMORY_MB', 'AGENT_INVOKE_MAX_RESPONSE_SIZE',
-  'AGENT_INVOKE_DEFAULT_TIMEOUT_MS', 'AGENT_GRPC_TLS_DISABLED', 'AGENT_GRPC_CERT_PATH',
-  'AGENT_GRPC_KEY_PATH', 'AGENT_GRPC_CA_CERT_PATH', 'AGENT_GRPC_REFLECTION', 'AGENT_METRICS_PORT',
-  'AGENT_LOG_LEVEL', 'LOG_LEVEL', 'AGENT_LOG_FORMAT', 'AGENT_SHUTDOWN_POLICY', 'AGENT_SHUTDOWN_GRACE_MS',
-  'AGENT_WORKER_IDLE_TTL_SECONDS', 'AGENT_WORKER_LOG_MAX_BYTES', 'AGENT_WORKER_READONLY_ROOTFS',
-  'AGENT_WORKER_TMP_SIZE_MB', 'AGENT_MAX_WORKERS', 'AGENT_MAX_TOTAL_MEMORY_MB', 'AGENT_WORKER_FIREWALL',
-  'AGENT_WORKER_ALLOWED_HOST_PORTS', 'DOCKER_HOST', 'CONTAINERS_NETWORK',
-  'AGENT_GRPC_ADDRESS', 'AGENT_METRICS_ADDRESS', 'AGENT_GRPC_ALLOWED_CLIENTS', 'AGENT_GRPC_MAX_IN_FLIGHT',
-  'AGENT_GRPC_MAX_CONCURRENT_STREAMS', 'AGENT_INVOKE_MAX_QUEUE',
+  'PORT',
+  'AGENT_RUNTIME',
+  'ENV',
+  'ESB_BRAND_SLUG',
+  'CONTAINERD_SOCKET',
+  'CONTAINERD_NAMESPACE',
+  'CONTAINERD_RUNTIME',
+  'CONTAINERD_SNAPSHOTTER',
+  'AGENT_CGROUP_DRIVER',
+  'CONTAINERD_RUNC_BINARY',
+  'CNI_CONF_DIR',
+  'CNI_CONF_FILE',
+  'CNI_BIN_DIR',
+  'CNI_SUBNET',
+  'CNI_BRIDGE',
+  'CNI_GW_IP',
+  'CNI_DNS_SERVER',
+  'CNI_NET_DIR',
+  'AGENT_STATE_DIR',
+  'CONTAINER_REGISTRY',
+  'CONTAINER_REGISTRY_INSECURE',
+  'CONTAINER_REGISTRY_CA_FILE',
+  'DOCKER_CONFIG',
+  'AGENT_ALLOWED_REGISTRIES',
+  'ESB_TAG',
+  'IMAGE_PULL_POLICY',
+  'AGENT_MAX_CONCURRENT_PULLS',
+  'AGENT_IMAGE_MAX_LAYERS',
+  'AGENT_IMAGE_MAX_LAYER_BYTES',
+  'AGENT_IMAGE_MAX_BYTES',
+  'AGENT_DEFAULT_MEMORY_MB',
+  'AGENT_INVOKE_MAX_RESPONSE_SIZE',
+  'AGENT_INVOKE_DEFAULT_TIMEOUT_MS',
+  'AGENT_GRPC_TLS_DISABLED',
+  'AGENT_GRPC_CERT_PATH',
+  'AGENT_GRPC_KEY_PATH',
+  'AGENT_GRPC_CA_CERT_PATH',
+  'AGENT_GRPC_REFLECTION',
+  'AGENT_METRICS_PORT',
+  'AGENT_LOG_LEVEL',
+  'LOG_LEVEL',
+  'AGENT_LOG_FORMAT',
+  'AGENT_SHUTDOWN_POLICY',
+  'AGENT_SHUTDOWN_GRACE_MS',
+  'AGENT_WORKER_IDLE_TTL_SECONDS',
+  'AGENT_WORKER_LOG_MAX_BYTES',
+  'AGENT_WORKER_READONLY_ROOTFS',
+  'AGENT_WORKER_TMP_SIZE_MB',
+  'AGENT_MAX_WORKERS',
+  'AGENT_MAX_TOTAL_MEMORY_MB',
+  'AGENT_WORKER_FIREWALL',
+  'AGENT_WORKER_ALLOWED_HOST_PORTS',
+  'DOCKER_HOST',
+  'CONTAINERS_NETWORK',
+  'AGENT_GRPC_ADDRESS',
+  'AGENT_METRICS_ADDRESS',
+  'AGENT_GRPC_ALLOWED_CLIENTS',
+  'AGENT_GRPC_MAX_IN_FLIGHT',
+  'AGENT_GRPC_MAX_CONCURRENT_STREAMS',
+  'AGENT_INVOKE_MAX_QUEUE',
 ] as const;
 
 /** True when gRPC is plaintext on an address other hosts can reach. */

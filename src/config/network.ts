@@ -31,9 +31,11 @@ export function readCniConfig(env: Env, brand: string): CniConfig {
   const confDir = readString(env, 'CNI_CONF_DIR') ?? '/etc/cni/net.d';
   const confFile = readString(env, 'CNI_CONF_FILE') ?? path.join(confDir, `10-${brand}-net.conflist`);
   const binDirs = (readString(env, 'CNI_BIN_DIR') ?? '/opt/cni/bin').split(':').filter((d) => d !== '');
-  for (const d of binDirs) if (!path.isAbsolute(d)) throw new ConfigError('CNI_BIN_DIR', `expected absolute directories, got ${JSON.stringify(d)}`);
+  for (const d of binDirs)
+    if (!path.isAbsolute(d)) throw new ConfigError('CNI_BIN_DIR', `expected absolute directories, got ${JSON.stringify(d)}`);
   const bridge = readString(env, 'CNI_BRIDGE') ?? `${brand}0`;
-  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(bridge)) throw new ConfigError('CNI_BRIDGE', `expected a Linux interface name of at most 15 characters, got ${JSON.stringify(bridge)}`);
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(bridge))
+    throw new ConfigError('CNI_BRIDGE', `expected a Linux interface name of at most 15 characters, got ${JSON.stringify(bridge)}`);
   return Object.freeze({
     confDir,
     confFile,
@@ -54,10 +56,17 @@ export function readHostPorts(env: Env, name: string): HostPort[] {
   const raw = readString(env, name);
   if (raw === undefined) return [];
   const out: HostPort[] = [];
-  for (const item of raw.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+  for (const item of raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')) {
     const m = /^(\d{1,5})(?:\/(tcp|udp))?$/i.exec(item);
     const port = m ? Number(m[1]) : NaN;
-    if (!m || port < 1 || port > 65535) throw new ConfigError(name, `expected a comma-separated list of port or port/tcp or port/udp (ports 1-65535), got ${JSON.stringify(item)}`);
+    if (!m || port < 1 || port > 65535)
+      throw new ConfigError(
+        name,
+        `expected a comma-separated list of port or port/tcp or port/udp (ports 1-65535), got ${JSON.stringify(item)}`,
+      );
     const proto = (m[2]?.toLowerCase() ?? 'tcp') as HostPort['proto'];
     if (!out.some((p) => p.port === port && p.proto === proto)) out.push({ port, proto });
   }

@@ -61,7 +61,8 @@ export function readEnum<T extends string>(env: Env, name: string, fallback: T, 
 export function parseIpv4Cidr(name: string, raw: string): { network: number; prefix: number } {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(raw);
   const prefix = m ? Number(m[5]) : NaN;
-  if (!m || prefix < 8 || prefix > 30) throw new ConfigError(name, `expected an IPv4 CIDR like 10.88.0.0/16 (prefix 8–30), got ${JSON.stringify(raw)}`);
+  if (!m || prefix < 8 || prefix > 30)
+    throw new ConfigError(name, `expected an IPv4 CIDR like 10.88.0.0/16 (prefix 8–30), got ${JSON.stringify(raw)}`);
   const octets = m.slice(1, 5).map(Number);
   if (octets.some((o) => o > 255)) throw new ConfigError(name, `invalid IPv4 address in ${JSON.stringify(raw)}`);
   const addr = ((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0;
@@ -87,7 +88,11 @@ export function readListenAddress(env: Env, name: string): string | undefined {
   const raw = readString(env, name);
   if (raw === undefined) return undefined;
   const bare = raw.startsWith('[') && raw.endsWith(']') ? raw.slice(1, -1) : raw;
-  if (isIP(bare) === 0) throw new ConfigError(name, `expected an IPv4 or IPv6 address such as 127.0.0.1, 0.0.0.0 or ::1 (no port, no host name), got ${JSON.stringify(raw)}`);
+  if (isIP(bare) === 0)
+    throw new ConfigError(
+      name,
+      `expected an IPv4 or IPv6 address such as 127.0.0.1, 0.0.0.0 or ::1 (no port, no host name), got ${JSON.stringify(raw)}`,
+    );
   return bare;
 }
 
@@ -100,7 +105,7 @@ export function isLoopbackAddress(address: string): boolean {
   const canonical = new URL(`http://[${address}]/`).hostname.slice(1, -1);
   if (canonical === '::1') return true;
   const mapped = /^::ffff:([0-9a-f]{1,4}):[0-9a-f]{1,4}$/.exec(canonical);
-  return mapped !== null && (parseInt(mapped[1]!, 16) >> 8) === 127;
+  return mapped !== null && parseInt(mapped[1]!, 16) >> 8 === 127;
 }
 
 /** `host:port` for grpc-js and logs; IPv6 in brackets. */
@@ -110,7 +115,10 @@ export function hostPort(address: string, port: number): string {
 
 /** Comma-separated list; blanks dropped, entries trimmed. */
 export function readList(env: Env, name: string): string[] {
-  return (readString(env, name) ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+  return (readString(env, name) ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
 }
 
 /** A `unix:///abs/path` (or bare absolute path) socket address, returned as an absolute path. */

@@ -23,7 +23,8 @@ export interface RegistryConfig {
 export function readDefaultRegistry(env: Env): string {
   // Set but blank means "no registry": a blank image then resolves to safe(fn):tag (docs/contract.md#ensurecontainer).
   const registry = env['CONTAINER_REGISTRY'] !== undefined ? env['CONTAINER_REGISTRY'].trim() : 'registry:5010';
-  if (/\s|^[a-z]+:\/\//i.test(registry)) throw new ConfigError('CONTAINER_REGISTRY', `expected host[:port][/path] without a scheme, got ${JSON.stringify(registry)}`);
+  if (/\s|^[a-z]+:\/\//i.test(registry))
+    throw new ConfigError('CONTAINER_REGISTRY', `expected host[:port][/path] without a scheme, got ${JSON.stringify(registry)}`);
   return registry;
 }
 

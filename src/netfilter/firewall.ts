@@ -7,7 +7,20 @@
  * stops: workers stay isolated while it restarts. Only `remove` (the uninstall path) does.
  */
 import type { Logger } from '../log.js';
-import { buildChains, countJumps, installScript, judge, parseChainListing, removeScript, type ChainCheck, type ChainSpec, type Family, type FirewallPolicy, type FirewallStatus, type WorkerNetwork } from './rules.js';
+import {
+  buildChains,
+  countJumps,
+  installScript,
+  judge,
+  parseChainListing,
+  removeScript,
+  type ChainCheck,
+  type ChainSpec,
+  type Family,
+  type FirewallPolicy,
+  type FirewallStatus,
+  type WorkerNetwork,
+} from './rules.js';
 import { systemIptables, type Iptables } from './iptables.js';
 
 export interface FirewallReport {
@@ -77,7 +90,11 @@ export class WorkerFirewall {
         tables.set(spec.family, table);
       }
       const exists = table.split('\n').some((l) => l.trim() === `-N ${spec.chain}`);
-      checks.push({ spec, actualRules: exists ? parseChainListing(table, spec.chain) : undefined, jumps: countJumps(table, spec.parent, spec.jump) });
+      checks.push({
+        spec,
+        actualRules: exists ? parseChainListing(table, spec.chain) : undefined,
+        jumps: countJumps(table, spec.parent, spec.jump),
+      });
     }
     const verdict = judge(checks);
     return { ...verdict, chains: [...new Set(chains.map((c) => c.chain))], checks };
@@ -99,8 +116,13 @@ export class WorkerFirewall {
       throw new Error(`worker firewall for bridge ${net.bridge} is still incomplete after installing it: ${after.problems.join('; ')}`);
     }
     this.#onInstall?.(found.status);
-    if (found.status === 'missing') this.#log.info({ bridge: net.bridge, subnet: net.subnet, chains: found.chains, ipv6: net.ipv6 }, 'worker firewall installed');
-    else this.#log.warn({ bridge: net.bridge, subnet: net.subnet, chains: found.chains, problems: found.problems }, 'worker firewall was partly removed or changed; repaired');
+    if (found.status === 'missing')
+      this.#log.info({ bridge: net.bridge, subnet: net.subnet, chains: found.chains, ipv6: net.ipv6 }, 'worker firewall installed');
+    else
+      this.#log.warn(
+        { bridge: net.bridge, subnet: net.subnet, chains: found.chains, problems: found.problems },
+        'worker firewall was partly removed or changed; repaired',
+      );
     return found.status;
   }
 
@@ -114,7 +136,14 @@ export class WorkerFirewall {
       const present = new Set(mine.filter((c) => c.actualRules !== undefined).map((c) => c.spec.chain));
       const jumps = new Map(mine.map((c) => [c.spec.chain, c.jumps]));
       if (present.size === 0 && [...jumps.values()].every((n) => n === 0)) continue;
-      await this.#ipt.restore(family, removeScript(mine.map((c) => c.spec), jumps, present));
+      await this.#ipt.restore(
+        family,
+        removeScript(
+          mine.map((c) => c.spec),
+          jumps,
+          present,
+        ),
+      );
     }
     this.#done.clear();
     this.#log.info({ bridge: net.bridge, found: found.status }, 'worker firewall removed');

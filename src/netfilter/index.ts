@@ -8,9 +8,15 @@ import type { AgentMetrics } from '../metrics.js';
 import { WorkerFirewall } from './firewall.js';
 
 /** The firewall for workers whose DNS server is `dnsServer`; undefined when turned off. */
-export function createWorkerFirewall(config: Config, dnsServer: string | undefined, deps: { log: Logger; metrics: AgentMetrics }): WorkerFirewall | undefined {
+export function createWorkerFirewall(
+  config: Config,
+  dnsServer: string | undefined,
+  deps: { log: Logger; metrics: AgentMetrics },
+): WorkerFirewall | undefined {
   if (!config.workerFirewall.enabled) {
-    deps.log.warn('AGENT_WORKER_FIREWALL=false: workers can reach every port of the host, each other and link-local addresses unless your own filter stops them');
+    deps.log.warn(
+      'AGENT_WORKER_FIREWALL=false: workers can reach every port of the host, each other and link-local addresses unless your own filter stops them',
+    );
     return undefined;
   }
   return new WorkerFirewall({

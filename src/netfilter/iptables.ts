@@ -34,13 +34,20 @@ interface RunResult {
 
 function run(cmd: string, args: readonly string[], input?: string): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = input === undefined
-      ? execFile(cmd, [...args], { env: { PATH: IPTABLES_ENV_PATH }, timeout: TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-          const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : null;
-          if (code === null && err !== null) reject(new AgentError('FAILED_PRECONDITION', `cannot run ${cmd}: ${errorText(err)}`, { cause: err }));
-          else resolve({ code, stdout, stderr });
-        })
-      : spawn(cmd, [...args], { env: { PATH: IPTABLES_ENV_PATH }, timeout: TIMEOUT_MS, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child =
+      input === undefined
+        ? execFile(
+            cmd,
+            [...args],
+            { env: { PATH: IPTABLES_ENV_PATH }, timeout: TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 },
+            (err, stdout, stderr) => {
+              const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : null;
+              if (code === null && err !== null)
+                reject(new AgentError('FAILED_PRECONDITION', `cannot run ${cmd}: ${errorText(err)}`, { cause: err }));
+              else resolve({ code, stdout, stderr });
+            },
+          )
+        : spawn(cmd, [...args], { env: { PATH: IPTABLES_ENV_PATH }, timeout: TIMEOUT_MS, stdio: ['pipe', 'pipe', 'pipe'] });
     if (input === undefined) return;
     let stdout = '';
     let stderr = '';
@@ -61,12 +68,14 @@ export const systemIptables: Iptables = {
   async listTable(family) {
     const tool = TOOL[family];
     const r = await run(tool, ['-w', '-t', 'filter', '-S']);
-    if (r.code !== 0) throw new AgentError('FAILED_PRECONDITION', `${tool} -S failed (exit ${r.code ?? 'signal'}): ${r.stderr.trim().slice(0, 300)}`);
+    if (r.code !== 0)
+      throw new AgentError('FAILED_PRECONDITION', `${tool} -S failed (exit ${r.code ?? 'signal'}): ${r.stderr.trim().slice(0, 300)}`);
     return r.stdout;
   },
   async restore(family, script) {
     const tool = `${TOOL[family]}-restore`;
     const r = await run(tool, ['-w', '--noflush'], script);
-    if (r.code !== 0) throw new AgentError('FAILED_PRECONDITION', `${tool} failed (exit ${r.code ?? 'signal'}): ${r.stderr.trim().slice(0, 300)}`);
+    if (r.code !== 0)
+      throw new AgentError('FAILED_PRECONDITION', `${tool} failed (exit ${r.code ?? 'signal'}): ${r.stderr.trim().slice(0, 300)}`);
   },
 };

@@ -54,7 +54,11 @@ export function networkFromConflist(list: CniNetworkList): WorkerNetwork | undef
  * Linux bridge; the subnet comes from the sandbox addresses. Throws FAILED_PRECONDITION when the
  * result names no bridge: the firewall cannot protect such a network.
  */
-export async function networkFromResult(result: CniResult, networkName: string, isBridge: (name: string) => Promise<boolean> = isLinuxBridge): Promise<WorkerNetwork> {
+export async function networkFromResult(
+  result: CniResult,
+  networkName: string,
+  isBridge: (name: string) => Promise<boolean> = isLinuxBridge,
+): Promise<WorkerNetwork> {
   let bridge: string | undefined;
   for (const iface of result.interfaces) {
     if (iface.sandbox !== undefined && iface.sandbox !== '') continue;

@@ -61,7 +61,8 @@ const PORT_UNREACHABLE: Record<Family, string> = { ipv4: 'icmp-port-unreachable'
 
 /** Throws unless `bridge` can be an interface name (and so a part of a chain name). */
 export function checkBridgeName(bridge: string): void {
-  if (!BRIDGE_NAME.test(bridge)) throw new AgentError('FAILED_PRECONDITION', `invalid bridge name ${JSON.stringify(bridge)} for the worker firewall`);
+  if (!BRIDGE_NAME.test(bridge))
+    throw new AgentError('FAILED_PRECONDITION', `invalid bridge name ${JSON.stringify(bridge)} for the worker firewall`);
 }
 
 /** The two chain names of a bridge. Both fit iptables' 28-character limit. */
@@ -118,7 +119,13 @@ export function buildChains(net: WorkerNetwork, policy: FirewallPolicy): ChainSp
   const families: Family[] = net.ipv6 ? ['ipv4', 'ipv6'] : ['ipv4'];
   return families.flatMap((family): ChainSpec[] => [
     { family, chain: names.input, parent: 'INPUT', jump: `-i ${net.bridge} -j ${names.input}`, rules: inputRules(family, policy) },
-    { family, chain: names.forward, parent: 'FORWARD', jump: `-i ${net.bridge} -j ${names.forward}`, rules: forwardRules(family, net.bridge) },
+    {
+      family,
+      chain: names.forward,
+      parent: 'FORWARD',
+      jump: `-i ${net.bridge} -j ${names.forward}`,
+      rules: forwardRules(family, net.bridge),
+    },
   ]);
 }
 
@@ -192,7 +199,10 @@ export function judge(checks: readonly ChainCheck[]): { status: FirewallStatus; 
  */
 export function parseChainListing(listing: string, chain: string): string[] {
   const prefix = `-A ${chain} `;
-  return listing.split('\n').filter((l) => l.startsWith(prefix)).map((l) => l.slice(prefix.length).trim());
+  return listing
+    .split('\n')
+    .filter((l) => l.startsWith(prefix))
+    .map((l) => l.slice(prefix.length).trim());
 }
 
 /** How many times `-A <parent> <jump>` is in an `iptables -S <parent>` listing. */

@@ -94,13 +94,19 @@ export function defaultConflist(cfg: DefaultNetworkConfig, opts: DefaultConflist
  * file wins). Returns true when it wrote the file. Throws INVALID_ARGUMENT (bad subnet) or
  * FAILED_PRECONDITION (cannot write), leaving no temp file.
  */
-export async function ensureConflist(cfg: DefaultNetworkConfig & { readonly confFile: string }, opts: DefaultConflistOptions = {}): Promise<boolean> {
+export async function ensureConflist(
+  cfg: DefaultNetworkConfig & { readonly confFile: string },
+  opts: DefaultConflistOptions = {},
+): Promise<boolean> {
   const doc = defaultConflist(cfg, opts);
   try {
     await fs.access(cfg.confFile);
     return false;
   } catch (err) {
-    if (errnoCode(err) !== 'ENOENT') throw new AgentError('FAILED_PRECONDITION', `CNI network config ${cfg.confFile} cannot be checked: ${errorText(err)}`, { cause: err });
+    if (errnoCode(err) !== 'ENOENT')
+      throw new AgentError('FAILED_PRECONDITION', `CNI network config ${cfg.confFile} cannot be checked: ${errorText(err)}`, {
+        cause: err,
+      });
   }
   try {
     await fs.mkdir(path.dirname(cfg.confFile), { recursive: true });

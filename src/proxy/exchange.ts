@@ -81,7 +81,8 @@ export interface CallState {
   requestSent: boolean;
 }
 
-export type AttemptResult = { readonly kind: 'response'; readonly response: InvokeResponse } | { readonly kind: 'not-ready'; readonly cause: unknown };
+export type AttemptResult =
+  { readonly kind: 'response'; readonly response: InvokeResponse } | { readonly kind: 'not-ready'; readonly cause: unknown };
 
 function codeOf(err: unknown): string | undefined {
   if (typeof err !== 'object' || err === null) return undefined;
@@ -99,7 +100,13 @@ export function describe(err: unknown): string {
  * One HTTP exchange. Resolves with the response, or `not-ready` when the connection failed
  * before anything was written (safe to try again); rejects with an AgentError otherwise.
  */
-export function exchange(w: WorkerEndpoint, req: InvokeRequest, headers: Record<string, string>, signal: AbortSignal, call: CallState): Promise<AttemptResult> {
+export function exchange(
+  w: WorkerEndpoint,
+  req: InvokeRequest,
+  headers: Record<string, string>,
+  signal: AbortSignal,
+  call: CallState,
+): Promise<AttemptResult> {
   if (signal.aborted) return Promise.reject(signal.reason as Error);
   const max = w.maxResponseBytes;
   const what = `invoke worker ${w.id}`;
@@ -128,7 +135,10 @@ export function exchange(w: WorkerEndpoint, req: InvokeRequest, headers: Record<
       });
     };
     const tooLarge = (got: string): AgentError =>
-      new AgentError('RESOURCE_EXHAUSTED', `${what}: response body ${got} exceeds the limit of ${max} bytes (AGENT_INVOKE_MAX_RESPONSE_SIZE)`);
+      new AgentError(
+        'RESOURCE_EXHAUSTED',
+        `${what}: response body ${got} exceeds the limit of ${max} bytes (AGENT_INVOKE_MAX_RESPONSE_SIZE)`,
+      );
 
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart: (c) => {
@@ -170,7 +180,11 @@ export function exchange(w: WorkerEndpoint, req: InvokeRequest, headers: Record<
         settle(() => {
           resolve({
             kind: 'response',
-            response: { statusCode, headers: responseHeaders(rawHeaders), body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size) },
+            response: {
+              statusCode,
+              headers: responseHeaders(rawHeaders),
+              body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size),
+            },
           });
         });
       },
@@ -186,7 +200,11 @@ export function exchange(w: WorkerEndpoint, req: InvokeRequest, headers: Record<
           } else if (sent) {
             // docs/go-agent.md#w10: the worker may have received the request and run the function; the
             // gateway would re-run it on UNAVAILABLE, so this must not be UNAVAILABLE.
-            reject(new AgentError('INTERNAL', `${what}: worker closed the connection after the request was sent: ${describe(err)}`, { cause: err }));
+            reject(
+              new AgentError('INTERNAL', `${what}: worker closed the connection after the request was sent: ${describe(err)}`, {
+                cause: err,
+              }),
+            );
           } else if (code !== undefined && NOT_READY_CODES.has(code)) {
             resolve({ kind: 'not-ready', cause: err });
           } else {
@@ -212,7 +230,10 @@ export function exchange(w: WorkerEndpoint, req: InvokeRequest, headers: Record<
 export function workerOrigin(target: InvokeTarget): string {
   const family = net.isIP(target.ipAddress);
   if (family === 0) {
-    throw new AgentError('FAILED_PRECONDITION', `invoke worker ${target.id}: worker has no usable IP address (${JSON.stringify(target.ipAddress)})`);
+    throw new AgentError(
+      'FAILED_PRECONDITION',
+      `invoke worker ${target.id}: worker has no usable IP address (${JSON.stringify(target.ipAddress)})`,
+    );
   }
   if (!Number.isInteger(target.port) || target.port < 1 || target.port > 65535) {
     throw new AgentError('FAILED_PRECONDITION', `invoke worker ${target.id}: worker has no usable port (${target.port})`);
@@ -224,7 +245,10 @@ export function workerOrigin(target: InvokeTarget): string {
 export function deadlineError(what: string, origin: string, timeoutMs: number, call: CallState): AgentError {
   switch (call.phase) {
     case 'queued':
-      return new AgentError('DEADLINE_EXCEEDED', `${what}: timed out after ${timeoutMs} ms waiting behind an earlier invocation of this worker (request not sent)`);
+      return new AgentError(
+        'DEADLINE_EXCEEDED',
+        `${what}: timed out after ${timeoutMs} ms waiting behind an earlier invocation of this worker (request not sent)`,
+      );
     case 'connecting': {
       const last = call.lastConnectError === undefined ? '' : `; last error: ${describe(call.lastConnectError)}`;
       return new AgentError(

@@ -58,10 +58,16 @@ function connectionTokens(value: string | readonly string[] | undefined): Set<st
  */
 export function checkPath(path: string): void {
   if (!path.startsWith('/') || path.startsWith('//')) {
-    throw new AgentError('INVALID_ARGUMENT', `invoke path must start with a single '/' (an origin-form path, no scheme or host): ${JSON.stringify(path)}`);
+    throw new AgentError(
+      'INVALID_ARGUMENT',
+      `invoke path must start with a single '/' (an origin-form path, no scheme or host): ${JSON.stringify(path)}`,
+    );
   }
   if (BAD_PATH_CHAR.test(path)) {
-    throw new AgentError('INVALID_ARGUMENT', `invoke path has a character not allowed in a request target (space, control, non-ASCII or '#'): ${JSON.stringify(path)}`);
+    throw new AgentError(
+      'INVALID_ARGUMENT',
+      `invoke path has a character not allowed in a request target (space, control, non-ASCII or '#'): ${JSON.stringify(path)}`,
+    );
   }
 }
 
@@ -81,9 +87,13 @@ export function requestHeaders(headers: Readonly<Record<string, string>>): Recor
   const listed = connectionTokens(connection);
   const out: Record<string, string> = {};
   for (const [name, value] of Object.entries(headers)) {
-    if (!TOKEN.test(name)) throw new AgentError('INVALID_ARGUMENT', `invoke header name is not a valid HTTP token: ${JSON.stringify(name)}`);
+    if (!TOKEN.test(name))
+      throw new AgentError('INVALID_ARGUMENT', `invoke header name is not a valid HTTP token: ${JSON.stringify(name)}`);
     if (BAD_VALUE_CHAR.test(value)) {
-      throw new AgentError('INVALID_ARGUMENT', `invoke header ${name} has a character not allowed in an HTTP header value (CR, LF, NUL or above U+00FF)`);
+      throw new AgentError(
+        'INVALID_ARGUMENT',
+        `invoke header ${name} has a character not allowed in an HTTP header value (CR, LF, NUL or above U+00FF)`,
+      );
     }
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || SET_BY_AGENT.has(lower) || listed.has(lower)) continue;

@@ -37,7 +37,13 @@ import { SerialQueue } from '../concurrency/serial-queue.js';
 import type { InvokeRequest, InvokeResponse, InvokeTarget } from './types.js';
 
 // Importable from here as before the exchange had its own module.
-export { CONNECT_TIMEOUT_MS, KEEP_ALIVE_TIMEOUT_MS, READY_BACKOFF_INITIAL_MS, READY_BACKOFF_MAX_MS, createWorkerDispatcher } from './exchange.js';
+export {
+  CONNECT_TIMEOUT_MS,
+  KEEP_ALIVE_TIMEOUT_MS,
+  READY_BACKOFF_INITIAL_MS,
+  READY_BACKOFF_MAX_MS,
+  createWorkerDispatcher,
+} from './exchange.js';
 
 /** setTimeout's largest delay; longer ones fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -74,7 +80,8 @@ export interface InvokerOptions {
    * is refused RESOURCE_EXHAUSTED at once, unsent. Default: unbounded.
    */
   readonly maxQueue?: number | undefined;
-  readonly metrics?: Pick<AgentMetrics, 'invokeDuration' | 'invokeRequestBytes' | 'invokeResponseBytes' | 'invokeQueued' | 'invokeQueueFull'> | undefined;
+  readonly metrics?:
+    Pick<AgentMetrics, 'invokeDuration' | 'invokeRequestBytes' | 'invokeResponseBytes' | 'invokeQueued' | 'invokeQueueFull'> | undefined;
   /** Builds the dispatcher for one worker origin; default a single-connection keep-alive Client. */
   readonly dispatcherFactory?: ((origin: string) => Dispatcher) | undefined;
   readonly clock?: InvokerClock | undefined;
@@ -120,7 +127,8 @@ export class Invoker {
   }
 
   constructor({ maxResponseBytes, defaultTimeoutMs, maxQueue, log, metrics, dispatcherFactory, clock }: InvokerOptions) {
-    if (!Number.isSafeInteger(maxResponseBytes) || maxResponseBytes < 0) throw new RangeError(`invalid maxResponseBytes: ${maxResponseBytes}`);
+    if (!Number.isSafeInteger(maxResponseBytes) || maxResponseBytes < 0)
+      throw new RangeError(`invalid maxResponseBytes: ${maxResponseBytes}`);
     if (!Number.isFinite(defaultTimeoutMs) || defaultTimeoutMs <= 0) throw new RangeError(`invalid defaultTimeoutMs: ${defaultTimeoutMs}`);
     this.#maxResponseBytes = maxResponseBytes;
     this.#defaultTimeoutMs = defaultTimeoutMs;
@@ -187,14 +195,21 @@ export class Invoker {
         let backoffMs = READY_BACKOFF_INITIAL_MS;
         for (;;) {
           call.attempts++;
-          const result = await exchange({ id: lane.id, dispatcher: lane.dispatcher, maxResponseBytes: this.#maxResponseBytes }, req, headers, ac.signal, call);
+          const result = await exchange(
+            { id: lane.id, dispatcher: lane.dispatcher, maxResponseBytes: this.#maxResponseBytes },
+            req,
+            headers,
+            ac.signal,
+            call,
+          );
           if (result.kind === 'response') {
             response = result.response;
             return response;
           }
           call.lastConnectError = result.cause;
           const stopped = target.stoppedReason?.();
-          if (stopped !== undefined) throw new AgentError('FAILED_PRECONDITION', `${what}: ${stopped} before accepting the request (request not sent)`);
+          if (stopped !== undefined)
+            throw new AgentError('FAILED_PRECONDITION', `${what}: ${stopped} before accepting the request (request not sent)`);
           await this.#sleep(backoffMs, ac.signal);
           backoffMs = Math.min(backoffMs * 2, READY_BACKOFF_MAX_MS);
         }

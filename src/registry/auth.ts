@@ -183,7 +183,10 @@ export class Authorizer {
     const basicChallenge = challenges.find((c) => c.scheme === 'basic');
     const store = await this.#opts.credentials();
     const creds = store.lookup(registry);
-    this.#opts.log?.debug({ registry, configFile: store.file === '' ? undefined : store.file, hasCredentials: creds !== undefined }, 'registry asks for authentication');
+    this.#opts.log?.debug(
+      { registry, configFile: store.file === '' ? undefined : store.file, hasCredentials: creds !== undefined },
+      'registry asks for authentication',
+    );
     if (bearer) {
       const header = await this.#fetchToken(registry, scope, bearer, creds, signal);
       const now = this.#now();
@@ -197,7 +200,10 @@ export class Authorizer {
       return;
     }
     const schemes = challenges.map((c) => c.scheme).join(', ');
-    throw denied(registry, schemes === '' ? 'answered 401 without a WWW-Authenticate challenge' : `unsupported authentication scheme(s): ${schemes}`);
+    throw denied(
+      registry,
+      schemes === '' ? 'answered 401 without a WWW-Authenticate challenge' : `unsupported authentication scheme(s): ${schemes}`,
+    );
   }
 
   async #fetchToken(
@@ -270,7 +276,10 @@ export class Authorizer {
       this.#opts.log?.debug({ registry, status, username: creds === undefined ? undefined : '[redacted]' }, 'token server refused');
       return creds
         ? denied(registry, `token server refused the credentials configured for ${registry} in DOCKER_CONFIG (HTTP ${status})`)
-        : denied(registry, `authentication required and no credentials for ${registry} in DOCKER_CONFIG (token server answered HTTP ${status})`);
+        : denied(
+            registry,
+            `authentication required and no credentials for ${registry} in DOCKER_CONFIG (token server answered HTTP ${status})`,
+          );
     }
     if (status >= 500 || status === 429) return new AgentError('UNAVAILABLE', `token server of ${registry} failed with HTTP ${status}`);
     return new AgentError('PERMISSION_DENIED', `token server of ${registry} answered HTTP ${status}`);

@@ -21,7 +21,10 @@ export function isSha256Digest(s: string): boolean {
  */
 export function assertSha256Digest(digest: string, what: string): void {
   if (!isSha256Digest(digest)) {
-    throw new AgentError('FAILED_PRECONDITION', `${what}: unsupported or malformed digest ${JSON.stringify(digest)} (only sha256 is supported)`);
+    throw new AgentError(
+      'FAILED_PRECONDITION',
+      `${what}: unsupported or malformed digest ${JSON.stringify(digest)} (only sha256 is supported)`,
+    );
   }
 }
 
@@ -58,7 +61,10 @@ export class DigestVerifier {
   update(chunk: Uint8Array): void {
     this.#size += chunk.byteLength;
     if (this.#size > this.expectedSize) {
-      throw new AgentError('FAILED_PRECONDITION', `${this.#what}: body is larger than the ${this.expectedSize} bytes its descriptor declares`);
+      throw new AgentError(
+        'FAILED_PRECONDITION',
+        `${this.#what}: body is larger than the ${this.expectedSize} bytes its descriptor declares`,
+      );
     }
     this.#hash.update(chunk);
   }

@@ -98,7 +98,11 @@ export class DockerCredentials {
       text = await readFile(file, 'utf8');
     } catch (err) {
       if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return new DockerCredentials(new Map(), file);
-      throw new AgentError('FAILED_PRECONDITION', `cannot read the registry credentials in DOCKER_CONFIG/config.json (${errnoCode(err) ?? 'read failed'})`, { cause: err });
+      throw new AgentError(
+        'FAILED_PRECONDITION',
+        `cannot read the registry credentials in DOCKER_CONFIG/config.json (${errnoCode(err) ?? 'read failed'})`,
+        { cause: err },
+      );
     }
     return DockerCredentials.parse(text, file);
   }

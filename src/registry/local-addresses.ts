@@ -71,6 +71,9 @@ export async function assertNotLocal(hostname: string, what: string): Promise<vo
   }
   const list = localBlockList();
   if (addresses.some((a) => isLocalAddress(a, list))) {
-    throw new AgentError('FAILED_PRECONDITION', `${what}: refused, it leads to a loopback, link-local or host-local address that is not in AGENT_ALLOWED_REGISTRIES`);
+    throw new AgentError(
+      'FAILED_PRECONDITION',
+      `${what}: refused, it leads to a loopback, link-local or host-local address that is not in AGENT_ALLOWED_REGISTRIES`,
+    );
   }
 }

@@ -46,9 +46,16 @@ const SCHEMA1_TYPES: ReadonlySet<string> = new Set([MediaType.dockerSchema1, Med
  * else (e.g. `+encrypted`) would fail inside Diff.Apply with a less clear error.
  */
 export const LAYER_TYPES: ReadonlySet<string> = new Set([
-  MediaType.ociLayer, MediaType.ociLayerGzip, MediaType.ociLayerZstd,
-  MediaType.ociLayerNonDistributable, MediaType.ociLayerNonDistributableGzip, MediaType.ociLayerNonDistributableZstd,
-  MediaType.dockerLayer, MediaType.dockerLayerGzip, MediaType.dockerForeignLayer, MediaType.dockerForeignLayerGzip,
+  MediaType.ociLayer,
+  MediaType.ociLayerGzip,
+  MediaType.ociLayerZstd,
+  MediaType.ociLayerNonDistributable,
+  MediaType.ociLayerNonDistributableGzip,
+  MediaType.ociLayerNonDistributableZstd,
+  MediaType.dockerLayer,
+  MediaType.dockerLayerGzip,
+  MediaType.dockerForeignLayer,
+  MediaType.dockerForeignLayerGzip,
 ]);
 
 /** True for an OCI index or Docker manifest list. */
@@ -136,7 +143,8 @@ export function parseDescriptor(v: unknown, what: string): Descriptor {
   const d = v as Json;
   const { mediaType, digest, size, annotations, platform } = d;
   if (typeof mediaType !== 'string' || mediaType === '') throw bad(what, 'descriptor without mediaType');
-  if (typeof digest !== 'string' || !isSha256Digest(digest)) throw bad(what, `descriptor with unsupported digest ${JSON.stringify(digest)}`);
+  if (typeof digest !== 'string' || !isSha256Digest(digest))
+    throw bad(what, `descriptor with unsupported digest ${JSON.stringify(digest)}`);
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw bad(what, `descriptor ${digest} with invalid size`);
   let plat: Platform | undefined;
   if (platform !== undefined && platform !== null) {
@@ -171,7 +179,10 @@ export function detectManifestType(body: Json, headerType: string | undefined): 
 /** Refuses Docker schema 1 (deprecated in containerd 1.7, removed in 2.x; docs/containerd.md#resolve). */
 export function assertNotSchema1(mediaType: string, ref: string): void {
   if (isSchema1Type(mediaType)) {
-    throw new AgentError('FAILED_PRECONDITION', `image ${ref} uses the Docker schema 1 manifest format (${mediaType}), which is not supported; push it again with a current client (schema 2 or OCI)`);
+    throw new AgentError(
+      'FAILED_PRECONDITION',
+      `image ${ref} uses the Docker schema 1 manifest format (${mediaType}), which is not supported; push it again with a current client (schema 2 or OCI)`,
+    );
   }
 }
 
@@ -208,7 +219,8 @@ export function parseImageConfig(data: Uint8Array, what: string): OciImageConfig
   const c = (cfg ?? {}) as Json;
   const strArray = (k: string): void => {
     const v = c[k];
-    if (v !== undefined && v !== null && !(Array.isArray(v) && v.every((x) => typeof x === 'string'))) throw bad(what, `config.${k} is not a list of strings`);
+    if (v !== undefined && v !== null && !(Array.isArray(v) && v.every((x) => typeof x === 'string')))
+      throw bad(what, `config.${k} is not a list of strings`);
   };
   strArray('Entrypoint');
   strArray('Cmd');

@@ -60,7 +60,10 @@ export function selectManifest(index: ImageIndex, want: Platform, ref: string): 
   const found = index.manifests.find((m) => m.platform !== undefined && platformMatches(m.platform, want));
   if (!found) {
     const have = index.manifests.flatMap((m) => (m.platform ? [formatPlatform(m.platform)] : []));
-    throw new AgentError('NOT_FOUND', `no manifest for ${formatPlatform(normalizePlatform(want))} in ${ref}${have.length > 0 ? ` (it has ${have.join(', ')})` : ''}`);
+    throw new AgentError(
+      'NOT_FOUND',
+      `no manifest for ${formatPlatform(normalizePlatform(want))} in ${ref}${have.length > 0 ? ` (it has ${have.join(', ')})` : ''}`,
+    );
   }
   return found;
 }

@@ -63,7 +63,8 @@ export function parseReference(ref: string): ImageReference {
     digest = rest.slice(at + 1);
     rest = rest.slice(0, at);
     if (!DIGEST_RE.test(digest)) throw invalid(ref, `malformed digest ${JSON.stringify(digest)}`);
-    if (!SHA256_DIGEST_RE.test(digest)) throw invalid(ref, `unsupported digest ${JSON.stringify(digest)} (only sha256 with 64 lower-case hex digits)`);
+    if (!SHA256_DIGEST_RE.test(digest))
+      throw invalid(ref, `unsupported digest ${JSON.stringify(digest)} (only sha256 with 64 lower-case hex digits)`);
   }
   let tag: string | undefined;
   const colon = rest.lastIndexOf(':');

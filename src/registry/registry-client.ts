@@ -21,7 +21,15 @@ import type { Logger } from '../log.js';
 import { Authorizer, bearerError, parseWwwAuthenticate, pullScope, type TokenHttp } from './auth.js';
 import { sha256Digest, verifyBytes } from './digest.js';
 import { DockerCredentials } from './docker-config.js';
-import { MANIFEST_ACCEPT, assertNotSchema1, detectManifestType, isIndexType, isManifestType, parseJsonObject, type Descriptor } from './oci.js';
+import {
+  MANIFEST_ACCEPT,
+  assertNotSchema1,
+  detectManifestType,
+  isIndexType,
+  isManifestType,
+  parseJsonObject,
+  type Descriptor,
+} from './oci.js';
 import { assertNotLocal } from './local-addresses.js';
 import type { ImageReference } from './reference.js';
 import { networkError, readCapped, statusError } from './registry-errors.js';
@@ -90,7 +98,9 @@ function trustedCas(caFile: string | undefined): string[] {
     try {
       cas.push(readFileSync(caFile, 'utf8'));
     } catch (err) {
-      throw new AgentError('FAILED_PRECONDITION', `CONTAINER_REGISTRY_CA_FILE ${caFile} is not readable: ${(err as Error).message}`, { cause: err });
+      throw new AgentError('FAILED_PRECONDITION', `CONTAINER_REGISTRY_CA_FILE ${caFile} is not readable: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
   }
   return cas;
@@ -195,12 +205,21 @@ export class RegistryClient {
   }
 
   /** Resolves by GETting the manifest and hashing it (HEAD refused or incomplete). */
-  async #resolveFromGet(ref: ImageReference, path: string, what: string, notFound: string, signal: AbortSignal): Promise<ResolvedDescriptor> {
+  async #resolveFromGet(
+    ref: ImageReference,
+    path: string,
+    what: string,
+    notFound: string,
+    signal: AbortSignal,
+  ): Promise<ResolvedDescriptor> {
     const get = await this.#request(ref, path, { method: 'GET', headers: { accept: MANIFEST_ACCEPT }, signal, what });
     const body = await this.#body(get, ref, what, notFound, MAX_MANIFEST_BYTES, signal);
     const computed = sha256Digest(body);
     if (ref.digest !== undefined && computed !== ref.digest) {
-      throw new AgentError('FAILED_PRECONDITION', `${what}: registry returned content with digest ${computed}, the reference pins ${ref.digest}`);
+      throw new AgentError(
+        'FAILED_PRECONDITION',
+        `${what}: registry returned content with digest ${computed}, the reference pins ${ref.digest}`,
+      );
     }
     const mediaType = detectManifestType(parseJsonObject(body, `manifest of ${ref.name}`), header(get, 'content-type'));
     assertNotSchema1(mediaType, ref.name);
@@ -216,7 +235,14 @@ export class RegistryClient {
       signal,
       what,
     });
-    const body = await this.#body(res, ref, what, `manifest ${desc.digest} of image ${ref.name} not found in ${ref.registry}`, MAX_MANIFEST_BYTES, signal);
+    const body = await this.#body(
+      res,
+      ref,
+      what,
+      `manifest ${desc.digest} of image ${ref.name} not found in ${ref.registry}`,
+      MAX_MANIFEST_BYTES,
+      signal,
+    );
     verifyBytes(body, desc.digest, desc.size, what);
     return body;
   }
@@ -224,9 +250,22 @@ export class RegistryClient {
   /** Fetches a small blob (an image config) whole and verifies it. */
   async fetchBlobBytes(ref: ImageReference, desc: Descriptor, signal: AbortSignal): Promise<Buffer> {
     const what = `fetch blob ${desc.digest} of ${ref.name}`;
-    if (desc.size > MAX_CONFIG_BYTES) throw new AgentError('FAILED_PRECONDITION', `${what}: ${desc.size} bytes is over the ${MAX_CONFIG_BYTES}-byte limit`);
-    const res = await this.#request(ref, `/v2/${ref.repository}/blobs/${desc.digest}`, { method: 'GET', headers: { accept: `${desc.mediaType}, */*` }, signal, what });
-    const body = await this.#body(res, ref, what, `blob ${desc.digest} of image ${ref.name} not found in ${ref.registry}`, MAX_CONFIG_BYTES, signal);
+    if (desc.size > MAX_CONFIG_BYTES)
+      throw new AgentError('FAILED_PRECONDITION', `${what}: ${desc.size} bytes is over the ${MAX_CONFIG_BYTES}-byte limit`);
+    const res = await this.#request(ref, `/v2/${ref.repository}/blobs/${desc.digest}`, {
+      method: 'GET',
+      headers: { accept: `${desc.mediaType}, */*` },
+      signal,
+      what,
+    });
+    const body = await this.#body(
+      res,
+      ref,
+      what,
+      `blob ${desc.digest} of image ${ref.name} not found in ${ref.registry}`,
+      MAX_CONFIG_BYTES,
+      signal,
+    );
     verifyBytes(body, desc.digest, desc.size, what);
     return body;
   }
@@ -269,7 +308,14 @@ export class RegistryClient {
     await this.#dispatcher.close();
   }
 
-  async #body(res: Dispatcher.ResponseData, ref: ImageReference, what: string, notFound: string, max: number, signal: AbortSignal): Promise<Buffer> {
+  async #body(
+    res: Dispatcher.ResponseData,
+    ref: ImageReference,
+    what: string,
+    notFound: string,
+    max: number,
+    signal: AbortSignal,
+  ): Promise<Buffer> {
     if (res.statusCode !== 200) {
       const body = await readCapped(res.body, 64 * 1024, what).catch(() => undefined);
       throw statusError(res.statusCode, body, ref.registry, what, notFound);
@@ -297,7 +343,7 @@ export class RegistryClient {
     let url = this.baseUrl(ref.registry) + path;
     const origin = new URL(url).origin;
     let freshAuth = false;
-    for (let redirects = 0; ; ) {
+    for (let redirects = 0; ;) {
       const sameOrigin = new URL(url).origin === origin;
       const headers: Headers = { ...init.headers };
       const auth = sameOrigin ? this.#auth.authorization(ref.registry, scope) : undefined;
@@ -310,7 +356,10 @@ export class RegistryClient {
           // A 401 right after fresh credentials or a fresh token is a refusal, not a stale
           // token: stop here instead of looping (docs/containerd.md#registry-auth step 4).
           const why = bearerError(challenges);
-          throw new AgentError('PERMISSION_DENIED', `registry ${ref.registry} denied access to ${ref.name}${why !== undefined ? ` (${why})` : ''}`);
+          throw new AgentError(
+            'PERMISSION_DENIED',
+            `registry ${ref.registry} denied access to ${ref.name}${why !== undefined ? ` (${why})` : ''}`,
+          );
         }
         await this.#auth.handleChallenge(ref.registry, scope, challenges, init.signal);
         freshAuth = true;
@@ -319,7 +368,8 @@ export class RegistryClient {
       const location = header(res, 'location');
       if ([301, 302, 303, 307, 308].includes(res.statusCode) && location !== undefined) {
         await res.body.dump();
-        if (++redirects > MAX_REDIRECTS) throw new AgentError('UNAVAILABLE', `${init.what}: more than ${MAX_REDIRECTS} redirects from ${ref.registry}`);
+        if (++redirects > MAX_REDIRECTS)
+          throw new AgentError('UNAVAILABLE', `${init.what}: more than ${MAX_REDIRECTS} redirects from ${ref.registry}`);
         let target: URL;
         try {
           target = new URL(location, url);

@@ -16,10 +16,26 @@ const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'
  * loopback admin page, a token), so neither messages nor raw bytes go back to the caller.
  */
 export const DISTRIBUTION_ERROR_CODES: ReadonlySet<string> = new Set([
-  'BLOB_UNKNOWN', 'BLOB_UPLOAD_INVALID', 'BLOB_UPLOAD_UNKNOWN', 'DIGEST_INVALID', 'MANIFEST_BLOB_UNKNOWN',
-  'MANIFEST_INVALID', 'MANIFEST_UNKNOWN', 'MANIFEST_UNVERIFIED', 'NAME_INVALID', 'NAME_UNKNOWN', 'SIZE_INVALID',
-  'TAG_INVALID', 'UNAUTHORIZED', 'DENIED', 'UNSUPPORTED', 'TOOMANYREQUESTS', 'UNKNOWN', 'UNAVAILABLE',
-  'RANGE_INVALID', 'PAGINATION_NUMBER_INVALID',
+  'BLOB_UNKNOWN',
+  'BLOB_UPLOAD_INVALID',
+  'BLOB_UPLOAD_UNKNOWN',
+  'DIGEST_INVALID',
+  'MANIFEST_BLOB_UNKNOWN',
+  'MANIFEST_INVALID',
+  'MANIFEST_UNKNOWN',
+  'MANIFEST_UNVERIFIED',
+  'NAME_INVALID',
+  'NAME_UNKNOWN',
+  'SIZE_INVALID',
+  'TAG_INVALID',
+  'UNAUTHORIZED',
+  'DENIED',
+  'UNSUPPORTED',
+  'TOOMANYREQUESTS',
+  'UNKNOWN',
+  'UNAVAILABLE',
+  'RANGE_INVALID',
+  'PAGINATION_NUMBER_INVALID',
 ]);
 
 /** The known codes of a registry's JSON error body (`{"errors":[{"code":...}]}`), at most 3. */
@@ -62,7 +78,8 @@ export function statusError(status: number, body: Buffer | undefined, registry: 
   const codes = registryErrorCodes(body);
   const answer = `HTTP ${status}${codes.length > 0 ? ` ${codes.join(', ')}` : ''}`;
   if (status === 404) return new AgentError('NOT_FOUND', `${notFound} (${answer})`);
-  if (status === 401 || status === 403) return new AgentError('PERMISSION_DENIED', `${what}: registry ${registry} denied access (${answer})`);
+  if (status === 401 || status === 403)
+    return new AgentError('PERMISSION_DENIED', `${what}: registry ${registry} denied access (${answer})`);
   if (status === 429) return new AgentError('UNAVAILABLE', `${what}: registry ${registry} is rate-limiting requests (${answer})`);
   if (status >= 500) return new AgentError('UNAVAILABLE', `${what}: registry ${registry} failed (${answer})`);
   return new AgentError('FAILED_PRECONDITION', `${what}: registry ${registry} answered ${answer}`);

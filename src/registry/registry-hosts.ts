@@ -47,8 +47,10 @@ export function parseHostPattern(raw: string): HostPattern {
   const wildcard = p.startsWith('*.');
   const body = wildcard ? p.slice(2) : p;
   const m = HOST_RE.exec(body);
-  if (!m || (wildcard && body.startsWith('['))) throw new Error(`expected host[:port], *.domain[:port] or *, got ${JSON.stringify(raw.trim())}`);
-  if (m[1] !== undefined && (Number(m[1]) < 1 || Number(m[1]) > 65535)) throw new Error(`port out of range in ${JSON.stringify(raw.trim())}`);
+  if (!m || (wildcard && body.startsWith('[')))
+    throw new Error(`expected host[:port], *.domain[:port] or *, got ${JSON.stringify(raw.trim())}`);
+  if (m[1] !== undefined && (Number(m[1]) < 1 || Number(m[1]) > 65535))
+    throw new Error(`port out of range in ${JSON.stringify(raw.trim())}`);
   const { hostname, port } = splitHost(body);
   return wildcard ? { kind: 'suffix', suffix: `.${hostname}`, port } : { kind: 'exact', hostname: canonicalHostname(hostname), port };
 }
@@ -116,7 +118,10 @@ export class RegistryHosts {
    */
   assertAllowed(registry: string, image: string): void {
     if (!this.isAllowed(registry)) {
-      throw new AgentError('INVALID_ARGUMENT', `image ${image}: registry ${registry} is not in ${ALLOWLIST_VARIABLE}; the agent pulls only from the registries listed there`);
+      throw new AgentError(
+        'INVALID_ARGUMENT',
+        `image ${image}: registry ${registry} is not in ${ALLOWLIST_VARIABLE}; the agent pulls only from the registries listed there`,
+      );
     }
   }
 }

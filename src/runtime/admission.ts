@@ -37,7 +37,11 @@ export class Admission {
   #pendingWorkers = 0;
   #pendingMemoryMb = 0;
 
-  constructor(limits: AdmissionLimits, workers: () => Iterable<Pick<WorkerState, 'status' | 'memoryMb'>>, onRefused?: (limit: AdmissionLimit) => void) {
+  constructor(
+    limits: AdmissionLimits,
+    workers: () => Iterable<Pick<WorkerState, 'status' | 'memoryMb'>>,
+    onRefused?: (limit: AdmissionLimit) => void,
+  ) {
     this.#limits = limits;
     this.#workers = workers;
     this.#onRefused = onRefused;

@@ -55,7 +55,10 @@ export class IdleSweeper {
         await this.#o.runtime.destroy(w.id, { signal: AbortSignal.timeout(DESTROY_TIMEOUT_MS) });
         destroyed.push(w.id);
         this.#o.metrics.idleDestroyed.inc();
-        this.#log.info({ id: w.id, owner: w.ownerId, function: w.functionName, idleSeconds: nowSeconds - w.lastUsedAt }, 'destroyed an idle worker');
+        this.#log.info(
+          { id: w.id, owner: w.ownerId, function: w.functionName, idleSeconds: nowSeconds - w.lastUsedAt },
+          'destroyed an idle worker',
+        );
       } catch (err) {
         this.#log.error({ id: w.id, err: errorText(err) }, 'could not destroy an idle worker; retried at the next sweep');
       }

@@ -42,7 +42,8 @@ export class LastUsedFile {
     try {
       text = await readFile(this.#file, 'utf8');
     } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') this.#log.warn({ err, file: this.#file }, 'cannot read the last-used times; starting from created_at');
+      if (errnoCode(err) !== 'ENOENT')
+        this.#log.warn({ err, file: this.#file }, 'cannot read the last-used times; starting from created_at');
       return new Map();
     }
     try {

@@ -21,9 +21,13 @@ export abstract class TableBackedRuntime {
   protected constructor(deps: { readonly log: Logger; readonly metrics: AgentMetrics; readonly limits: AdmissionLimits }) {
     this.workers = gaugedWorkerTable(deps.metrics);
     this.#log = deps.log;
-    this.#admission = new Admission(deps.limits, () => this.workers.list(), (limit) => {
-      deps.metrics.admissionRefused.inc({ limit });
-    });
+    this.#admission = new Admission(
+      deps.limits,
+      () => this.workers.list(),
+      (limit) => {
+        deps.metrics.admissionRefused.inc({ limit });
+      },
+    );
   }
 
   /**
@@ -62,7 +66,16 @@ export abstract class TableBackedRuntime {
     w: Pick<WorkerState, 'id' | 'functionName' | 'ownerId' | 'createdAt' | 'ipAddress' | 'memoryMb'>,
     reservation: Reservation,
   ): void {
-    this.workers.put({ ...w, name: w.id, status: 'UNKNOWN', lastUsedAt: w.createdAt, port: WORKER_PORT, exitCode: 0, exitTime: 0, oomKills: 0 });
+    this.workers.put({
+      ...w,
+      name: w.id,
+      status: 'UNKNOWN',
+      lastUsedAt: w.createdAt,
+      port: WORKER_PORT,
+      exitCode: 0,
+      exitTime: 0,
+      oomKills: 0,
+    });
     // From here the table counts the worker: the Ensure's own reservation would count it twice.
     reservation.release();
     undo.push('forget worker', () => {

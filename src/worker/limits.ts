@@ -17,7 +17,10 @@ export function memoryMbFor(env: Readonly<Record<string, string>>, defaultMb: nu
   if (raw === undefined) return defaultMb;
   const v = raw.trim();
   if (!/^\d+$/.test(v) || Number(v) < MIN_MEMORY_MB || Number(v) > MAX_MEMORY_MB) {
-    throw new AgentError('INVALID_ARGUMENT', `${MEMORY_ENV} must be a whole number of MiB from ${MIN_MEMORY_MB} to ${MAX_MEMORY_MB}, got ${JSON.stringify(raw)}`);
+    throw new AgentError(
+      'INVALID_ARGUMENT',
+      `${MEMORY_ENV} must be a whole number of MiB from ${MIN_MEMORY_MB} to ${MAX_MEMORY_MB}, got ${JSON.stringify(raw)}`,
+    );
   }
   return Number(v);
 }
@@ -29,8 +32,19 @@ export function memoryMbFor(env: Readonly<Record<string, string>>, defaultMb: nu
  * ping works without it through the kernel's unprivileged ICMP sockets where enabled.
  */
 export const DEFAULT_CAPABILITIES: readonly string[] = [
-  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_SETGID',
-  'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
+  'CAP_CHOWN',
+  'CAP_DAC_OVERRIDE',
+  'CAP_FSETID',
+  'CAP_FOWNER',
+  'CAP_MKNOD',
+  'CAP_SETGID',
+  'CAP_SETUID',
+  'CAP_SETFCAP',
+  'CAP_SETPCAP',
+  'CAP_NET_BIND_SERVICE',
+  'CAP_SYS_CHROOT',
+  'CAP_KILL',
+  'CAP_AUDIT_WRITE',
 ];
 /** Capabilities taken out of containerd's default set (docker's CapDrop uses the same list). */
 export const DROPPED_CAPABILITIES: readonly string[] = ['CAP_NET_RAW'];

@@ -47,7 +47,14 @@ const CAP_SYSCALLS: Readonly<Record<string, readonly string[]>> = {
 };
 
 /** Namespace flags a process without CAP_SYS_ADMIN may not pass to clone(2). */
-const CLONE_NAMESPACE_FLAGS = 0x00020000 /* NEWNS */ | 0x04000000 /* NEWUTS */ | 0x08000000 /* NEWIPC */ | 0x10000000 /* NEWUSER */ | 0x20000000 /* NEWPID */ | 0x40000000 /* NEWNET */ | 0x02000000; /* NEWCGROUP */
+const CLONE_NAMESPACE_FLAGS =
+  0x00020000 /* NEWNS */ |
+  0x04000000 /* NEWUTS */ |
+  0x08000000 /* NEWIPC */ |
+  0x10000000 /* NEWUSER */ |
+  0x20000000 /* NEWPID */ |
+  0x40000000 /* NEWNET */ |
+  0x02000000; /* NEWCGROUP */
 const ENOSYS = 38;
 
 /** personality(2) values glibc and runtimes use (PER_LINUX, UNAME26, PER_LINUX32 ...). */

@@ -59,11 +59,16 @@ export async function startContainerd(): Promise<ContainerdInstance> {
     daemon = startDaemon('containerd', ['--config', path.join(dir, 'config.toml')], path.join(dir, 'containerd.log'));
     const probe = new ContainerdClient({ socket, namespace: 'default' });
     try {
-      await waitFor('containerd to answer', async () => {
-        if (daemon?.child.exitCode !== null) throw new Error(`containerd exited: ${tail(path.join(dir, 'containerd.log'))}`);
-        await probe.getVersion({ deadlineMs: 1000 });
-        return true;
-      }, 20_000, 100);
+      await waitFor(
+        'containerd to answer',
+        async () => {
+          if (daemon?.child.exitCode !== null) throw new Error(`containerd exited: ${tail(path.join(dir, 'containerd.log'))}`);
+          await probe.getVersion({ deadlineMs: 1000 });
+          return true;
+        },
+        20_000,
+        100,
+      );
     } finally {
       probe.close();
     }
@@ -145,10 +150,14 @@ export async function wipeNamespace(c: ContainerdClient): Promise<void> {
   for (const t of tasks.tasks) {
     await c.call('tasks', 'Resume', { container_id: t.id }).catch(ignore);
     await c.call('tasks', 'Kill', { container_id: t.id, signal: 9, all: true }).catch(ignore);
-    await waitFor(`task ${t.id} to stop`, async () => {
-      const g = await c.call('tasks', 'Get', { container_id: t.id });
-      return g.process?.status === 'STOPPED' || g.process?.status === 'CREATED';
-    }, 10_000).catch(ignore);
+    await waitFor(
+      `task ${t.id} to stop`,
+      async () => {
+        const g = await c.call('tasks', 'Get', { container_id: t.id });
+        return g.process?.status === 'STOPPED' || g.process?.status === 'CREATED';
+      },
+      10_000,
+    ).catch(ignore);
     await c.call('tasks', 'Delete', { container_id: t.id }).catch(ignore);
   }
   const containers = await c.call('containers', 'List', { filters: [] });

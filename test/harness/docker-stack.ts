@@ -103,7 +103,15 @@ export async function startDockerStack(opts: DockerStackOptions = {}): Promise<D
       ...opts.env,
     };
     const stack: DockerTestStack = Object.assign(new InProcessAgent(env, logs), {
-      tmp, dockerd, registry, images, envName, idPrefix: `esb-${envName}-`, subnet: dockerd.network.subnet, env, logs,
+      tmp,
+      dockerd,
+      registry,
+      images,
+      envName,
+      idPrefix: `esb-${envName}-`,
+      subnet: dockerd.network.subnet,
+      env,
+      logs,
       leaks: () => findDockerLeaks(dockerd, envName),
       firewallLeftovers: () => firewallLeftovers(dockerd.network.bridge),
       async stop() {

@@ -17,9 +17,20 @@ test('dockerd harness: teardown leaves no dockerd, containerd or shim process, b
   const reg = await startRegistry();
   t.after(() => reg.stop());
   const images = await pushTestImages(reg);
-  const pull = await d.client.request({ method: 'POST', path: '/images/create', query: { fromImage: `${reg.host}/esb-test/worker`, tag: 'v1' }, what: 'pull' });
+  const pull = await d.client.request({
+    method: 'POST',
+    path: '/images/create',
+    query: { fromImage: `${reg.host}/esb-test/worker`, tag: 'v1' },
+    what: 'pull',
+  });
   assert.equal(pull.status, 200, pull.body);
-  await d.client.json({ method: 'POST', path: '/containers/create', query: { name: 'harness-probe' }, body: { Image: images.worker, HostConfig: { NetworkMode: d.network.name } }, what: 'create' });
+  await d.client.json({
+    method: 'POST',
+    path: '/containers/create',
+    query: { name: 'harness-probe' },
+    body: { Image: images.worker, HostConfig: { NetworkMode: d.network.name } },
+    what: 'create',
+  });
   await d.client.json({ method: 'POST', path: '/containers/harness-probe/start', what: 'start' });
   const running = d.processes();
   assert.ok(running.length >= 3, `expected dockerd, containerd and a shim, found pids ${running.join(',')}`);

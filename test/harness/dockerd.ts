@@ -124,11 +124,16 @@ export async function startDockerd(): Promise<DockerdInstance> {
   // (otherwise /etc/docker/key.json) stays in the temp dir.
   writeFileSync(path.join(dir, 'daemon.json'), JSON.stringify({ 'deprecated-key-path': path.join(dir, 'key.json') }));
   const args = [
-    '--config-file', path.join(dir, 'daemon.json'),
-    '--data-root', path.join(dir, 'data'),
-    '--exec-root', path.join(dir, 'exec'),
-    '--pidfile', path.join(dir, 'docker.pid'),
-    '-H', host,
+    '--config-file',
+    path.join(dir, 'daemon.json'),
+    '--data-root',
+    path.join(dir, 'data'),
+    '--exec-root',
+    path.join(dir, 'exec'),
+    '--pidfile',
+    path.join(dir, 'docker.pid'),
+    '-H',
+    host,
     '--bridge=none',
     '--iptables=false',
     '--ip6tables=false',
@@ -143,11 +148,16 @@ export async function startDockerd(): Promise<DockerdInstance> {
   let stopped = false;
   const launch = async (): Promise<void> => {
     daemon = startDaemon('dockerd', args, path.join(dir, 'dockerd.log'));
-    await waitFor('dockerd to answer /_ping', async () => {
-      if (daemon?.child.exitCode !== null) throw new Error(`dockerd exited: ${tail(path.join(dir, 'dockerd.log'))}`);
-      await client.ping(AbortSignal.timeout(1000));
-      return true;
-    }, 30_000, 100);
+    await waitFor(
+      'dockerd to answer /_ping',
+      async () => {
+        if (daemon?.child.exitCode !== null) throw new Error(`dockerd exited: ${tail(path.join(dir, 'dockerd.log'))}`);
+        await client.ping(AbortSignal.timeout(1000));
+        return true;
+      },
+      30_000,
+      100,
+    );
   };
   const running = (): boolean => daemon?.child.exitCode === null && daemon.child.signalCode === null;
 
@@ -155,8 +165,14 @@ export async function startDockerd(): Promise<DockerdInstance> {
     try {
       if (!running()) await launch();
       // A private daemon: everything in it is the test's.
-      const all = await client.json<{ Id: string }[]>({ method: 'GET', path: '/containers/json', query: { all: 1 }, what: 'list containers' });
-      for (const c of all) await client.request({ method: 'DELETE', path: `/containers/${c.Id}`, query: { force: 1, v: 1 }, what: 'remove container' });
+      const all = await client.json<{ Id: string }[]>({
+        method: 'GET',
+        path: '/containers/json',
+        query: { all: 1 },
+        what: 'list containers',
+      });
+      for (const c of all)
+        await client.request({ method: 'DELETE', path: `/containers/${c.Id}`, query: { force: 1, v: 1 }, what: 'remove container' });
       if (network) await client.request({ method: 'DELETE', path: `/networks/${network.id}`, what: 'remove network' });
     } catch (err) {
       console.error('dockerd cleanup through the API failed:', err);
@@ -187,7 +203,9 @@ export async function startDockerd(): Promise<DockerdInstance> {
         }
       }
     }
-    const otherBridges = execFileSync('ip', ['-o', 'link', 'show', 'type', 'bridge'], { encoding: 'utf8' }).split('\n').some((l) => TEST_BRIDGE.test(l));
+    const otherBridges = execFileSync('ip', ['-o', 'link', 'show', 'type', 'bridge'], { encoding: 'utf8' })
+      .split('\n')
+      .some((l) => TEST_BRIDGE.test(l));
     if (!otherBridges && readFileSync(SYSCTL_IP_FORWARD, 'utf8').trim() !== ipForward) writeFileSync(SYSCTL_IP_FORWARD, ipForward);
   };
 
@@ -207,7 +225,11 @@ export async function startDockerd(): Promise<DockerdInstance> {
         CheckDuplicate: true,
         IPAM: { Driver: 'default', Config: [{ Subnet: subnet, Gateway: gateway }] },
         // ICC off: the agent refuses a network whose workers may talk to each other.
-        Options: { 'com.docker.network.bridge.name': bridge, 'com.docker.network.bridge.enable_ip_masquerade': 'false', 'com.docker.network.bridge.enable_icc': 'false' },
+        Options: {
+          'com.docker.network.bridge.name': bridge,
+          'com.docker.network.bridge.enable_ip_masquerade': 'false',
+          'com.docker.network.bridge.enable_icc': 'false',
+        },
         Labels: { 'com.esb.test': tag },
       },
       what: `create network ${name}`,
@@ -254,18 +276,30 @@ export interface DockerLeakReport {
 
 /** What a docker test's workers can leave behind. */
 export async function findDockerLeaks(d: DockerdInstance, envName: string): Promise<DockerLeakReport> {
-  const containers = (await d.client.json<{ Names: string[] }[]>({
+  const containers = (
+    await d.client.json<{ Names: string[] }[]>({
+      method: 'GET',
+      path: '/containers/json',
+      query: { all: 1, filters: JSON.stringify({ label: [`esb_env=${envName}`] }) },
+      what: 'list test containers',
+    })
+  ).map((c) => c.Names[0] ?? '?');
+  const net = await d.client.json<{ Containers: Record<string, { Name: string }> | null }>({
     method: 'GET',
-    path: '/containers/json',
-    query: { all: 1, filters: JSON.stringify({ label: [`esb_env=${envName}`] }) },
-    what: 'list test containers',
-  })).map((c) => c.Names[0] ?? '?');
-  const net = await d.client.json<{ Containers: Record<string, { Name: string }> | null }>({ method: 'GET', path: `/networks/${d.network.id}`, what: 'inspect test network' });
+    path: `/networks/${d.network.id}`,
+    what: 'inspect test network',
+  });
   const endpoints = Object.values(net.Containers ?? {}).map((c) => c.Name);
   let veths: string[] = [];
   try {
-    const out = execFileSync('ip', ['-o', 'link', 'show', 'master', d.network.bridge], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-    veths = out.split('\n').filter((l) => l.trim() !== '').map((l) => l.split(':')[1]?.trim() ?? l);
+    const out = execFileSync('ip', ['-o', 'link', 'show', 'master', d.network.bridge], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    veths = out
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => l.split(':')[1]?.trim() ?? l);
   } catch {
     veths = [];
   }

@@ -26,7 +26,11 @@ function mentions(line: string, chains: readonly string[]): boolean {
 /** Every chain and rule of `bridge`'s firewall still there, as `<tool> <iptables -S line>`. */
 export function firewallLeftovers(bridge: string): string[] {
   const chains = chainsOf(bridge);
-  return TOOLS.flatMap((tool) => listing(tool).filter((l) => mentions(l, chains)).map((l) => `${tool} ${l}`));
+  return TOOLS.flatMap((tool) =>
+    listing(tool)
+      .filter((l) => mentions(l, chains))
+      .map((l) => `${tool} ${l}`),
+  );
 }
 
 /** Removes every jump to `bridge`'s chains and the chains. Safe when there are none. */

@@ -53,11 +53,73 @@ const FIXED_MTIME = new Date('2024-01-01T00:00:00Z');
 const CREATED = '2024-01-01T00:00:00Z';
 const GZIP_LEVEL = 1;
 const APPLETS = [
-  '[', 'awk', 'basename', 'cat', 'chmod', 'cp', 'cut', 'date', 'dd', 'df', 'dirname', 'du', 'echo', 'env', 'false',
-  'find', 'free', 'grep', 'head', 'hostname', 'httpd', 'id', 'ifconfig', 'ip', 'kill', 'killall', 'ln', 'ls', 'mkdir',
-  'mount', 'mv', 'nc', 'nproc', 'nslookup', 'pidof', 'ping', 'printf', 'ps', 'pwd', 'readlink', 'rm', 'rmdir', 'sed',
-  'seq', 'sh', 'sleep', 'sort', 'stat', 'tail', 'tee', 'test', 'timeout', 'top', 'touch', 'tr', 'true', 'uname', 'uniq',
-  'uptime', 'usleep', 'vi', 'wc', 'wget', 'which', 'whoami', 'xargs', 'yes',
+  '[',
+  'awk',
+  'basename',
+  'cat',
+  'chmod',
+  'cp',
+  'cut',
+  'date',
+  'dd',
+  'df',
+  'dirname',
+  'du',
+  'echo',
+  'env',
+  'false',
+  'find',
+  'free',
+  'grep',
+  'head',
+  'hostname',
+  'httpd',
+  'id',
+  'ifconfig',
+  'ip',
+  'kill',
+  'killall',
+  'ln',
+  'ls',
+  'mkdir',
+  'mount',
+  'mv',
+  'nc',
+  'nproc',
+  'nslookup',
+  'pidof',
+  'ping',
+  'printf',
+  'ps',
+  'pwd',
+  'readlink',
+  'rm',
+  'rmdir',
+  'sed',
+  'seq',
+  'sh',
+  'sleep',
+  'sort',
+  'stat',
+  'tail',
+  'tee',
+  'test',
+  'timeout',
+  'top',
+  'touch',
+  'tr',
+  'true',
+  'uname',
+  'uniq',
+  'uptime',
+  'usleep',
+  'vi',
+  'wc',
+  'wget',
+  'which',
+  'whoami',
+  'xargs',
+  'yes',
 ];
 
 /** A content-addressed blob stored in the cache (`path` is absolute). */
@@ -168,7 +230,11 @@ function nodeFiles(): HostFile[] {
 }
 
 function busyboxApplets(): string[] {
-  const have = new Set(execFileSync(BUSYBOX, ['--list'], { encoding: 'utf8' }).split('\n').map((s) => s.trim()));
+  const have = new Set(
+    execFileSync(BUSYBOX, ['--list'], { encoding: 'utf8' })
+      .split('\n')
+      .map((s) => s.trim()),
+  );
   return APPLETS.filter((a) => have.has(a));
 }
 
@@ -285,7 +351,11 @@ async function writeJsonBlob(store: BlobStore, mediaType: string, value: unknown
   return { mediaType, digest, size: data.length, path: file };
 }
 
-const descriptor = (b: BlobRef): { mediaType: string; digest: string; size: number } => ({ mediaType: b.mediaType, digest: b.digest, size: b.size });
+const descriptor = (b: BlobRef): { mediaType: string; digest: string; size: number } => ({
+  mediaType: b.mediaType,
+  digest: b.digest,
+  size: b.size,
+});
 
 interface ImageConfig {
   readonly Env: readonly string[];
@@ -295,7 +365,13 @@ interface ImageConfig {
   readonly ExposedPorts?: Record<string, Record<string, never>>;
 }
 
-async function writeManifest(store: BlobStore, platform: Platform, cfg: ImageConfig, layers: readonly LayerRef[], history: readonly string[]): Promise<ManifestRef> {
+async function writeManifest(
+  store: BlobStore,
+  platform: Platform,
+  cfg: ImageConfig,
+  layers: readonly LayerRef[],
+  history: readonly string[],
+): Promise<ManifestRef> {
   const configJson = {
     created: CREATED,
     architecture: platform.architecture,
@@ -377,10 +453,18 @@ async function build(store: BlobStore, node: readonly HostFile[]): Promise<Omit<
     { type: 'directory', name: 'var/tmp', mode: 0o1777 },
     { type: 'file', name: 'bin/busybox', mode: 0o755, source: BUSYBOX },
     ...applets.map((a): LayerEntry => ({ type: 'symlink', name: `bin/${a}`, linkname: 'busybox' })),
-    { type: 'file', name: 'etc/passwd', mode: 0o644, source: Buffer.from('root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n') },
+    {
+      type: 'file',
+      name: 'etc/passwd',
+      mode: 0o644,
+      source: Buffer.from('root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n'),
+    },
     { type: 'file', name: 'etc/group', mode: 0o644, source: Buffer.from('root:x:0:\nnogroup:x:65534:\nnobody:x:65534:\n') },
   ]);
-  const nodeLayer = await writeLayer(store, node.map((f): LayerEntry => ({ type: 'file', name: f.target, mode: 0o755, source: f.source })));
+  const nodeLayer = await writeLayer(
+    store,
+    node.map((f): LayerEntry => ({ type: 'file', name: f.target, mode: 0o755, source: f.source })),
+  );
   const workerLayer = await writeLayer(store, [
     { type: 'directory', name: 'worker', mode: 0o755 },
     { type: 'file', name: 'worker/worker.mjs', mode: 0o644, source: WORKER_SOURCE },
@@ -394,10 +478,15 @@ async function build(store: BlobStore, node: readonly HostFile[]): Promise<Omit<
     host,
     { Env: [PATH_ENV], Entrypoint: ['/usr/bin/node', '/worker/worker.mjs'], WorkingDir: '/worker', ExposedPorts: { '8080/tcp': {} } },
     [busyboxLayer, nodeLayer, workerLayer],
-    [...bbHistory, `esb build-test-images: node ${process.version} and its shared libraries`, 'esb build-test-images: test/fixtures/worker/worker.mjs'],
+    [
+      ...bbHistory,
+      `esb build-test-images: node ${process.version} and its shared libraries`,
+      'esb build-test-images: test/fixtures/worker/worker.mjs',
+    ],
   );
   // The foreign platform comes first in the index, so a client that takes the first entry fails.
-  const foreign: Platform = host.architecture === 'arm64' ? { architecture: 'amd64', os: 'linux' } : { architecture: 'arm64', os: 'linux', variant: 'v8' };
+  const foreign: Platform =
+    host.architecture === 'arm64' ? { architecture: 'amd64', os: 'linux' } : { architecture: 'arm64', os: 'linux', variant: 'v8' };
   const foreignManifest = await writeManifest(store, foreign, busyboxCfg, [busyboxLayer], bbHistory);
   const entries = [foreignManifest, busyboxManifest];
   const index = await writeIndex(store, entries);

@@ -84,14 +84,21 @@ async function sha256File(file: string, gunzip = false): Promise<string> {
 function digestsOf(images: BuiltImages): Record<string, unknown> {
   const one = (img: BuiltImage): unknown => ({
     digest: img.digest,
-    manifests: img.manifests.map((m) => ({ digest: m.digest, config: m.config.digest, layers: m.layers.map((l) => [l.digest, l.diffId, l.size]) })),
+    manifests: img.manifests.map((m) => ({
+      digest: m.digest,
+      config: m.config.digest,
+      layers: m.layers.map((l) => [l.digest, l.diffId, l.size]),
+    })),
   });
   return { busybox: one(images.busybox), worker: one(images.worker), multiarch: one(images.multiarch) };
 }
 
 async function ctr(ctd: ContainerdInstance, namespace: string, args: readonly string[], timeout = 120_000): Promise<string> {
   try {
-    const { stdout } = await execFileP('ctr', ['--address', ctd.socket, '--namespace', namespace, ...args], { timeout, maxBuffer: 16 * 1024 * 1024 });
+    const { stdout } = await execFileP('ctr', ['--address', ctd.socket, '--namespace', namespace, ...args], {
+      timeout,
+      maxBuffer: 16 * 1024 * 1024,
+    });
     return stdout;
   } catch (err) {
     const e = err as { stderr?: string; message: string };
@@ -158,18 +165,29 @@ test('images build offline and deterministically; the cache answers at once', as
   const nodeLayer = await readTar(worker.layers[1]!.path, true);
   assert.equal(nodeLayer.get('usr/bin/node')?.size, statSync(process.execPath).size);
   assert.equal(nodeLayer.get('lib64/ld-linux-x86-64.so.2')?.type, 'file');
-  assert.ok([...nodeLayer.keys()].some((n) => /^lib\/.*\/libc\.so\.6$/.test(n)), 'libc is in the node layer');
+  assert.ok(
+    [...nodeLayer.keys()].some((n) => /^lib\/.*\/libc\.so\.6$/.test(n)),
+    'libc is in the node layer',
+  );
   const wl = await readTar(worker.layers[2]!.path, true);
   assert.deepEqual(wl.get('worker/worker.mjs')?.data, readFileSync(WORKER_SOURCE));
   for (const f of [...bb.values(), ...nodeLayer.values(), ...wl.values()]) assert.ok(f.type !== 'file' || f.size >= 0);
 
   // Configs.
-  const cfg = JSON.parse(readFileSync(worker.config.path, 'utf8')) as { architecture: string; os: string; config: Record<string, unknown>; rootfs: { diff_ids: string[] } };
+  const cfg = JSON.parse(readFileSync(worker.config.path, 'utf8')) as {
+    architecture: string;
+    os: string;
+    config: Record<string, unknown>;
+    rootfs: { diff_ids: string[] };
+  };
   assert.deepEqual(cfg.config['Entrypoint'], ['/usr/bin/node', '/worker/worker.mjs']);
   assert.deepEqual(cfg.config['ExposedPorts'], { '8080/tcp': {} });
   assert.equal(cfg.config['WorkingDir'], '/worker');
   assert.ok((cfg.config['Env'] as string[]).some((e) => e.startsWith('PATH=')));
-  assert.deepEqual(cfg.rootfs.diff_ids, worker.layers.map((l) => l.diffId));
+  assert.deepEqual(
+    cfg.rootfs.diff_ids,
+    worker.layers.map((l) => l.diffId),
+  );
   assert.equal(cfg.os, 'linux');
   const bbCfg = JSON.parse(readFileSync(a.busybox.manifests[0]!.config.path, 'utf8')) as { config: Record<string, unknown> };
   assert.deepEqual(bbCfg.config['Cmd'], ['/bin/sh']);
@@ -178,7 +196,13 @@ test('images build offline and deterministically; the cache answers at once', as
   assert.equal(a.multiarch.kind, 'index');
   assert.equal(a.multiarch.mediaType, MEDIA_TYPES.index);
   const index = JSON.parse(readFileSync(a.multiarch.path, 'utf8')) as { manifests: { digest: string; platform: Record<string, string> }[] };
-  assert.deepEqual(index.manifests.map((m) => m.platform), [{ architecture: 'arm64', os: 'linux', variant: 'v8' }, { architecture: 'amd64', os: 'linux' }]);
+  assert.deepEqual(
+    index.manifests.map((m) => m.platform),
+    [
+      { architecture: 'arm64', os: 'linux', variant: 'v8' },
+      { architecture: 'amd64', os: 'linux' },
+    ],
+  );
   assert.equal(index.manifests[1]!.digest, a.busybox.digest);
   assert.equal(manifestFor(a.multiarch).digest, a.busybox.digest);
   const armCfg = JSON.parse(readFileSync(a.multiarch.manifests[0]!.config.path, 'utf8')) as { architecture: string; variant: string };
@@ -194,7 +218,11 @@ test('push to a registry and read the manifests back', async (t) => {
   assert.equal(pushed.busybox, `${reg.host}/esb-test/busybox:v1`);
   assert.equal(pushed.multiarch, `${reg.host}/esb-test/multiarch:v1`);
 
-  for (const [name, img] of [['worker', pushed.images.worker], ['busybox', pushed.images.busybox], ['multiarch', pushed.images.multiarch]] as const) {
+  for (const [name, img] of [
+    ['worker', pushed.images.worker],
+    ['busybox', pushed.images.busybox],
+    ['multiarch', pushed.images.multiarch],
+  ] as const) {
     const repo: RegistryRepo = new RegistryRepo(reg.url, `esb-test/${name}`);
     const m: FetchedManifest = await repo.getManifest('v1');
     assert.equal(m.digest, img.digest, name);
@@ -203,8 +231,13 @@ test('push to a registry and read the manifests back', async (t) => {
     assert.equal(pushed.digests[name], img.digest);
   }
   const idx = await new RegistryRepo(reg.url, 'esb-test/multiarch').getManifest('v1');
-  const platforms = (idx.json as { manifests: { digest: string; platform: { architecture: string; variant?: string } }[] }).manifests.map((m) => m.platform);
-  assert.deepEqual(platforms.map((p) => `${p.architecture}${p.variant ? '/' + p.variant : ''}`), ['arm64/v8', 'amd64']);
+  const platforms = (idx.json as { manifests: { digest: string; platform: { architecture: string; variant?: string } }[] }).manifests.map(
+    (m) => m.platform,
+  );
+  assert.deepEqual(
+    platforms.map((p) => `${p.architecture}${p.variant ? '/' + p.variant : ''}`),
+    ['arm64/v8', 'amd64'],
+  );
   assert.equal(pushed.digests.multiarchHost, pushed.images.busybox.digest);
   for (const child of pushed.images.multiarch.manifests) {
     const m = await new RegistryRepo(reg.url, 'esb-test/multiarch').getManifest(child.digest);
@@ -241,16 +274,22 @@ test('token auth: anonymous and wrong passwords are refused, the right user push
   await probe.body?.cancel();
 
   await assert.rejects(pushImage(reg.url, images.busybox, 'esb-test/busybox', 'v1'), (err: RegistryError) => err.status === 401);
-  await assert.rejects(pushImage(reg.url, images.busybox, 'esb-test/busybox', 'v1', { username: 'alice', password: 'wrong' }), (err: RegistryError) => {
-    return err.status === 401 && err.message.includes('token request');
-  });
+  await assert.rejects(
+    pushImage(reg.url, images.busybox, 'esb-test/busybox', 'v1', { username: 'alice', password: 'wrong' }),
+    (err: RegistryError) => {
+      return err.status === 401 && err.message.includes('token request');
+    },
+  );
   const pushed = await pushTestImages(reg, { auth: { username: 'alice', password: 's3cret' } });
   assert.equal(pushed.digests.busybox, images.busybox.digest);
   const bobPush = await pushImage(reg.url, images.busybox, 'esb-test/bob', 'v1', { username: 'bob', password: 'pa:ss w0rd' });
   assert.equal(bobPush.digest, images.busybox.digest);
 
   // Pull: anonymous refused, alice reads it.
-  await assert.rejects(new RegistryRepo(reg.url, 'esb-test/worker', undefined, 'pull').getManifest('v1'), (err: RegistryError) => err.status === 401);
+  await assert.rejects(
+    new RegistryRepo(reg.url, 'esb-test/worker', undefined, 'pull').getManifest('v1'),
+    (err: RegistryError) => err.status === 401,
+  );
   const got = await new RegistryRepo(reg.url, 'esb-test/worker', { username: 'alice', password: 's3cret' }, 'pull').getManifest('v1');
   assert.equal(got.digest, images.worker.digest);
 
@@ -259,10 +298,19 @@ test('token auth: anonymous and wrong passwords are refused, the right user push
   const anon = (await (await fetch(`${ts.realm}?service=${ts.service}&scope=${encodeURIComponent(scope)}`)).json()) as { token: string };
   const anonClaims = JSON.parse(Buffer.from(anon.token.split('.')[1]!, 'base64url').toString()) as { access: unknown[] };
   assert.deepEqual(anonClaims.access, []);
-  const bad = await fetch(`${ts.realm}?service=${ts.service}&scope=${encodeURIComponent(scope)}`, { headers: { Authorization: `Basic ${Buffer.from('alice:nope').toString('base64')}` } });
+  const bad = await fetch(`${ts.realm}?service=${ts.service}&scope=${encodeURIComponent(scope)}`, {
+    headers: { Authorization: `Basic ${Buffer.from('alice:nope').toString('base64')}` },
+  });
   assert.equal(bad.status, 401);
   await bad.body?.cancel();
-  const form = new URLSearchParams({ grant_type: 'password', username: 'alice', password: 's3cret', service: ts.service, scope, client_id: 'esb-test' });
+  const form = new URLSearchParams({
+    grant_type: 'password',
+    username: 'alice',
+    password: 's3cret',
+    service: ts.service,
+    scope,
+    client_id: 'esb-test',
+  });
   const post = await fetch(ts.realm, { method: 'POST', body: form });
   assert.equal(post.status, 200);
   const postBody = (await post.json()) as { access_token: string; expires_in: number; issued_at: string };
@@ -280,7 +328,10 @@ test('token auth: anonymous and wrong passwords are refused, the right user push
   // The POSTed token works as a ready Bearer token; an anonymous one does not.
   const viaBearer = await new RegistryRepo(reg.url, 'esb-test/worker', { bearer: postBody.access_token }).getManifest('v1');
   assert.equal(viaBearer.digest, images.worker.digest);
-  await assert.rejects(new RegistryRepo(reg.url, 'esb-test/worker', { bearer: anon.token }).getManifest('v1'), (err: RegistryError) => err.status === 401);
+  await assert.rejects(
+    new RegistryRepo(reg.url, 'esb-test/worker', { bearer: anon.token }).getManifest('v1'),
+    (err: RegistryError) => err.status === 401,
+  );
   const badPost = await fetch(ts.realm, { method: 'POST', body: new URLSearchParams({ ...Object.fromEntries(form), password: 'nope' }) });
   assert.equal(badPost.status, 401);
   await badPost.body?.cancel();
@@ -307,7 +358,10 @@ test('htpasswd auth: anonymous and wrong passwords are refused, the right user p
   await probe.body?.cancel();
 
   await assert.rejects(pushImage(reg.url, images.busybox, 'esb-test/busybox', 'v1'), (err: RegistryError) => err.status === 401);
-  await assert.rejects(pushImage(reg.url, images.busybox, 'esb-test/busybox', 'v1', { username: 'carol', password: 'wrong' }), (err: RegistryError) => err.status === 401);
+  await assert.rejects(
+    pushImage(reg.url, images.busybox, 'esb-test/busybox', 'v1', { username: 'carol', password: 'wrong' }),
+    (err: RegistryError) => err.status === 401,
+  );
   const pushed = await pushTestImages(reg, { auth: { username: 'carol', password: 'c4rol-pw' } });
   assert.equal(pushed.digests.worker, images.worker.digest);
   await assert.rejects(new RegistryRepo(reg.url, 'esb-test/worker').getManifest('v1'), (err: RegistryError) => err.status === 401);
@@ -329,7 +383,9 @@ test('archives: OCI layout and docker save layouts carry the right files', async
   await writeOciArchive(images.multiarch, oci, { refName: 'v1', imageName: 'esb-test/multiarch:v1' });
   const ociFiles = await readTar(oci, false);
   assert.deepEqual(JSON.parse(ociFiles.get('oci-layout')?.data?.toString() ?? '{}'), { imageLayoutVersion: '1.0.0' });
-  const ociIndex = JSON.parse(ociFiles.get('index.json')?.data?.toString() ?? '{}') as { manifests: { digest: string; mediaType: string; annotations: Record<string, string> }[] };
+  const ociIndex = JSON.parse(ociFiles.get('index.json')?.data?.toString() ?? '{}') as {
+    manifests: { digest: string; mediaType: string; annotations: Record<string, string> }[];
+  };
   assert.equal(ociIndex.manifests[0]?.digest, images.multiarch.digest);
   assert.equal(ociIndex.manifests[0].mediaType, MEDIA_TYPES.index);
   assert.equal(ociIndex.manifests[0].annotations['org.opencontainers.image.ref.name'], 'v1');
@@ -342,8 +398,18 @@ test('archives: OCI layout and docker save layouts carry the right files', async
   const modern = path.join(dir, 'docker-blobs.tar');
   await writeDockerArchive(images.worker, modern, { repoTags: ['esb-test/worker:v1'], withOciIndex: true });
   const modernFiles = await readTar(modern, false);
-  const mj = JSON.parse(modernFiles.get('manifest.json')?.data?.toString() ?? '[]') as { Config: string; RepoTags: string[]; Layers: string[] }[];
-  assert.deepEqual(mj, [{ Config: `blobs/sha256/${hex(m.config.digest)}`, RepoTags: ['esb-test/worker:v1'], Layers: m.layers.map((l) => `blobs/sha256/${hex(l.digest)}`) }]);
+  const mj = JSON.parse(modernFiles.get('manifest.json')?.data?.toString() ?? '[]') as {
+    Config: string;
+    RepoTags: string[];
+    Layers: string[];
+  }[];
+  assert.deepEqual(mj, [
+    {
+      Config: `blobs/sha256/${hex(m.config.digest)}`,
+      RepoTags: ['esb-test/worker:v1'],
+      Layers: m.layers.map((l) => `blobs/sha256/${hex(l.digest)}`),
+    },
+  ]);
   assert.ok(modernFiles.has('index.json') && modernFiles.has('oci-layout') && modernFiles.has(`blobs/sha256/${hex(m.digest)}`));
 
   const legacy = path.join(dir, 'docker-legacy.tar');
@@ -387,16 +453,37 @@ test('containerd pulls, imports and runs the images (ctr)', async (t) => {
 
   // Run the worker with host networking on a loopback port and invoke it.
   const port = await freePort();
-  await ctr(ctd, ns, ['run', '-d', '--net-host', '--env', 'HOST=127.0.0.1', '--env', `PORT=${port}`, '--env', 'MARK=ctr', pushed.worker, 'esb-images-worker']);
+  await ctr(ctd, ns, [
+    'run',
+    '-d',
+    '--net-host',
+    '--env',
+    'HOST=127.0.0.1',
+    '--env',
+    `PORT=${port}`,
+    '--env',
+    'MARK=ctr',
+    pushed.worker,
+    'esb-images-worker',
+  ]);
   const url = `http://127.0.0.1:${port}/2015-03-31/functions/function/invocations`;
-  await waitFor('worker in the container', async () => {
-    const r = await fetch(`http://127.0.0.1:${port}/`);
-    await r.body?.cancel();
-    return r.status === 404;
-  }, 30_000, 100);
+  await waitFor(
+    'worker in the container',
+    async () => {
+      const r = await fetch(`http://127.0.0.1:${port}/`);
+      await r.body?.cancel();
+      return r.status === 404;
+    },
+    30_000,
+    100,
+  );
   const echo = await fetch(url, { method: 'POST', body: '{"action":"echo","x":1}', headers: { 'Content-Type': 'application/json' } });
   assert.equal(await echo.text(), '{"action":"echo","x":1}');
-  const st = (await (await fetch(url, { method: 'POST', body: '{"action":"stats"}' })).json()) as { pid: number; env: Record<string, string>; deliveries: number };
+  const st = (await (await fetch(url, { method: 'POST', body: '{"action":"stats"}' })).json()) as {
+    pid: number;
+    env: Record<string, string>;
+    deliveries: number;
+  };
   assert.equal(st.pid, 1, 'node is PID 1 in its own pid namespace');
   assert.equal(st.env['MARK'], 'ctr');
   assert.match(st.env['PATH'] ?? '', /\/usr\/bin/);
@@ -408,9 +495,25 @@ test('containerd pulls, imports and runs the images (ctr)', async (t) => {
 
   // Import archives and run busybox from each.
   const archives: [string, () => Promise<void>, string][] = [
-    ['oci.tar', () => writeOciArchive(pushed.images.busybox, path.join(dir, 'oci.tar'), { imageName: 'esb-test/imported-oci:v1', refName: 'v1' }), 'esb-test/imported-oci:v1'],
-    ['docker.tar', () => writeDockerArchive(pushed.images.busybox, path.join(dir, 'docker.tar'), { repoTags: ['esb-test/imported-docker:v1'] }), 'docker.io/esb-test/imported-docker:v1'],
-    ['legacy.tar', () => writeDockerArchive(pushed.images.multiarch, path.join(dir, 'legacy.tar'), { repoTags: ['esb-test/imported-legacy:v1'], layout: 'legacy' }), 'docker.io/esb-test/imported-legacy:v1'],
+    [
+      'oci.tar',
+      () => writeOciArchive(pushed.images.busybox, path.join(dir, 'oci.tar'), { imageName: 'esb-test/imported-oci:v1', refName: 'v1' }),
+      'esb-test/imported-oci:v1',
+    ],
+    [
+      'docker.tar',
+      () => writeDockerArchive(pushed.images.busybox, path.join(dir, 'docker.tar'), { repoTags: ['esb-test/imported-docker:v1'] }),
+      'docker.io/esb-test/imported-docker:v1',
+    ],
+    [
+      'legacy.tar',
+      () =>
+        writeDockerArchive(pushed.images.multiarch, path.join(dir, 'legacy.tar'), {
+          repoTags: ['esb-test/imported-legacy:v1'],
+          layout: 'legacy',
+        }),
+      'docker.io/esb-test/imported-legacy:v1',
+    ],
   ];
   for (const [file, write, name] of archives) {
     await write();
@@ -428,5 +531,8 @@ test('containerd pulls, imports and runs the images (ctr)', async (t) => {
   const tpushed = await pushTestImages(treg, { auth: { username: 'alice', password: 's3cret' } });
   await assert.rejects(ctr(ctd, ns, ['images', 'pull', '--plain-http', tpushed.busybox], 60_000));
   await ctr(ctd, ns, ['images', 'pull', '--plain-http', '--user', 'alice:s3cret', tpushed.busybox]);
-  assert.ok(ts.requests.some((r) => r.method === 'POST' && r.user === 'alice' && r.status === 200 && r.clientId !== undefined), JSON.stringify(ts.requests));
+  assert.ok(
+    ts.requests.some((r) => r.method === 'POST' && r.user === 'alice' && r.status === 200 && r.clientId !== undefined),
+    JSON.stringify(ts.requests),
+  );
 });

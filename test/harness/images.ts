@@ -163,7 +163,10 @@ export class RegistryRepo {
   /** PUT a manifest or index under a tag or its digest. */
   async putManifest(blob: BlobRef, reference: string): Promise<string> {
     const data = await readFile(blob.path);
-    const res = await this.fetch('PUT', `/v2/${this.repo}/manifests/${reference}`, { headers: { 'Content-Type': blob.mediaType }, body: data });
+    const res = await this.fetch('PUT', `/v2/${this.repo}/manifests/${reference}`, {
+      headers: { 'Content-Type': blob.mediaType },
+      body: data,
+    });
     const body = await res.text();
     if (res.status !== 201) throw new RegistryError(`PUT manifest ${this.repo}:${reference}`, res.status, body);
     const digest = res.headers.get('docker-content-digest') ?? blob.digest;
@@ -210,11 +213,22 @@ export interface PushResult {
  * Pushes a built image (manifest or index) as `<repo>:<tag>`: blobs not yet present (HEAD) by
  * monolithic upload, child manifests of an index by digest, then the top manifest by tag.
  */
-export async function pushImage(registryUrl: string, image: BuiltImage, repo: string, tag: string, auth?: RegistryCredentials): Promise<PushResult> {
+export async function pushImage(
+  registryUrl: string,
+  image: BuiltImage,
+  repo: string,
+  tag: string,
+  auth?: RegistryCredentials,
+): Promise<PushResult> {
   const r = new RegistryRepo(registryUrl, repo, auth);
   const uploaded: string[] = [];
   const skipped: string[] = [];
-  const manifestTypes = new Set<string>([MEDIA_TYPES.manifest, MEDIA_TYPES.index, MEDIA_TYPES.dockerManifest, MEDIA_TYPES.dockerManifestList]);
+  const manifestTypes = new Set<string>([
+    MEDIA_TYPES.manifest,
+    MEDIA_TYPES.index,
+    MEDIA_TYPES.dockerManifest,
+    MEDIA_TYPES.dockerManifestList,
+  ]);
   for (const blob of imageBlobs(image)) {
     if (blob.digest === image.digest) continue;
     if (manifestTypes.has(blob.mediaType)) {
@@ -263,7 +277,10 @@ export interface PushedTestImages {
 }
 
 /** Builds (cached) and pushes worker, busybox and multiarch to a registry. */
-export async function pushTestImages(registry: { readonly url: string; readonly host: string }, opts: PushTestImagesOptions = {}): Promise<PushedTestImages> {
+export async function pushTestImages(
+  registry: { readonly url: string; readonly host: string },
+  opts: PushTestImagesOptions = {},
+): Promise<PushedTestImages> {
   const images = opts.images ?? (await buildTestImages(opts.imagesDir));
   const prefix = opts.prefix ?? 'esb-test';
   const tag = opts.tag ?? 'v1';
@@ -291,7 +308,9 @@ export async function pushTestImages(registry: { readonly url: string; readonly 
 
 const TAR_MTIME = new Date('2024-01-01T00:00:00Z');
 
-type ArchiveEntry = { readonly name: string; readonly data: Buffer } | { readonly name: string; readonly file: string; readonly size: number; readonly gunzip?: boolean };
+type ArchiveEntry =
+  | { readonly name: string; readonly data: Buffer }
+  | { readonly name: string; readonly file: string; readonly size: number; readonly gunzip?: boolean };
 
 async function writeTar(outPath: string, entries: readonly ArchiveEntry[]): Promise<void> {
   const pack = tar.pack();
@@ -362,7 +381,9 @@ export async function writeOciArchive(image: BuiltImage, outPath: string, opts: 
   const index = {
     schemaVersion: 2,
     mediaType: MEDIA_TYPES.index,
-    manifests: [{ mediaType: image.mediaType, digest: image.digest, size: image.size, ...(Object.keys(annotations).length ? { annotations } : {}) }],
+    manifests: [
+      { mediaType: image.mediaType, digest: image.digest, size: image.size, ...(Object.keys(annotations).length ? { annotations } : {}) },
+    ],
   };
   const meta: ArchiveEntry[] = [
     { name: 'oci-layout', data: Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })) },
@@ -420,13 +441,23 @@ export async function writeDockerArchive(image: BuiltImage, outPath: string, opt
           mediaType: m.mediaType,
           digest: m.digest,
           size: m.size,
-          ...(opts.repoTags[0] ? { annotations: { 'io.containerd.image.name': opts.repoTags[0], 'org.opencontainers.image.ref.name': opts.repoTags[0].split(':').pop() ?? '' } } : {}),
+          ...(opts.repoTags[0]
+            ? {
+                annotations: {
+                  'io.containerd.image.name': opts.repoTags[0],
+                  'org.opencontainers.image.ref.name': opts.repoTags[0].split(':').pop() ?? '',
+                },
+              }
+            : {}),
         },
       ],
     };
     meta.push({ name: 'oci-layout', data: Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })) });
     meta.push({ name: 'index.json', data: Buffer.from(JSON.stringify(index)) });
   }
-  meta.push({ name: 'manifest.json', data: Buffer.from(JSON.stringify([{ Config: configName, RepoTags: opts.repoTags, Layers: layerNames }])) });
+  meta.push({
+    name: 'manifest.json',
+    data: Buffer.from(JSON.stringify([{ Config: configName, RepoTags: opts.repoTags, Layers: layerNames }])),
+  });
   await writeTar(outPath, opts.metadataFirst ? [...meta, ...blobs] : [...blobs, ...meta]);
 }

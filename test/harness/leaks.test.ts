@@ -25,7 +25,15 @@ beforeEach(async () => {
   fake = await FakeContainerd.start();
   client = new ContainerdClient({ socket: fake.socket, namespace: 'esb-leakcheck' });
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'esb-leakcheck-'));
-  scope = { client, snapshotter: SNAPSHOTTER, idPrefix: PREFIX, bridge: 'esb-no-such-br0', netDir: path.join(tmp, 'ipam'), networkName: 'esb-net', stateDir: path.join(tmp, 'state') };
+  scope = {
+    client,
+    snapshotter: SNAPSHOTTER,
+    idPrefix: PREFIX,
+    bridge: 'esb-no-such-br0',
+    netDir: path.join(tmp, 'ipam'),
+    networkName: 'esb-net',
+    stateDir: path.join(tmp, 'state'),
+  };
 });
 
 afterEach(async () => {
@@ -42,7 +50,18 @@ test('a clean scope has no leaks; committed image layers do not count', async ()
 
 test('each kind of debris it can see without root is reported, and counted', async () => {
   const id = `${PREFIX}fn-00000001`;
-  fake.containers.set(id, { id, labels: {}, image: '', runtime: null, spec: null, snapshotter: SNAPSHOTTER, snapshot_key: id, created_at: { seconds: '0', nanos: 0 }, updated_at: { seconds: '0', nanos: 0 }, extensions: {} });
+  fake.containers.set(id, {
+    id,
+    labels: {},
+    image: '',
+    runtime: null,
+    spec: null,
+    snapshotter: SNAPSHOTTER,
+    snapshot_key: id,
+    created_at: { seconds: '0', nanos: 0 },
+    updated_at: { seconds: '0', nanos: 0 },
+    extensions: {},
+  });
   fake.putTask(id, 'RUNNING');
   fake.snapshots.set(`${SNAPSHOTTER}/${id}`, { key: id, parent: '', kind: 'ACTIVE', labels: {} });
   fake.leases.set('lease-1', { id: 'lease-1', labels: {}, resources: [] });

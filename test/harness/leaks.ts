@@ -56,7 +56,10 @@ export async function findLeaks(s: LeakScope): Promise<LeakReport> {
   let veths: string[] = [];
   try {
     const out = execFileSync('ip', ['-o', 'link', 'show', 'master', s.bridge], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-    veths = out.split('\n').filter((l) => l.trim() !== '').map((l) => l.split(':')[1]?.trim() ?? l);
+    veths = out
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => l.split(':')[1]?.trim() ?? l);
   } catch {
     veths = []; // no bridge yet: nothing attached
   }

@@ -61,11 +61,16 @@ export async function startRegistry(auth?: RegistryAuth): Promise<RegistryInstan
   let stopped = false;
   const launch = async (): Promise<void> => {
     daemon = startDaemon('docker-registry', ['serve', path.join(dir, 'config.yml')], path.join(dir, 'registry.log'));
-    await waitFor('registry to answer', async () => {
-      if (daemon?.child.exitCode !== null) throw new Error('docker-registry exited; see ' + path.join(dir, 'registry.log'));
-      const res = await fetch(`${url}/v2/`);
-      return res.status === 200 || res.status === 401;
-    }, 15_000, 50);
+    await waitFor(
+      'registry to answer',
+      async () => {
+        if (daemon?.child.exitCode !== null) throw new Error('docker-registry exited; see ' + path.join(dir, 'registry.log'));
+        const res = await fetch(`${url}/v2/`);
+        return res.status === 200 || res.status === 401;
+      },
+      15_000,
+      50,
+    );
   };
   await launch();
   return {

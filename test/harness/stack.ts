@@ -96,7 +96,14 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
   const confFile = path.join(confDir, `10-${networkName}.conflist`);
   const gatewayIp = subnet.replace(/0\/24$/, '1');
   mkdirSync(confDir, { recursive: true });
-  writeFileSync(confFile, JSON.stringify(defaultConflist({ name: networkName, subnet, bridge, gatewayIp, dnsServer: gatewayIp, netDir }, { ipMasq: false }), null, 2));
+  writeFileSync(
+    confFile,
+    JSON.stringify(
+      defaultConflist({ name: networkName, subnet, bridge, gatewayIp, dnsServer: gatewayIp, netDir }, { ipMasq: false }),
+      null,
+      2,
+    ),
+  );
 
   const cleanups: (() => Promise<void> | void)[] = [];
   let ctd: ContainerdInstance | undefined;
@@ -173,7 +180,23 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
       containerd.close();
     });
     const stack: TestStack = Object.assign(new InProcessAgent(env, logs), {
-      tmp, ctd, registry, images, envName, idPrefix: `esb-${envName}-`, namespace, bridge, subnet, networkName, netDir, stateDir, confFile, env, logs, containerd, snapshotter,
+      tmp,
+      ctd,
+      registry,
+      images,
+      envName,
+      idPrefix: `esb-${envName}-`,
+      namespace,
+      bridge,
+      subnet,
+      networkName,
+      netDir,
+      stateDir,
+      confFile,
+      env,
+      logs,
+      containerd,
+      snapshotter,
       firewallLeftovers: () => firewallLeftovers(bridge),
       leaks: () => findLeaks({ client: containerd, snapshotter, idPrefix: `esb-${envName}-`, bridge, netDir, networkName, stateDir }),
       async stop() {

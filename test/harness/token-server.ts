@@ -80,7 +80,11 @@ export function parseScope(scope: string): TokenScope | undefined {
   const first = scope.indexOf(':');
   const last = scope.lastIndexOf(':');
   if (first <= 0 || last === first) return undefined;
-  const actions = scope.slice(last + 1).split(',').map((a) => a.trim()).filter((a) => a !== '');
+  const actions = scope
+    .slice(last + 1)
+    .split(',')
+    .map((a) => a.trim())
+    .filter((a) => a !== '');
   return { type: scope.slice(0, first), name: scope.slice(first + 1, last), actions };
 }
 
@@ -116,7 +120,8 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
   const service = opts.service ?? 'esb-test-registry';
   const issuer = opts.issuer ?? 'esb-test-token-issuer';
   const lifetime = opts.expiresIn ?? 300;
-  const authorize = opts.authorize ?? ((user: string | undefined, scope: TokenScope): readonly string[] => (user === undefined ? [] : scope.actions));
+  const authorize =
+    opts.authorize ?? ((user: string | undefined, scope: TokenScope): readonly string[] => (user === undefined ? [] : scope.actions));
   const dir = mkdtempSync(path.join(os.tmpdir(), 'esb-token-'));
   let server: http.Server | undefined;
   let stopped = false;
@@ -140,7 +145,23 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
     const certPath = path.join(dir, 'signer.crt');
     execFileSync(
       'openssl',
-      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyPath, '-out', certPath, '-days', '2', '-subj', '/CN=esb-test-token-signer'],
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        keyPath,
+        '-out',
+        certPath,
+        '-days',
+        '2',
+        '-subj',
+        '/CN=esb-test-token-signer',
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     const key: KeyObject = createPrivateKey(readFileSync(keyPath));
@@ -210,7 +231,12 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
           const password = colon >= 0 ? decoded.slice(colon + 1) : '';
           if (!m || colon < 0 || !passwordMatches(opts.users[name], password)) {
             record({ ...base, user: undefined, triedUser: name || undefined, status: 401, granted: [] });
-            send(res, 401, { errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password' }] }, { 'WWW-Authenticate': 'Basic realm="esb-test-token"' });
+            send(
+              res,
+              401,
+              { errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password' }] },
+              { 'WWW-Authenticate': 'Basic realm="esb-test-token"' },
+            );
             return;
           }
           user = name;
@@ -314,7 +340,9 @@ export function bcryptHash(password: string, cost = 5): string {
     encoding: 'utf8',
   });
   if (hash.length !== 60 || !hash.startsWith(salt)) {
-    throw new Error(`crypt(3) did not produce a bcrypt hash (got ${JSON.stringify(hash.slice(0, 10))}); libxcrypt with bcrypt support is needed`);
+    throw new Error(
+      `crypt(3) did not produce a bcrypt hash (got ${JSON.stringify(hash.slice(0, 10))}); libxcrypt with bcrypt support is needed`,
+    );
   }
   return hash;
 }
@@ -323,7 +351,8 @@ export function bcryptHash(password: string, cost = 5): string {
 export function makeHtpasswd(dir: string, users: Readonly<Record<string, string>>): string {
   const file = path.join(dir, 'htpasswd');
   const lines = Object.entries(users).map(([name, password]) => {
-    if (name.includes(':') || name.includes('\n') || password.includes('\n')) throw new Error(`unusable htpasswd user ${JSON.stringify(name)}`);
+    if (name.includes(':') || name.includes('\n') || password.includes('\n'))
+      throw new Error(`unusable htpasswd user ${JSON.stringify(name)}`);
     return `${name}:${bcryptHash(password)}`;
   });
   writeFileSync(file, lines.join('\n') + '\n', { mode: 0o600 });

@@ -85,7 +85,14 @@ async function writeLayer(dir: string, entries: readonly UserImageEntry[]): Prom
   const digest = `sha256:${gz.hash.digest('hex')}`;
   const file = path.join(dir, digest.slice('sha256:'.length));
   await rename(tmp, file);
-  return { mediaType: MEDIA_TYPES.layerGzip, digest, size: gz.bytes, path: file, diffId: `sha256:${raw.hash.digest('hex')}`, uncompressedSize: raw.bytes };
+  return {
+    mediaType: MEDIA_TYPES.layerGzip,
+    digest,
+    size: gz.bytes,
+    path: file,
+    diffId: `sha256:${raw.hash.digest('hex')}`,
+    uncompressedSize: raw.bytes,
+  };
 }
 
 async function writeJson(dir: string, mediaType: string, value: unknown): Promise<BlobRef> {
@@ -124,7 +131,12 @@ export async function buildUserImage(worker: BuiltImage, spec: UserImageSpec, di
 }
 
 /** Builds and pushes `spec` as `<registry host>/esb-test/<name>:v1`; returns that reference. */
-export async function pushUserImage(registry: { readonly url: string; readonly host: string }, worker: BuiltImage, spec: UserImageSpec, dir: string): Promise<string> {
+export async function pushUserImage(
+  registry: { readonly url: string; readonly host: string },
+  worker: BuiltImage,
+  spec: UserImageSpec,
+  dir: string,
+): Promise<string> {
   const image = await buildUserImage(worker, spec, path.join(dir, spec.name));
   await pushImage(registry.url, image, `esb-test/${spec.name}`, 'v1');
   return `${registry.host}/esb-test/${spec.name}:v1`;

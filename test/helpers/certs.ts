@@ -42,19 +42,61 @@ function openssl(dir: string, args: readonly string[]): void {
 
 function makeCa(dir: string, name: string, cn: string): void {
   openssl(dir, [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '2', '-subj', `/CN=${cn}`,
-    '-addext', 'basicConstraints=critical,CA:TRUE',
-    '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.crt`,
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${cn}`,
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
   ]);
 }
 
 function makeLeaf(dir: string, name: string, ca: string, cn: string, extensions: string): CertPair {
   writeFileSync(path.join(dir, `${name}.ext`), extensions);
-  openssl(dir, ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`]);
   openssl(dir, [
-    'x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.crt`, '-CAkey', `${ca}.key`, '-CAcreateserial',
-    '-out', `${name}.crt`, '-days', '2', '-extfile', `${name}.ext`,
+    'req',
+    '-new',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.csr`,
+    '-subj',
+    `/CN=${cn}`,
+  ]);
+  openssl(dir, [
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    `${ca}.crt`,
+    '-CAkey',
+    `${ca}.key`,
+    '-CAcreateserial',
+    '-out',
+    `${name}.crt`,
+    '-days',
+    '2',
+    '-extfile',
+    `${name}.ext`,
   ]);
   const certPath = path.join(dir, `${name}.crt`);
   const keyPath = path.join(dir, `${name}.key`);
@@ -70,13 +112,19 @@ export function createTestCerts(): TestCerts {
   try {
     makeCa(dir, 'ca', 'esb-test-ca');
     makeCa(dir, 'rogue-ca', 'esb-rogue-ca');
-    const server = makeLeaf(dir, 'server', 'ca', 'localhost', [
-      'basicConstraints=CA:FALSE',
-      'keyUsage=critical,digitalSignature',
-      'extendedKeyUsage=serverAuth',
-      'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      '',
-    ].join('\n'));
+    const server = makeLeaf(
+      dir,
+      'server',
+      'ca',
+      'localhost',
+      [
+        'basicConstraints=CA:FALSE',
+        'keyUsage=critical,digitalSignature',
+        'extendedKeyUsage=serverAuth',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+        '',
+      ].join('\n'),
+    );
     const clientExt = ['basicConstraints=CA:FALSE', 'keyUsage=critical,digitalSignature', 'extendedKeyUsage=clientAuth', ''].join('\n');
     const client = makeLeaf(dir, 'client', 'ca', 'esb-gateway', clientExt);
     const uriClient = makeLeaf(dir, 'uri-client', 'ca', 'esb-gateway-uri', `${clientExt}subjectAltName=URI:spiffe://esb.test/gateway\n`);

@@ -18,7 +18,9 @@ import { CONTAINERD_PROTO_DIR } from '../../src/paths.js';
 import { PROTO_LOADER_OPTIONS } from '../../src/proto-options.js';
 
 const API = 'github.com/containerd/containerd/api';
-const PROTOS = ['containers', 'content', 'events', 'images', 'leases', 'snapshots', 'tasks', 'version'].map((s) => `${API}/services/${s}/v1/${s}.proto`);
+const PROTOS = ['containers', 'content', 'events', 'images', 'leases', 'snapshots', 'tasks', 'version'].map(
+  (s) => `${API}/services/${s}/v1/${s}.proto`,
+);
 PROTOS.push(`${API}/services/namespaces/v1/namespace.proto`);
 
 type Obj = Record<string, unknown>;
@@ -154,7 +156,14 @@ export class FakeContainerd {
    */
   addImage(name: string, snapshotter: string, config: Obj = {}): string {
     const diffId = sha256(`layer of ${name}`);
-    const cfg = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Cmd: ['/bin/worker'], ...config }, rootfs: { type: 'layers', diff_ids: [diffId] } }));
+    const cfg = Buffer.from(
+      JSON.stringify({
+        architecture: 'amd64',
+        os: 'linux',
+        config: { Cmd: ['/bin/worker'], ...config },
+        rootfs: { type: 'layers', diff_ids: [diffId] },
+      }),
+    );
     const cfgDesc = { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(cfg), size: cfg.length };
     const manifest = Buffer.from(
       JSON.stringify({
@@ -169,7 +178,12 @@ export class FakeContainerd {
     this.images.set(name, {
       name,
       labels: {},
-      target: { media_type: 'application/vnd.oci.image.manifest.v1+json', digest: sha256(manifest), size: String(manifest.length), annotations: {} },
+      target: {
+        media_type: 'application/vnd.oci.image.manifest.v1+json',
+        digest: sha256(manifest),
+        size: String(manifest.length),
+        annotations: {},
+      },
       created_at: now(),
       updated_at: now(),
     });
@@ -206,7 +220,13 @@ export class FakeContainerd {
         wrapped[method] = ((call: grpc.ServerUnaryCall<Obj, Obj>, cb: grpc.sendUnaryData<Obj>) => {
           const key = `${group}.${method}`;
           const r = call.request;
-          const id = r['id'] ?? r['container_id'] ?? r['key'] ?? r['name'] ?? (r['container'] as Obj | undefined)?.['id'] ?? (r['image'] as Obj | undefined)?.['name'];
+          const id =
+            r['id'] ??
+            r['container_id'] ??
+            r['key'] ??
+            r['name'] ??
+            (r['container'] as Obj | undefined)?.['id'] ??
+            (r['image'] as Obj | undefined)?.['name'];
           this.calls.push(typeof id === 'string' ? `${key} ${id}` : key);
           const failure = this.#failures.get(key);
           if (failure) {
@@ -230,7 +250,11 @@ export class FakeContainerd {
       l.resources.push(resource);
     };
 
-    add('version', 'Version', { Version: (_c, cb) => { cb(null, { version: 'v1.7.0-fake', revision: 'fake' }); } });
+    add('version', 'Version', {
+      Version: (_c, cb) => {
+        cb(null, { version: 'v1.7.0-fake', revision: 'fake' });
+      },
+    });
 
     add('namespaces', 'Namespaces', {
       Create: (c, cb) => {
@@ -318,8 +342,12 @@ export class FakeContainerd {
         t.status = 'RUNNING';
         cb(null, { pid: t.pid });
       },
-      Get: (c, cb) => { cb(null, { process: processOf(task(c.request['container_id'] as string)) }); },
-      List: (_c, cb) => { cb(null, { tasks: [...this.tasks.values()].map(processOf) }); },
+      Get: (c, cb) => {
+        cb(null, { process: processOf(task(c.request['container_id'] as string)) });
+      },
+      List: (_c, cb) => {
+        cb(null, { tasks: [...this.tasks.values()].map(processOf) });
+      },
       Kill: (c, cb) => {
         const t = task(c.request['container_id'] as string);
         if (t.status === 'STOPPED') throw notFound(`process already finished`);
@@ -341,15 +369,25 @@ export class FakeContainerd {
       },
       Delete: (c, cb) => {
         const t = task(c.request['container_id'] as string);
-        if (t.status === 'RUNNING' || t.status === 'PAUSED') throw err(grpc.status.FAILED_PRECONDITION, `task ${t.id} must be stopped before deletion`);
+        if (t.status === 'RUNNING' || t.status === 'PAUSED')
+          throw err(grpc.status.FAILED_PRECONDITION, `task ${t.id} must be stopped before deletion`);
         this.tasks.delete(t.id);
         cb(null, { id: t.id, pid: t.pid, exit_status: t.exit_status });
       },
-      Metrics: (_c, cb) => { cb(null, { metrics: [] }); },
+      Metrics: (_c, cb) => {
+        cb(null, { metrics: [] });
+      },
     });
 
     const snapKey = (r: Obj): string => `${String(r['snapshotter'])}/${String(r['key'])}`;
-    const mountsOf = (key: string): Obj[] => [{ type: 'bind', source: path.join(this.dir, 'snapshots', key.replace(/[^A-Za-z0-9_.-]/g, '_')), target: '', options: ['rbind', 'rw'] }];
+    const mountsOf = (key: string): Obj[] => [
+      {
+        type: 'bind',
+        source: path.join(this.dir, 'snapshots', key.replace(/[^A-Za-z0-9_.-]/g, '_')),
+        target: '',
+        options: ['rbind', 'rw'],
+      },
+    ];
     const snapshotList = ((st: grpc.ServerWritableStream<Obj, Obj>) => {
       const snapshotter = String(st.request['snapshotter']);
       this.calls.push('snapshots.List');
@@ -359,35 +397,46 @@ export class FakeContainerd {
       st.write({ info });
       st.end();
     }) as grpc.UntypedHandleCall;
-    add('snapshots', 'Snapshots', {
-      Prepare: (c, cb) => {
-        const r = c.request;
-        const k = snapKey(r);
-        if (this.snapshots.has(k)) throw exists(`snapshot ${String(r['key'])}`);
-        const parent = (r['parent'] as string | undefined) ?? '';
-        if (parent !== '' && !this.snapshots.has(`${String(r['snapshotter'])}/${parent}`)) throw notFound(`parent snapshot ${parent}`);
-        lease(c, `snapshots/${String(r['key'])}`);
-        this.snapshots.set(k, { key: r['key'] as string, parent, kind: 'ACTIVE', labels: { ...(r['labels'] as Record<string, string> | undefined) } });
-        cb(null, { mounts: mountsOf(r['key'] as string) });
+    add(
+      'snapshots',
+      'Snapshots',
+      {
+        Prepare: (c, cb) => {
+          const r = c.request;
+          const k = snapKey(r);
+          if (this.snapshots.has(k)) throw exists(`snapshot ${String(r['key'])}`);
+          const parent = (r['parent'] as string | undefined) ?? '';
+          if (parent !== '' && !this.snapshots.has(`${String(r['snapshotter'])}/${parent}`)) throw notFound(`parent snapshot ${parent}`);
+          lease(c, `snapshots/${String(r['key'])}`);
+          this.snapshots.set(k, {
+            key: r['key'] as string,
+            parent,
+            kind: 'ACTIVE',
+            labels: { ...(r['labels'] as Record<string, string> | undefined) },
+          });
+          cb(null, { mounts: mountsOf(r['key'] as string) });
+        },
+        Mounts: (c, cb) => {
+          if (!this.snapshots.has(snapKey(c.request))) throw notFound(`snapshot ${String(c.request['key'])}`);
+          cb(null, { mounts: mountsOf(c.request['key'] as string) });
+        },
+        Stat: (c, cb) => {
+          const s = this.snapshots.get(snapKey(c.request));
+          if (!s) throw notFound(`snapshot ${String(c.request['key'])}`);
+          cb(null, { info: { name: s.key, parent: s.parent, kind: s.kind, labels: s.labels, created_at: now(), updated_at: now() } });
+        },
+        Remove: (c, cb) => {
+          const k = snapKey(c.request);
+          if (!this.snapshots.has(k)) throw notFound(`snapshot ${String(c.request['key'])}`);
+          const key = c.request['key'] as string;
+          if ([...this.snapshots.values()].some((s) => s.parent === key))
+            throw err(grpc.status.FAILED_PRECONDITION, `snapshot ${key} has children`);
+          this.snapshots.delete(k);
+          cb(null, {});
+        },
       },
-      Mounts: (c, cb) => {
-        if (!this.snapshots.has(snapKey(c.request))) throw notFound(`snapshot ${String(c.request['key'])}`);
-        cb(null, { mounts: mountsOf(c.request['key'] as string) });
-      },
-      Stat: (c, cb) => {
-        const s = this.snapshots.get(snapKey(c.request));
-        if (!s) throw notFound(`snapshot ${String(c.request['key'])}`);
-        cb(null, { info: { name: s.key, parent: s.parent, kind: s.kind, labels: s.labels, created_at: now(), updated_at: now() } });
-      },
-      Remove: (c, cb) => {
-        const k = snapKey(c.request);
-        if (!this.snapshots.has(k)) throw notFound(`snapshot ${String(c.request['key'])}`);
-        const key = c.request['key'] as string;
-        if ([...this.snapshots.values()].some((s) => s.parent === key)) throw err(grpc.status.FAILED_PRECONDITION, `snapshot ${key} has children`);
-        this.snapshots.delete(k);
-        cb(null, {});
-      },
-    }, { List: snapshotList });
+      { List: snapshotList },
+    );
 
     add('leases', 'Leases', {
       Create: (c, cb) => {
@@ -402,7 +451,9 @@ export class FakeContainerd {
         if (!this.leases.delete(id)) throw notFound(`lease ${id}`);
         cb(null, {});
       },
-      List: (_c, cb) => { cb(null, { leases: [...this.leases.values()].map((l) => ({ id: l.id, labels: l.labels, created_at: now() })) }); },
+      List: (_c, cb) => {
+        cb(null, { leases: [...this.leases.values()].map((l) => ({ id: l.id, labels: l.labels, created_at: now() })) });
+      },
       AddResource: (c, cb) => {
         const l = this.leases.get(c.request['id'] as string);
         if (!l) throw notFound(`lease ${String(c.request['id'])}`);
@@ -443,7 +494,6 @@ export class FakeContainerd {
       }) as grpc.UntypedHandleCall,
     };
     this.#server.addService(svc('content', 'Content'), contentImpl);
-
 
     this.#server.addService(svc('events', 'Events'), {
       Subscribe: ((s: grpc.ServerWritableStream<Obj, Obj>) => {

@@ -37,19 +37,18 @@ export function agentClient(address: string, creds: grpc.ChannelCredentials): Ag
 }
 
 export type AgentMethod =
-  | 'EnsureContainer'
-  | 'DestroyContainer'
-  | 'PauseContainer'
-  | 'ResumeContainer'
-  | 'ListContainers'
-  | 'GetContainerMetrics'
-  | 'InvokeWorker';
+  'EnsureContainer' | 'DestroyContainer' | 'PauseContainer' | 'ResumeContainer' | 'ListContainers' | 'GetContainerMetrics' | 'InvokeWorker';
 
 type Callback = (err: grpc.ServiceError | null, res?: unknown) => void;
 type UnaryFn = (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback) => grpc.ClientUnaryCall;
 
 /** Calls a unary method; resolves with the reply, rejects with the grpc ServiceError. */
-export function unaryCall<Res = Record<string, unknown>>(client: grpc.Client, method: string, req: object, opts: { deadlineMs?: number } = {}): Promise<Res> {
+export function unaryCall<Res = Record<string, unknown>>(
+  client: grpc.Client,
+  method: string,
+  req: object,
+  opts: { deadlineMs?: number } = {},
+): Promise<Res> {
   const fn = (client as unknown as Record<string, UnaryFn | undefined>)[method];
   if (fn === undefined) throw new Error(`no method ${method}`);
   const callOpts: grpc.CallOptions = opts.deadlineMs === undefined ? {} : { deadline: Date.now() + opts.deadlineMs };
@@ -62,7 +61,12 @@ export function unaryCall<Res = Record<string, unknown>>(client: grpc.Client, me
 }
 
 /** Calls a unary method that must fail; resolves with its `{ code, details }`. */
-export async function callError(client: grpc.Client, method: string, req: object, opts: { deadlineMs?: number } = {}): Promise<{ code: grpc.status; name: string; details: string }> {
+export async function callError(
+  client: grpc.Client,
+  method: string,
+  req: object,
+  opts: { deadlineMs?: number } = {},
+): Promise<{ code: grpc.status; name: string; details: string }> {
   try {
     const res = await unaryCall(client, method, req, opts);
     throw new Error(`${method} succeeded unexpectedly: ${JSON.stringify(res)}`);
@@ -93,7 +97,10 @@ export async function checkHealth(client: grpc.Client, service: string, deadline
 }
 
 /** Health.Watch for `service`: every status the server sends, and the stream for cancel(). */
-export function watchHealth(client: grpc.Client, service: string): { statuses: string[]; stream: grpc.ClientReadableStream<unknown>; ended: Promise<void> } {
+export function watchHealth(
+  client: grpc.Client,
+  service: string,
+): { statuses: string[]; stream: grpc.ClientReadableStream<unknown>; ended: Promise<void> } {
   const fn = (client as unknown as Record<string, (req: unknown) => grpc.ClientReadableStream<{ status: string }>>)['Watch']!;
   const stream = fn.call(client, { service });
   const statuses: string[] = [];
@@ -130,7 +137,9 @@ interface ReflectionResponse {
 
 /** Asks the server for its service list over the reflection stream; rejects with the stream's error. */
 export function listServices(client: grpc.Client, deadlineMs = 5000): Promise<string[]> {
-  const fn = (client as unknown as Record<string, (md: grpc.Metadata, opts: grpc.CallOptions) => grpc.ClientDuplexStream<object, ReflectionResponse>>)['ServerReflectionInfo']!;
+  const fn = (
+    client as unknown as Record<string, (md: grpc.Metadata, opts: grpc.CallOptions) => grpc.ClientDuplexStream<object, ReflectionResponse>>
+  )['ServerReflectionInfo']!;
   return new Promise((resolve, reject) => {
     const stream = fn.call(client, new grpc.Metadata(), { deadline: Date.now() + deadlineMs });
     stream.on('data', (res: ReflectionResponse) => {

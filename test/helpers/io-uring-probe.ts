@@ -8,23 +8,60 @@
 const ENTRY = 0x400078;
 
 const CODE = Buffer.from([
-  0x48, 0x81, 0xec, 0x00, 0x01, 0x00, 0x00, // sub rsp, 256
-  0x48, 0x89, 0xe7, //                         mov rdi, rsp
-  0x31, 0xc0, //                               xor eax, eax
-  0xb9, 0x00, 0x01, 0x00, 0x00, //             mov ecx, 256
-  0xf3, 0xaa, //                               rep stosb        (zero the params)
-  0xbf, 0x01, 0x00, 0x00, 0x00, //             mov edi, 1       (entries)
-  0x48, 0x89, 0xe6, //                         mov rsi, rsp     (params)
-  0xb8, 0xa9, 0x01, 0x00, 0x00, //             mov eax, 425     (io_uring_setup)
-  0x0f, 0x05, //                               syscall
-  0x48, 0x85, 0xc0, //                         test rax, rax
-  0x78, 0x04, //                               js err
-  0x31, 0xff, //                               xor edi, edi     (success: exit 0)
-  0xeb, 0x04, //                               jmp exit
-  0x89, 0xc7, //                          err: mov edi, eax
-  0xf7, 0xdf, //                               neg edi          (exit code = errno)
-  0xb8, 0x3c, 0x00, 0x00, 0x00, //       exit: mov eax, 60
-  0x0f, 0x05, //                               syscall
+  0x48,
+  0x81,
+  0xec,
+  0x00,
+  0x01,
+  0x00,
+  0x00, // sub rsp, 256
+  0x48,
+  0x89,
+  0xe7, //                         mov rdi, rsp
+  0x31,
+  0xc0, //                               xor eax, eax
+  0xb9,
+  0x00,
+  0x01,
+  0x00,
+  0x00, //             mov ecx, 256
+  0xf3,
+  0xaa, //                               rep stosb        (zero the params)
+  0xbf,
+  0x01,
+  0x00,
+  0x00,
+  0x00, //             mov edi, 1       (entries)
+  0x48,
+  0x89,
+  0xe6, //                         mov rsi, rsp     (params)
+  0xb8,
+  0xa9,
+  0x01,
+  0x00,
+  0x00, //             mov eax, 425     (io_uring_setup)
+  0x0f,
+  0x05, //                               syscall
+  0x48,
+  0x85,
+  0xc0, //                         test rax, rax
+  0x78,
+  0x04, //                               js err
+  0x31,
+  0xff, //                               xor edi, edi     (success: exit 0)
+  0xeb,
+  0x04, //                               jmp exit
+  0x89,
+  0xc7, //                          err: mov edi, eax
+  0xf7,
+  0xdf, //                               neg edi          (exit code = errno)
+  0xb8,
+  0x3c,
+  0x00,
+  0x00,
+  0x00, //       exit: mov eax, 60
+  0x0f,
+  0x05, //                               syscall
 ]);
 
 /** The probe as an ELF executable (x86-64 only). */

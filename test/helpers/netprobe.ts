@@ -53,7 +53,11 @@ Promise.all(targets.map(one)).then((r) => process.stdout.write(JSON.stringify(r)
  * process, whose event loop must keep turning while the probe waits.
  */
 export async function probeFrom(pid: number, targets: readonly Target[], timeoutMs = 3000): Promise<{ result: ProbeResult; ms: number }[]> {
-  const { stdout } = await execFileP('nsenter', ['-t', String(pid), '-n', process.execPath, '-e', PROBE_SCRIPT, JSON.stringify(targets), String(timeoutMs)], { encoding: 'utf8', timeout: timeoutMs + 15_000 });
+  const { stdout } = await execFileP(
+    'nsenter',
+    ['-t', String(pid), '-n', process.execPath, '-e', PROBE_SCRIPT, JSON.stringify(targets), String(timeoutMs)],
+    { encoding: 'utf8', timeout: timeoutMs + 15_000 },
+  );
   return JSON.parse(stdout) as { result: ProbeResult; ms: number }[];
 }
 
@@ -71,7 +75,9 @@ export function probeFromHost(target: Target, timeoutMs = 3000): Promise<ProbeRe
         s.close();
         resolve('connected');
       });
-      s.connect(target.port, target.host, () => { s.send('ping'); });
+      s.connect(target.port, target.host, () => {
+        s.send('ping');
+      });
       return;
     }
     const s = net.connect({ host: target.host, port: target.port });
@@ -104,21 +110,35 @@ export async function tcpListener(host: string, port = 0): Promise<{ port: numbe
   });
   return {
     port: (server.address() as net.AddressInfo).port,
-    close: () => new Promise<void>((resolve) => server.close(() => { resolve(); })),
+    close: () =>
+      new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      ),
   };
 }
 
 /** A UDP socket answering every datagram. */
 export async function udpEcho(host: string, port: number): Promise<{ close: () => Promise<void> }> {
   const s = dgram.createSocket('udp4');
-  s.on('message', (msg, rinfo) => { s.send(msg, rinfo.port, rinfo.address); });
+  s.on('message', (msg, rinfo) => {
+    s.send(msg, rinfo.port, rinfo.address);
+  });
   await new Promise<void>((resolve, reject) => {
     s.once('error', reject);
     s.bind(port, host, () => {
       resolve();
     });
   });
-  return { close: () => new Promise<void>((resolve) => s.close(() => { resolve(); })) };
+  return {
+    close: () =>
+      new Promise<void>((resolve) =>
+        s.close(() => {
+          resolve();
+        }),
+      ),
+  };
 }
 
 function ip(...args: string[]): void {
@@ -157,7 +177,13 @@ export function hostAddress(tag: string, address: string): { address: string; re
  * link-local `local`; a TCP listener on remote:port inside it; and a route back to
  * `workerSubnet` so that a worker's connection would be answered if nothing refused it.
  */
-export async function linkLocalPeer(tag: string, local: string, remote: string, port: number, workerSubnet: string): Promise<{ remove: () => void }> {
+export async function linkLocalPeer(
+  tag: string,
+  local: string,
+  remote: string,
+  port: number,
+  workerSubnet: string,
+): Promise<{ remove: () => void }> {
   const ns = `esbll${tag}`;
   const a = `esbla${tag}`;
   const b = `esblb${tag}`;
@@ -179,9 +205,22 @@ export async function linkLocalPeer(tag: string, local: string, remote: string, 
     ip('-n', ns, 'link', 'set', b, 'up');
     ip('-n', ns, 'route', 'add', `${local}/32`, 'dev', b);
     ip('-n', ns, 'route', 'add', workerSubnet, 'via', local, 'dev', b, 'onlink');
-    listener = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', `require('node:net').createServer((s) => { s.on('error', () => {}); s.end('ok'); }).listen(${port}, '${remote}', () => console.log('listening'))`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    listener = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        ns,
+        process.execPath,
+        '-e',
+        `require('node:net').createServer((s) => { s.on('error', () => {}); s.end('ok'); }).listen(${port}, '${remote}', () => console.log('listening'))`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => { reject(new Error('link-local listener did not start')); }, 10_000);
+      const timer = setTimeout(() => {
+        reject(new Error('link-local listener did not start'));
+      }, 10_000);
       listener?.stdout?.once('data', () => {
         clearTimeout(timer);
         resolve();

@@ -22,7 +22,16 @@ import { startContainerd, type ContainerdInstance } from '../harness/containerd.
 import { runCleanups } from '../harness/cleanups.js';
 import { firewallCleanup } from '../harness/firewall.js';
 import { createTestCerts, type CertPair, type TestCerts } from '../helpers/certs.js';
-import { agentClient, callError, checkHealth, healthClient, tlsCredentials, unaryCall, watchHealth, type AgentMethod } from '../helpers/grpc.js';
+import {
+  agentClient,
+  callError,
+  checkHealth,
+  healthClient,
+  tlsCredentials,
+  unaryCall,
+  watchHealth,
+  type AgentMethod,
+} from '../helpers/grpc.js';
 import { LogCapture } from '../helpers/logs.js';
 
 const OWNER = 'access-test';
@@ -136,13 +145,19 @@ describe('listen addresses and client allowlist', () => {
     const res = await fetch(`http://127.0.0.1:${agent.metricsPort}/metrics`);
     assert.equal(res.status, 200);
     assert.match(await res.text(), /esb_agent_grpc_in_flight/);
-    assert.deepEqual(warnings(logs), ['gRPC is plaintext (AGENT_GRPC_TLS_DISABLED=1) on loopback 127.0.0.1: any local process can run containers as root on this host']);
+    assert.deepEqual(warnings(logs), [
+      'gRPC is plaintext (AGENT_GRPC_TLS_DISABLED=1) on loopback 127.0.0.1: any local process can run containers as root on this host',
+    ]);
     assert.equal(logs.find('esb-agent serving')[0]?.['grpcAddress'], '127.0.0.1');
     await agent.stop();
   });
 
   test('TLS off, AGENT_GRPC_ADDRESS names a host address: reachable there, not on loopback; exactly one warning naming the risk', async (t) => {
-    const { agent, logs } = await start('exposed', { AGENT_GRPC_TLS_DISABLED: '1', AGENT_GRPC_ADDRESS: hostIp, AGENT_METRICS_ADDRESS: hostIp });
+    const { agent, logs } = await start('exposed', {
+      AGENT_GRPC_TLS_DISABLED: '1',
+      AGENT_GRPC_ADDRESS: hostIp,
+      AGENT_METRICS_ADDRESS: hostIp,
+    });
     const remote = agentClient(`${hostIp}:${agent.grpcPort}`, grpc.credentials.createInsecure());
     t.after(() => {
       remote.close();
@@ -152,12 +167,21 @@ describe('listen addresses and client allowlist', () => {
     assert.equal((await fetch(`http://${hostIp}:${agent.metricsPort}/metrics`)).status, 200);
     const warned = warnings(logs);
     assert.equal(warned.length, 1, warned.join('\n'));
-    assert.match(warned[0]!, new RegExp(`plaintext .* on ${hostIp.replace(/\./g, '\\.')}, which is not loopback \\(AGENT_GRPC_ADDRESS\\): anyone who can reach this port can run containers as root`));
+    assert.match(
+      warned[0]!,
+      new RegExp(
+        `plaintext .* on ${hostIp.replace(/\./g, '\\.')}, which is not loopback \\(AGENT_GRPC_ADDRESS\\): anyone who can reach this port can run containers as root`,
+      ),
+    );
     await agent.stop();
   });
 
   test('mTLS without AGENT_GRPC_ALLOWED_CLIENTS: any certificate of the CA works, with one start-up warning', async (t) => {
-    const { agent, logs } = await start('open', { AGENT_GRPC_CERT_PATH: certs.server.certPath, AGENT_GRPC_KEY_PATH: certs.server.keyPath, AGENT_GRPC_CA_CERT_PATH: certs.caPath });
+    const { agent, logs } = await start('open', {
+      AGENT_GRPC_CERT_PATH: certs.server.certPath,
+      AGENT_GRPC_KEY_PATH: certs.server.keyPath,
+      AGENT_GRPC_CA_CERT_PATH: certs.caPath,
+    });
     const c = agentClient(`localhost:${agent.grpcPort}`, tlsCredentials(certs, certs.otherClient));
     t.after(() => {
       c.close();
@@ -219,7 +243,11 @@ describe('listen addresses and client allowlist', () => {
       assert.equal(refusals[0]!['client'], 'DNS:other.esb.test');
       const metrics = await (await fetch(`http://127.0.0.1:${agent.metricsPort}/metrics`)).text();
       assert.match(metrics, /^esb_agent_grpc_refused_total\{reason="client_not_allowed"\} 9$/m);
-      assert.equal(logs.lines.filter((l) => l['msg'] === 'rpc').length, 2, 'refused calls never reach a handler (only the two allowed Lists did)');
+      assert.equal(
+        logs.lines.filter((l) => l['msg'] === 'rpc').length,
+        2,
+        'refused calls never reach a handler (only the two allowed Lists did)',
+      );
     });
   });
 });

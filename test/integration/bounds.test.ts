@@ -97,7 +97,12 @@ describe('bounds: invoke queue, in-flight cap, RSS', () => {
     port = await freePort();
     metricsPort = await freePort();
     const env = { ...stack.env, PORT: String(port), AGENT_METRICS_PORT: String(metricsPort), AGENT_LOG_LEVEL: 'info', ...extra };
-    daemon = startDaemon(process.execPath, ['--import', 'tsx', path.join(PROJECT_ROOT, 'src/main.ts')], path.join(stack.tmp, `${name}.log`), env);
+    daemon = startDaemon(
+      process.execPath,
+      ['--import', 'tsx', path.join(PROJECT_ROOT, 'src/main.ts')],
+      path.join(stack.tmp, `${name}.log`),
+      env,
+    );
     const d = daemon;
     await waitFor('the child agent to serve', () => readFileSync(d.logPath, 'utf8').includes('"esb-agent serving"'), 60_000);
   }
@@ -124,10 +129,28 @@ describe('bounds: invoke queue, in-flight cap, RSS', () => {
 
   test(`${INVOKES} concurrent InvokeWorker on one worker, AGENT_INVOKE_MAX_QUEUE=${MAX_QUEUE}: the excess is refused at once, nothing delivered twice, RSS < 250 MiB`, async () => {
     const c = client();
-    const info = await unaryCall<{ id: string }>(c, 'EnsureContainer', { function_name: 'bounds', image: stack.images.worker, env: {}, owner_id: OWNER });
+    const info = await unaryCall<{ id: string }>(c, 'EnsureContainer', {
+      function_name: 'bounds',
+      image: stack.images.worker,
+      env: {},
+      owner_id: OWNER,
+    });
     workerId = info.id;
     const invoke = (cl: grpc.Client, payload: { id?: string; action: string; [k: string]: unknown }): Promise<Outcome> =>
-      outcome(cl, 'InvokeWorker', { container_id: workerId, owner_id: OWNER, path: '', payload: Buffer.from(JSON.stringify(payload)), headers: {}, timeout_ms: 120_000 }, 120_000, payload.id ?? '');
+      outcome(
+        cl,
+        'InvokeWorker',
+        {
+          container_id: workerId,
+          owner_id: OWNER,
+          path: '',
+          payload: Buffer.from(JSON.stringify(payload)),
+          headers: {},
+          timeout_ms: 120_000,
+        },
+        120_000,
+        payload.id ?? '',
+      );
     assert.equal((await invoke(c, { action: 'echo' })).code, 'OK', 'the worker answers before the burst');
 
     // A long call holds the worker; the burst then finds it busy. Exactly 64 calls fit in its
@@ -140,7 +163,10 @@ describe('bounds: invoke queue, in-flight cap, RSS', () => {
     const sampler = rssSampler(daemon!.child.pid!);
     const outcomes = await Promise.all(
       Array.from({ length: INVOKES }, (_, i) =>
-        invoke(channels[i % channels.length]!, { action: 'echo', id: `b-${i}`, pad: 'x'.repeat(1024) }).then((o) => ({ ...o, at: performance.now() })),
+        invoke(channels[i % channels.length]!, { action: 'echo', id: `b-${i}`, pad: 'x'.repeat(1024) }).then((o) => ({
+          ...o,
+          at: performance.now(),
+        })),
       ),
     );
     const peak = sampler.stop();
@@ -158,16 +184,32 @@ describe('bounds: invoke queue, in-flight cap, RSS', () => {
     console.log(
       `invoke burst: ${JSON.stringify(byCode)}; last refusal ${Math.round(blocked.at - lastRefusal)} ms before the long call ended; slowest refusal in the agent ${Math.max(...inAgent)} ms; RSS peak ${Math.round(peak / MIB)} MiB`,
     );
-    assert.deepEqual(byCode, { OK: MAX_QUEUE, RESOURCE_EXHAUSTED: INVOKES - MAX_QUEUE }, 'the queue holds exactly AGENT_INVOKE_MAX_QUEUE calls');
-    for (const r of refused) assert.match(r.details, /invocations are already waiting for this worker \(AGENT_INVOKE_MAX_QUEUE=64\); request not sent/);
+    assert.deepEqual(
+      byCode,
+      { OK: MAX_QUEUE, RESOURCE_EXHAUSTED: INVOKES - MAX_QUEUE },
+      'the queue holds exactly AGENT_INVOKE_MAX_QUEUE calls',
+    );
+    for (const r of refused)
+      assert.match(r.details, /invocations are already waiting for this worker \(AGENT_INVOKE_MAX_QUEUE=64\); request not sent/);
     assert.ok(lastRefusal < blocked.at, 'every refusal was answered while the worker was still busy: none waited for a turn');
     assert.equal(inAgent.length, refused.length);
 
-    const stats = await unaryCall<{ body: Buffer }>(c, 'InvokeWorker', { container_id: workerId, owner_id: OWNER, path: '', payload: Buffer.from('{"action":"stats"}'), headers: {}, timeout_ms: 30_000 });
+    const stats = await unaryCall<{ body: Buffer }>(c, 'InvokeWorker', {
+      container_id: workerId,
+      owner_id: OWNER,
+      path: '',
+      payload: Buffer.from('{"action":"stats"}'),
+      headers: {},
+      timeout_ms: 30_000,
+    });
     const delivered = (JSON.parse(stats.body.toString()) as { deliveriesById: Record<string, number> }).deliveriesById;
     const twice = Object.entries(delivered).filter(([, n]) => n !== 1);
     assert.deepEqual(twice, [], 'no payload reached the worker twice');
-    assert.deepEqual(Object.keys(delivered).sort(), ['blocker', ...ok.map((o) => o.id)].sort(), 'exactly the answered calls reached the worker; no refused one did');
+    assert.deepEqual(
+      Object.keys(delivered).sort(),
+      ['blocker', ...ok.map((o) => o.id)].sort(),
+      'exactly the answered calls reached the worker; no refused one did',
+    );
     assert.equal(await metricValue('esb_agent_invoke_queue_full_total'), refused.length);
     assert.equal(await metricValue('esb_agent_invoke_queued'), 0);
     assert.ok(peak < RSS_LIMIT, `agent RSS peaked at ${Math.round(peak / MIB)} MiB`);
@@ -178,14 +220,23 @@ describe('bounds: invoke queue, in-flight cap, RSS', () => {
     await startChild('agent-defaults', {});
     const channels = Array.from({ length: 5 }, client);
     const sampler = rssSampler(daemon!.child.pid!);
-    const outcomes = await Promise.all(Array.from({ length: LISTS }, (_, i) => outcome(channels[i % channels.length]!, 'ListContainers', { owner_id: OWNER })));
+    const outcomes = await Promise.all(
+      Array.from({ length: LISTS }, (_, i) => outcome(channels[i % channels.length]!, 'ListContainers', { owner_id: OWNER })),
+    );
     const peak = sampler.stop();
     const byCode = count(outcomes);
     console.log(`list burst: ${JSON.stringify(byCode)}, RSS peak ${Math.round(peak / MIB)} MiB`);
-    assert.deepEqual(Object.keys(byCode).filter((c) => c !== 'OK' && c !== 'RESOURCE_EXHAUSTED'), [], JSON.stringify(byCode));
+    assert.deepEqual(
+      Object.keys(byCode).filter((c) => c !== 'OK' && c !== 'RESOURCE_EXHAUSTED'),
+      [],
+      JSON.stringify(byCode),
+    );
     assert.ok((byCode['OK'] ?? 0) > 0, JSON.stringify(byCode));
     const after = await unaryCall<{ containers: { container_id: string }[] }>(client(), 'ListContainers', { owner_id: OWNER });
-    assert.deepEqual(after.containers.map((w) => w.container_id), [workerId]);
+    assert.deepEqual(
+      after.containers.map((w) => w.container_id),
+      [workerId],
+    );
     assert.equal(daemon!.child.exitCode, null, 'the agent is still running');
     // No RSS bound is asserted here (only reported): the bound under test is the invoke queue's.
     assert.ok(peak > 0);
@@ -198,7 +249,14 @@ describe('bounds: invoke queue, in-flight cap, RSS', () => {
     metricsPort = agent.metricsPort;
     const c = stack.client!;
     const slow = Array.from({ length: 3 }, (_, i) =>
-      outcome(c, 'InvokeWorker', { container_id: workerId, owner_id: OWNER, path: '', payload: Buffer.from(JSON.stringify({ action: 'sleep', ms: 1500, id: `slow-${i}` })), headers: {}, timeout_ms: 30_000 }),
+      outcome(c, 'InvokeWorker', {
+        container_id: workerId,
+        owner_id: OWNER,
+        path: '',
+        payload: Buffer.from(JSON.stringify({ action: 'sleep', ms: 1500, id: `slow-${i}` })),
+        headers: {},
+        timeout_ms: 30_000,
+      }),
     );
     await waitFor('3 calls in flight', async () => (await metricValue('esb_agent_grpc_in_flight')) === 3, 10_000, 20);
     const refused = await outcome(c, 'ListContainers', { owner_id: OWNER });
@@ -211,7 +269,10 @@ describe('bounds: invoke queue, in-flight cap, RSS', () => {
     assert.deepEqual(count(await Promise.all(slow)), { OK: 3 });
     assert.equal(await metricValue('esb_agent_grpc_in_flight'), 0);
     assert.equal((await outcome(c, 'ListContainers', { owner_id: OWNER })).code, 'OK');
-    assert.match(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text(), /^esb_agent_grpc_refused_total\{reason="in_flight_limit"\} 1$/m);
+    assert.match(
+      await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text(),
+      /^esb_agent_grpc_refused_total\{reason="in_flight_limit"\} 1$/m,
+    );
 
     await stack.call('DestroyContainer', { function_name: 'bounds', container_id: workerId, owner_id: OWNER });
     assert.equal(leakCount(await stack.leaks()), 0);

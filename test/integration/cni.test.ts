@@ -34,7 +34,6 @@ function run(cmd: string, args: readonly string[]): Promise<string> {
   });
 }
 
-
 /** Interfaces enslaved to `bridge` (the host ends of worker veths); [] when the bridge is gone. */
 async function portsOf(bridge: string): Promise<string[]> {
   try {
@@ -48,7 +47,10 @@ async function portsOf(bridge: string): Promise<string[]> {
 /** Interface names inside netns `ns`. */
 async function linksIn(ns: string): Promise<string[]> {
   const out = await run('ip', ['-n', ns, '-o', 'link', 'show']);
-  return out.split('\n').filter((l) => l !== '').map((l) => l.split(':')[1]?.trim().split('@')[0] ?? '');
+  return out
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => l.split(':')[1]?.trim().split('@')[0] ?? '');
 }
 
 /** A 10.250.<n>.0/24 that no address or route on this host touches. */
@@ -63,7 +65,11 @@ async function freeTestSubnetOctet(): Promise<number> {
 
 async function rulesSnapshot(): Promise<string> {
   const save = await run('iptables-save', []);
-  return save.split('\n').filter((l) => !l.startsWith('#')).map((l) => l.replace(/\[\d+:\d+\]/g, '')).join('\n');
+  return save
+    .split('\n')
+    .filter((l) => !l.startsWith('#'))
+    .map((l) => l.replace(/\[\d+:\d+\]/g, ''))
+    .join('\n');
 }
 
 function httpGet(ip: string, port: number): Promise<string> {
@@ -158,7 +164,10 @@ test('CniNetwork with the real plugins on named netns', async (t) => {
 
   await t.test('ADD on three netns at once gives three distinct IPs in the subnet, eth0 and lo up', async () => {
     const paths = await Promise.all(ids.map((id) => newNetns(id)));
-    assert.deepEqual(paths, ids.map((id) => `/run/netns/${id}`));
+    assert.deepEqual(
+      paths,
+      ids.map((id) => `/run/netns/${id}`),
+    );
     const results = await Promise.all(
       ids.map(async (id, i) => {
         const t0 = performance.now();
@@ -183,9 +192,21 @@ test('CniNetwork with the real plugins on named netns', async (t) => {
     assert.equal((await portsOf(bridge)).length, 3);
   });
 
-  await t.test('the host reaches a worker\'s IP on port 8080, and so does another worker across the bridge', async () => {
+  await t.test("the host reaches a worker's IP on port 8080, and so does another worker across the bridge", async () => {
     const [w1, w2] = att as [(typeof att)[0], (typeof att)[0]];
-    const server = spawn('ip', ['netns', 'exec', w1.containerId, process.execPath, '-e', "require('http').createServer((q, s) => s.end('hello ' + process.argv[1])).listen(8080, '0.0.0.0')", 'w1'], { stdio: 'ignore' });
+    const server = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        w1.containerId,
+        process.execPath,
+        '-e',
+        "require('http').createServer((q, s) => s.end('hello ' + process.argv[1])).listen(8080, '0.0.0.0')",
+        'w1',
+      ],
+      { stdio: 'ignore' },
+    );
     children.push(server);
     let body = '';
     await waitFor(`HTTP on ${w1.ip}:8080`, async () => {
@@ -194,7 +215,8 @@ test('CniNetwork with the real plugins on named netns', async (t) => {
     });
     assert.equal(body, 'hello w1');
     // (node as the client: busybox-static's wget segfaults on this Debian host.)
-    const client = "require('http').get(process.argv[1], { timeout: 5000 }, (r) => r.pipe(process.stdout)).on('error', (e) => { console.error(e.message); process.exit(1); })";
+    const client =
+      "require('http').get(process.argv[1], { timeout: 5000 }, (r) => r.pipe(process.stdout)).on('error', (e) => { console.error(e.message); process.exit(1); })";
     assert.equal(await run('ip', ['netns', 'exec', w2.containerId, process.execPath, '-e', client, `http://${w1.ip}:8080/`]), 'hello w1');
     server.kill('SIGKILL');
   });
@@ -205,14 +227,19 @@ test('CniNetwork with the real plugins on named netns', async (t) => {
       // The plugin's own words stay out of the error (they go to the agent log); a failing
       // test needs them to be diagnosed, so they are added here.
       await network.check(a).catch((err: unknown) => {
-        throw new Error(`CHECK of ${a.containerId}: ${(err as Error).message}; plugin said: ${pluginOutputOf(err) ?? 'nothing'}`, { cause: err });
+        throw new Error(`CHECK of ${a.containerId}: ${(err as Error).message}; plugin said: ${pluginOutputOf(err) ?? 'nothing'}`, {
+          cause: err,
+        });
       });
       timings['CHECK']!.push(ms(t0));
     }
   });
 
   await t.test('the cache lists the three attachments (start-up reconciliation)', async () => {
-    assert.deepEqual(await network.listCachedAttachments(), att.map(({ containerId, netns }) => ({ containerId, netns })).sort((a, b) => a.containerId.localeCompare(b.containerId)));
+    assert.deepEqual(
+      await network.listCachedAttachments(),
+      att.map(({ containerId, netns }) => ({ containerId, netns })).sort((a, b) => a.containerId.localeCompare(b.containerId)),
+    );
   });
 
   await t.test('DEL releases every IP and veth; DEL twice is fine', async () => {
@@ -223,7 +250,10 @@ test('CniNetwork with the real plugins on named netns', async (t) => {
       assert.deepEqual(await linksIn(a.containerId), ['lo']);
     }
     assert.deepEqual(await reservations(), []);
-    assert.deepEqual((await fs.readdir(ipamDir)).filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip')), []);
+    assert.deepEqual(
+      (await fs.readdir(ipamDir)).filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip')),
+      [],
+    );
     assert.deepEqual(await portsOf(bridge), []);
     assert.deepEqual(await fs.readdir(path.join(cacheDir, 'results')), []);
     for (const a of att) await network.del(a);
@@ -257,37 +287,60 @@ test('CniNetwork with the real plugins on named netns', async (t) => {
     await assert.rejects(n.load(), isAgentError('FAILED_PRECONDITION', /CNI plugin esb-no-such-plugin not found in CNI_BIN_DIR/));
   });
 
-  await t.test('a cniVersion 1.1.0 conflist loads when the plugins speak 1.1.0, else fails naming the plugin and its versions', async () => {
-    const v110 = path.join(tmp, 'v110.conflist');
-    await fs.writeFile(v110, JSON.stringify({ ...defaultConflist(cfg, { ipMasq: false }), cniVersion: '1.1.0' }));
-    const version = spawnSync(path.join(CNI_BIN, 'bridge'), [], { env: { CNI_COMMAND: 'VERSION' }, input: '{"cniVersion":"1.0.0"}', encoding: 'utf8' });
-    const bridgeVersions = JSON.parse(version.stdout) as { supportedVersions: string[] };
-    const n = new CniNetwork({ confFile: v110, binDirs: [CNI_BIN], cacheDir, log: silentLogger() });
-    if (bridgeVersions.supportedVersions.includes('1.1.0')) {
-      await n.load();
-      assert.equal(n.list.cniVersion, '1.1.0');
-    } else {
-      await assert.rejects(n.load(), isAgentError('FAILED_PRECONDITION', /CNI plugin \S+ does not support cniVersion 1\.1\.0 .*\(it supports .*1\.0\.0/));
-    }
-  });
+  await t.test(
+    'a cniVersion 1.1.0 conflist loads when the plugins speak 1.1.0, else fails naming the plugin and its versions',
+    async () => {
+      const v110 = path.join(tmp, 'v110.conflist');
+      await fs.writeFile(v110, JSON.stringify({ ...defaultConflist(cfg, { ipMasq: false }), cniVersion: '1.1.0' }));
+      const version = spawnSync(path.join(CNI_BIN, 'bridge'), [], {
+        env: { CNI_COMMAND: 'VERSION' },
+        input: '{"cniVersion":"1.0.0"}',
+        encoding: 'utf8',
+      });
+      const bridgeVersions = JSON.parse(version.stdout) as { supportedVersions: string[] };
+      const n = new CniNetwork({ confFile: v110, binDirs: [CNI_BIN], cacheDir, log: silentLogger() });
+      if (bridgeVersions.supportedVersions.includes('1.1.0')) {
+        await n.load();
+        assert.equal(n.list.cniVersion, '1.1.0');
+      } else {
+        await assert.rejects(
+          n.load(),
+          isAgentError('FAILED_PRECONDITION', /CNI plugin \S+ does not support cniVersion 1\.1\.0 .*\(it supports .*1\.0\.0/),
+        );
+      }
+    },
+  );
 
   await t.test('a bad IPAM range fails ADD with INTERNAL and leaves no veth and no IP', async () => {
     const bad = path.join(tmp, 'badipam.conflist');
     const doc = defaultConflist(cfg, { ipMasq: false });
     const [br, pm] = doc['plugins'] as [Record<string, unknown>, Record<string, unknown>];
-    await fs.writeFile(bad, JSON.stringify({ ...doc, plugins: [{ ...br, ipam: { ...(br['ipam'] as object), rangeStart: '10.251.0.2' } }, pm] }));
+    await fs.writeFile(
+      bad,
+      JSON.stringify({ ...doc, plugins: [{ ...br, ipam: { ...(br['ipam'] as object), rangeStart: '10.251.0.2' } }, pm] }),
+    );
     const badCache = path.join(tmp, 'cache-bad');
     const n = new CniNetwork({ confFile: bad, binDirs: [CNI_BIN], cacheDir: badCache, log: silentLogger() });
     await n.load();
     const id = `${bridge}-w5`;
     const ns = await newNetns(id);
-    await assert.rejects(n.add({ containerId: id, netns: ns }), isAgentError('INTERNAL', /CNI plugin bridge ADD failed: plugin error \(CNI error code \d+; the plugin's message is in the agent log at debug level\)$/, 'RangeStart 10.251.0.2 not in network'));
+    await assert.rejects(
+      n.add({ containerId: id, netns: ns }),
+      isAgentError(
+        'INTERNAL',
+        /CNI plugin bridge ADD failed: plugin error \(CNI error code \d+; the plugin's message is in the agent log at debug level\)$/,
+        'RangeStart 10.251.0.2 not in network',
+      ),
+    );
     assert.deepEqual(await linksIn(id), ['lo']);
     assert.deepEqual(await portsOf(bridge), []);
     assert.deepEqual(await reservations(), []);
     // Its DEL fails on the same broken config, so the attachment stays recorded for a later DEL
     // (reconciliation) instead of being forgotten.
-    assert.deepEqual((await n.listCachedAttachments()).map((a) => a.containerId), [id]);
+    assert.deepEqual(
+      (await n.listCachedAttachments()).map((a) => a.containerId),
+      [id],
+    );
     await removeNetns(id);
   });
 
@@ -296,14 +349,20 @@ test('CniNetwork with the real plugins on named netns', async (t) => {
     const doc = defaultConflist(cfg, { ipMasq: false });
     const [br, pm] = doc['plugins'] as [Record<string, unknown>, Record<string, unknown>];
     const only = `10.250.${octet}.200`;
-    await fs.writeFile(one, JSON.stringify({ ...doc, plugins: [{ ...br, ipam: { ...(br['ipam'] as object), rangeStart: only, rangeEnd: only } }, pm] }));
+    await fs.writeFile(
+      one,
+      JSON.stringify({ ...doc, plugins: [{ ...br, ipam: { ...(br['ipam'] as object), rangeStart: only, rangeEnd: only } }, pm] }),
+    );
     const n = new CniNetwork({ confFile: one, binDirs: [CNI_BIN], cacheDir, log: silentLogger() });
     await n.load();
     const [a, b] = [`${bridge}-w6`, `${bridge}-w7`];
     const nsA = await newNetns(a);
     const nsB = await newNetns(b);
     assert.equal(containerIpv4(await n.add({ containerId: a, netns: nsA }), 'eth0'), only);
-    await assert.rejects(n.add({ containerId: b, netns: nsB }), isAgentError('RESOURCE_EXHAUSTED', /no IP address left in the network's range/, 'no IP addresses available'));
+    await assert.rejects(
+      n.add({ containerId: b, netns: nsB }),
+      isAgentError('RESOURCE_EXHAUSTED', /no IP address left in the network's range/, 'no IP addresses available'),
+    );
     assert.deepEqual(await linksIn(b), ['lo']);
     assert.deepEqual(await reservations(), [only]);
     assert.equal((await portsOf(bridge)).length, 1);
@@ -359,13 +418,19 @@ test('CniNetwork with the real plugins on named netns', async (t) => {
   });
 
   await t.test('nothing of ours is left: netns, veths, IPs; iptables untouched', async () => {
-    assert.deepEqual((await listNetns()).filter((n) => n.startsWith(bridge)), []);
+    assert.deepEqual(
+      (await listNetns()).filter((n) => n.startsWith(bridge)),
+      [],
+    );
     assert.deepEqual(await portsOf(bridge), []);
     assert.deepEqual(await reservations(), []);
     const rulesAfter = await rulesSnapshot();
     const added = rulesAfter.split('\n').filter((l) => !rulesBefore.split('\n').includes(l));
     // Only our own traces count: other tests on this host may change iptables meanwhile.
-    assert.deepEqual(added.filter((l) => l.includes('CNI') || l.includes(bridge) || l.includes(`10.250.${octet}.`)), []);
+    assert.deepEqual(
+      added.filter((l) => l.includes('CNI') || l.includes(bridge) || l.includes(`10.250.${octet}.`)),
+      [],
+    );
     if (rulesAfter !== rulesBefore) t.diagnostic(`iptables changed meanwhile (not by this test): ${added.join(' | ')}`);
   });
 });

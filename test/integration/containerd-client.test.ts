@@ -68,7 +68,19 @@ test('Images/Content round-trip: the pulled image record points at the registry 
   const c = client();
   await c.ensureNamespace();
   const { ImageService } = await import('../../src/runtime/containerd/image/image-service.js');
-  const svc = new ImageService({ client: c, snapshotter: 'overlayfs', registry: { hosts: new RegistryHosts({ allowed: parseHostList(reg.host), insecure: parseHostList(reg.host) }), caFile: undefined, dockerConfigDir: ctd.dir }, pullPolicy: 'if-not-present', bounds: { maxConcurrentPulls: 2, maxLayers: 128, maxLayerBytes: 2 ** 31, maxImageBytes: 2 ** 32 }, log: silentLogger(), metrics: new AgentMetrics({ defaultMetrics: false }) });
+  const svc = new ImageService({
+    client: c,
+    snapshotter: 'overlayfs',
+    registry: {
+      hosts: new RegistryHosts({ allowed: parseHostList(reg.host), insecure: parseHostList(reg.host) }),
+      caFile: undefined,
+      dockerConfigDir: ctd.dir,
+    },
+    pullPolicy: 'if-not-present',
+    bounds: { maxConcurrentPulls: 2, maxLayers: 128, maxLayerBytes: 2 ** 31, maxImageBytes: 2 ** 32 },
+    log: silentLogger(),
+    metrics: new AgentMetrics({ defaultMetrics: false }),
+  });
   const resolved = await svc.ensureImage(images.worker, { signal: AbortSignal.timeout(60_000) });
   const rec = await c.call('images', 'Get', { name: resolved.name });
   assert.equal(rec.image?.target?.digest, images.digests.worker);
@@ -77,7 +89,10 @@ test('Images/Content round-trip: the pulled image record points at the registry 
   const manifest = JSON.parse(manifestBytes.toString()) as { config: { digest: string }; layers: { digest: string }[] };
   assert.equal(manifest.config.digest, resolved.configDigest);
   const info = await c.call('content', 'Info', { digest: images.digests.worker });
-  assert.ok(Object.keys(info.info?.labels ?? {}).some((k) => k.startsWith('containerd.io/gc.ref.content.l.')), 'manifest carries layer GC refs');
+  assert.ok(
+    Object.keys(info.info?.labels ?? {}).some((k) => k.startsWith('containerd.io/gc.ref.content.l.')),
+    'manifest carries layer GC refs',
+  );
   const snap = await c.call('snapshots', 'Stat', { snapshotter: 'overlayfs', key: resolved.chainId });
   assert.equal(snap.info?.name, resolved.chainId);
   await svc.close();

@@ -27,14 +27,31 @@ import type { WorkerReply as Worker, ContainerStateReply as ContainerState } fro
 interface Inspect {
   Name: string;
   Config: { Labels: Record<string, string>; Hostname: string };
-  HostConfig: { Memory: number; MemorySwap: number; PidsLimit: number; CpuShares: number; Ulimits: { Name: string; Soft: number; Hard: number }[]; SecurityOpt: string[]; NetworkMode: string; CapDrop: string[]; ReadonlyRootfs: boolean; Tmpfs: Record<string, string> };
+  HostConfig: {
+    Memory: number;
+    MemorySwap: number;
+    PidsLimit: number;
+    CpuShares: number;
+    Ulimits: { Name: string; Soft: number; Hard: number }[];
+    SecurityOpt: string[];
+    NetworkMode: string;
+    CapDrop: string[];
+    ReadonlyRootfs: boolean;
+    Tmpfs: Record<string, string>;
+  };
   NetworkSettings: { Networks: Record<string, { IPAddress: string }> };
 }
 
 const OWNER = 'gateway-docker';
 
 /** Pushes a copy of `base` whose image config is changed by `patch`; returns its reference. */
-async function pushVariant(reg: RegistryInstance, base: BuiltImage, repo: string, patch: (config: Record<string, unknown>) => void, dir: string): Promise<string> {
+async function pushVariant(
+  reg: RegistryInstance,
+  base: BuiltImage,
+  repo: string,
+  patch: (config: Record<string, unknown>) => void,
+  dir: string,
+): Promise<string> {
   const m = manifestFor(base);
   const cfg = JSON.parse(readFileSync(m.config.path, 'utf8')) as { config: Record<string, unknown> };
   patch(cfg.config);
@@ -49,7 +66,15 @@ async function pushVariant(reg: RegistryInstance, base: BuiltImage, repo: string
   writeFileSync(mPath, mBytes);
   const config = { mediaType: m.config.mediaType, digest: sha(cfgBytes), size: cfgBytes.length, path: cfgPath };
   const manifestRef = { ...m, digest: sha(mBytes), size: mBytes.length, path: mPath, config };
-  const image: BuiltImage = { name: repo, kind: 'manifest', mediaType: MEDIA_TYPES.manifest, digest: sha(mBytes), size: mBytes.length, path: mPath, manifests: [manifestRef] };
+  const image: BuiltImage = {
+    name: repo,
+    kind: 'manifest',
+    mediaType: MEDIA_TYPES.manifest,
+    digest: sha(mBytes),
+    size: mBytes.length,
+    path: mPath,
+    manifests: [manifestRef],
+  };
   await pushImage(reg.url, image, repo, 'v1');
   return `${reg.host}/${repo}:v1`;
 }
@@ -75,8 +100,16 @@ describe('docker runtime on a real dockerd', () => {
   const destroy = (id: string) => stack.call<{ success: boolean }>('DestroyContainer', { container_id: id, owner_id: OWNER });
   const list = async () => (await stack.call<{ containers: ContainerState[] }>('ListContainers', { owner_id: OWNER })).containers;
   const invoke = (id: string, payload: object) =>
-    stack.call<{ status_code: number; body: Buffer }>('InvokeWorker', { container_id: id, owner_id: OWNER, path: '', payload: Buffer.from(JSON.stringify(payload)), headers: {}, timeout_ms: 20_000 });
-  const inspect = (name: string) => stack.dockerd.client.json<Inspect>({ method: 'GET', path: `/containers/${name}/json`, what: 'inspect' });
+    stack.call<{ status_code: number; body: Buffer }>('InvokeWorker', {
+      container_id: id,
+      owner_id: OWNER,
+      path: '',
+      payload: Buffer.from(JSON.stringify(payload)),
+      headers: {},
+      timeout_ms: 20_000,
+    });
+  const inspect = (name: string) =>
+    stack.dockerd.client.json<Inspect>({ method: 'GET', path: `/containers/${name}/json`, what: 'inspect' });
   async function expectNoLeaks(what: string): Promise<void> {
     const leaks = await stack.leaks();
     assert.equal(dockerLeakCount(leaks), 0, `${what} left: ${JSON.stringify(leaks)}`);
@@ -104,7 +137,7 @@ describe('docker runtime on a real dockerd', () => {
     assert.deepEqual(c.HostConfig.Ulimits, [{ Name: 'nofile', Soft: 1024, Hard: 1024 }]);
     const [noNewPrivs, seccomp] = c.HostConfig.SecurityOpt;
     assert.equal(noNewPrivs, 'no-new-privileges');
-    assert.ok(seccomp?.startsWith('seccomp={'), 'the agent\'s own seccomp profile, not dockerd\'s default');
+    assert.ok(seccomp?.startsWith('seccomp={'), "the agent's own seccomp profile, not dockerd's default");
     assert.ok(!seccomp?.includes('"io_uring_setup"'), 'without io_uring');
     assert.deepEqual(c.HostConfig.CapDrop, ['NET_RAW']);
     assert.equal(c.HostConfig.ReadonlyRootfs, true);
@@ -112,7 +145,11 @@ describe('docker runtime on a real dockerd', () => {
     assert.equal(c.HostConfig.NetworkMode, stack.dockerd.network.name);
     assert.equal(c.NetworkSettings.Networks[stack.dockerd.network.name]?.IPAddress, w.ip_address);
     // Inside: the limits hold for the function's process.
-    const stats = JSON.parse((await invoke(w.id, { action: 'exec', argv: ['/bin/sh', '-c', 'ulimit -n; grep NoNewPrivs /proc/self/status'] })).body.toString('utf8')) as { stdout?: string };
+    const stats = JSON.parse(
+      (await invoke(w.id, { action: 'exec', argv: ['/bin/sh', '-c', 'ulimit -n; grep NoNewPrivs /proc/self/status'] })).body.toString(
+        'utf8',
+      ),
+    ) as { stdout?: string };
     assert.match(stats.stdout ?? '', /^1024\n/);
     assert.match(stats.stdout ?? '', /NoNewPrivs:\s+1/);
     await destroy(w.id);
@@ -134,22 +171,38 @@ describe('docker runtime on a real dockerd', () => {
   test('a container that cannot start (missing entrypoint) → an error naming it, and no container left', async (t) => {
     const dir = path.join(stack.tmp, 'variants');
     mkdirSync(dir, { recursive: true });
-    const ref = await pushVariant(stack.registry, stack.images.images.busybox, 'esb-test/broken', (c) => {
-      c['Entrypoint'] = ['/no/such/binary'];
-      c['Cmd'] = [];
-    }, dir);
+    const ref = await pushVariant(
+      stack.registry,
+      stack.images.images.busybox,
+      'esb-test/broken',
+      (c) => {
+        c['Entrypoint'] = ['/no/such/binary'];
+        c['Cmd'] = [];
+      },
+      dir,
+    );
     const e = await stack.callError('EnsureContainer', { function_name: 'dk-broken', image: ref, env: {}, owner_id: OWNER });
     t.diagnostic(`${e.name}: ${e.details}`);
     assert.ok(['INTERNAL', 'FAILED_PRECONDITION', 'INVALID_ARGUMENT'].includes(e.name), `${e.name}: ${e.details}`);
     assert.match(e.details, /no such file|not found|executable/i);
     assert.deepEqual(await list(), []);
     await expectNoLeaks('failed start');
-    assert.ok(stack.logs.find('EnsureContainer failed; rolled back').some((l) => Array.isArray(l['rollbackFailures']) && l['rollbackFailures'].length === 0));
+    assert.ok(
+      stack.logs
+        .find('EnsureContainer failed; rolled back')
+        .some((l) => Array.isArray(l['rollbackFailures']) && l['rollbackFailures'].length === 0),
+    );
   });
 
   test('containers in the same dockerd without our labels are never listed or touched', async () => {
     const name = `${stack.idPrefix}foreign-0000beef`;
-    await stack.dockerd.client.json({ method: 'POST', path: '/containers/create', query: { name }, body: { Image: stack.images.worker, Labels: { created_by: 'someone-else', esb_env: stack.envName } }, what: 'create foreign container' });
+    await stack.dockerd.client.json({
+      method: 'POST',
+      path: '/containers/create',
+      query: { name },
+      body: { Image: stack.images.worker, Labels: { created_by: 'someone-else', esb_env: stack.envName } },
+      what: 'create foreign container',
+    });
     try {
       assert.deepEqual(await list(), []);
       assert.equal((await destroy(name)).success, true);
@@ -160,9 +213,14 @@ describe('docker runtime on a real dockerd', () => {
     }
   });
 
-  test('a worker removed behind the agent\'s back leaves the List (events keep the table current)', async () => {
+  test("a worker removed behind the agent's back leaves the List (events keep the table current)", async () => {
     const w = await ensure({ function_name: 'dk-removed' });
-    await stack.dockerd.client.request({ method: 'DELETE', path: `/containers/${w.id}`, query: { force: 1 }, what: 'remove behind the back' });
+    await stack.dockerd.client.request({
+      method: 'DELETE',
+      path: `/containers/${w.id}`,
+      query: { force: 1 },
+      what: 'remove behind the back',
+    });
     await waitFor('the worker to leave the List', async () => (await list()).length === 0, 10_000, 100);
     assert.equal((await stack.callError('GetContainerMetrics', { container_id: w.id, owner_id: OWNER })).name, 'NOT_FOUND');
   });
@@ -203,7 +261,10 @@ describe('docker runtime on a real dockerd', () => {
 
     const dockerDir = path.join(dir, 'docker');
     mkdirSync(dockerDir, { recursive: true });
-    writeFileSync(path.join(dockerDir, 'config.json'), JSON.stringify({ auths: { [secure.host]: { auth: Buffer.from('esb:s3cret').toString('base64') } } }));
+    writeFileSync(
+      path.join(dockerDir, 'config.json'),
+      JSON.stringify({ auths: { [secure.host]: { auth: Buffer.from('esb:s3cret').toString('base64') } } }),
+    );
     await stack.stopAgent();
     await stack.startAgent({ ...listed, DOCKER_CONFIG: dockerDir });
     try {
@@ -234,13 +295,25 @@ describe('docker runtime on a real dockerd', () => {
       connections++;
       sock.destroy();
     });
-    t.after(() => new Promise<void>((resolve) => srv.close(() => { resolve(); })));
+    t.after(
+      () =>
+        new Promise<void>((resolve) =>
+          srv.close(() => {
+            resolve();
+          }),
+        ),
+    );
     await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
     const host = `127.0.0.1:${(srv.address() as AddressInfo).port}`;
     for (const policy of ['if-not-present', 'always']) {
       await stack.stopAgent();
       await stack.startAgent({ IMAGE_PULL_POLICY: policy });
-      const e = await stack.callError('EnsureContainer', { function_name: 'dk-ssrf', image: `${host}/admin/page:v1`, env: {}, owner_id: OWNER });
+      const e = await stack.callError('EnsureContainer', {
+        function_name: 'dk-ssrf',
+        image: `${host}/admin/page:v1`,
+        env: {},
+        owner_id: OWNER,
+      });
       assert.equal(e.name, 'INVALID_ARGUMENT', e.details);
       assert.match(e.details, new RegExp(`${host}.*AGENT_ALLOWED_REGISTRIES`));
     }
@@ -255,7 +328,12 @@ describe('docker runtime on a real dockerd', () => {
   test('registry down → UNAVAILABLE, nothing left', async () => {
     await stack.registry.pause();
     try {
-      const e = await stack.callError('EnsureContainer', { function_name: 'dk-down', image: `${stack.registry.host}/esb-test/never-pulled:v1`, env: {}, owner_id: OWNER });
+      const e = await stack.callError('EnsureContainer', {
+        function_name: 'dk-down',
+        image: `${stack.registry.host}/esb-test/never-pulled:v1`,
+        env: {},
+        owner_id: OWNER,
+      });
       assert.equal(e.name, 'UNAVAILABLE', e.details);
     } finally {
       await stack.registry.restart();
@@ -275,7 +353,12 @@ describe('docker runtime on a real dockerd', () => {
     try {
       await waitFor('health NOT_SERVING', async () => (await checkHealth(h, 'esb.agent.v1.AgentService')) === 'NOT_SERVING', 20_000, 100);
       assert.equal(await checkHealth(h, ''), 'NOT_SERVING');
-      const e = await stack.callError('EnsureContainer', { function_name: 'dk-nodaemon', image: stack.images.worker, env: {}, owner_id: OWNER });
+      const e = await stack.callError('EnsureContainer', {
+        function_name: 'dk-nodaemon',
+        image: stack.images.worker,
+        env: {},
+        owner_id: OWNER,
+      });
       assert.equal(e.name, 'UNAVAILABLE', e.details);
       assert.match(e.details, /dockerd/);
     } finally {
@@ -292,7 +375,13 @@ describe('docker runtime on a real dockerd', () => {
     const run = (extra: Record<string, string>): { code: number | null; stdout: string } => {
       const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(PROJECT_ROOT, 'test', 'helpers', 'cli-entry.ts'), 'doctor'], {
         cwd: PROJECT_ROOT,
-        env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: stack.tmp, ...stack.env, AGENT_STATE_DIR: path.join(stack.tmp, 'doctor-state'), ...extra },
+        env: {
+          PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+          HOME: stack.tmp,
+          ...stack.env,
+          AGENT_STATE_DIR: path.join(stack.tmp, 'doctor-state'),
+          ...extra,
+        },
         encoding: 'utf8',
         timeout: 120_000,
       });

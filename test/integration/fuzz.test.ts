@@ -51,7 +51,16 @@ const runsOf = (k: keyof typeof SHARE): number => Math.max(10, Math.round(TOTAL_
 
 // ------------------------------------------------------------------ the oracle (docs/contract.md#rules, docs/contract.md#rpcs)
 
-type Code = 'OK' | 'INVALID_ARGUMENT' | 'NOT_FOUND' | 'PERMISSION_DENIED' | 'FAILED_PRECONDITION' | 'DEADLINE_EXCEEDED' | 'UNAVAILABLE' | 'INTERNAL' | 'RESOURCE_EXHAUSTED';
+type Code =
+  | 'OK'
+  | 'INVALID_ARGUMENT'
+  | 'NOT_FOUND'
+  | 'PERMISSION_DENIED'
+  | 'FAILED_PRECONDITION'
+  | 'DEADLINE_EXCEEDED'
+  | 'UNAVAILABLE'
+  | 'INTERNAL'
+  | 'RESOURCE_EXHAUSTED';
 
 /** C0, DEL and C1 control characters. */
 // eslint-disable-next-line no-control-regex
@@ -145,10 +154,31 @@ const only = (...codes: Code[]): Expectation => ({ codes });
 // ------------------------------------------------------------------ arbitraries
 
 const controlChar = fc.constantFrom('\0', '\u0001', '\t', '\n', '\r', '\u001b', '\u007f', '\u0085', '\u009f');
-const traversal = fc.constantFrom('../', '/', '..', '.', '../../etc/passwd', '/etc/shadow', 'a/../../b', '..\\..\\x', '%2e%2e%2f', '/proc/self/environ', '/run/netns/x', 'C:\\Windows');
+const traversal = fc.constantFrom(
+  '../',
+  '/',
+  '..',
+  '.',
+  '../../etc/passwd',
+  '/etc/shadow',
+  'a/../../b',
+  '..\\..\\x',
+  '%2e%2e%2f',
+  '/proc/self/environ',
+  '/run/netns/x',
+  'C:\\Windows',
+);
 const boundary = fc.constantFrom(
-  'o'.repeat(256), 'o'.repeat(257), 'f'.repeat(128), 'f'.repeat(129), '\u{1F600}'.repeat(128), '\u{1F600}'.repeat(129),
-  '\u{1F600}'.repeat(256), `  ${'o'.repeat(256)}  `, 'i'.repeat(512), 'i'.repeat(513),
+  'o'.repeat(256),
+  'o'.repeat(257),
+  'f'.repeat(128),
+  'f'.repeat(129),
+  '\u{1F600}'.repeat(128),
+  '\u{1F600}'.repeat(129),
+  '\u{1F600}'.repeat(256),
+  `  ${'o'.repeat(256)}  `,
+  'i'.repeat(512),
+  'i'.repeat(513),
 );
 /** Any string an attacker or a broken client could send. */
 const anyString = fc.oneof(
@@ -160,19 +190,30 @@ const anyString = fc.oneof(
   fc.tuple(fc.string({ maxLength: 8 }), controlChar, fc.string({ maxLength: 8 })).map(([a, c, b]) => a + c + b),
   traversal,
   boundary,
-  fc.integer({ min: 200, max: 3000 }).chain((n) => fc.constantFrom('a'.repeat(n), '\u00e9'.repeat(n), '\u{1F600}'.repeat(n), `${'x'.repeat(n)}\0`)),
+  fc
+    .integer({ min: 200, max: 3000 })
+    .chain((n) => fc.constantFrom('a'.repeat(n), '\u00e9'.repeat(n), '\u{1F600}'.repeat(n), `${'x'.repeat(n)}\0`)),
 );
 /** Dictionary keys: never `__proto__`, which a plain object cannot hold as a key. */
 const dictKey = (arb: fc.Arbitrary<string>): fc.Arbitrary<string> => arb.filter((k) => k !== '__proto__');
 
-const envKey = fc.oneof(fc.stringMatching(/^[A-Z_][A-Z0-9_]{0,15}$/), anyString, fc.constantFrom('A=B', '=', 'A\0B', '', 'K'.repeat(257), '\u00dcMLAUT', '\u{1F600}KEY'));
+const envKey = fc.oneof(
+  fc.stringMatching(/^[A-Z_][A-Z0-9_]{0,15}$/),
+  anyString,
+  fc.constantFrom('A=B', '=', 'A\0B', '', 'K'.repeat(257), '\u00dcMLAUT', '\u{1F600}KEY'),
+);
 const envValue = fc.oneof(
   { weight: 6, arbitrary: fc.string({ maxLength: 32 }) },
   { weight: 3, arbitrary: anyString },
   { weight: 1, arbitrary: fc.constantFrom('a\0b', '', 'v'.repeat(300_000)) },
 );
-const hugeEnv = fc.integer({ min: 500, max: 530 }).map((n) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`FUZZ_K${i}`, 'v'.repeat(16)])));
-const memoryValue = fc.oneof(fc.constantFrom('16', '15', '64', '262144', '262145', '0', '-1', ' 128 ', 'abc', '1e3', '\u0663\u0662', '128MB', ''), fc.integer().map(String));
+const hugeEnv = fc
+  .integer({ min: 500, max: 530 })
+  .map((n) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`FUZZ_K${i}`, 'v'.repeat(16)])));
+const memoryValue = fc.oneof(
+  fc.constantFrom('16', '15', '64', '262144', '262145', '0', '-1', ' 128 ', 'abc', '1e3', '\u0663\u0662', '128MB', ''),
+  fc.integer().map(String),
+);
 const envArb = fc.oneof(
   { weight: 4, arbitrary: fc.dictionary(fc.stringMatching(/^FUZZ_[A-Z0-9_]{1,12}$/), fc.string({ maxLength: 32 }), { maxKeys: 5 }) },
   { weight: 3, arbitrary: fc.dictionary(dictKey(envKey), envValue, { maxKeys: 6 }) },
@@ -198,11 +239,22 @@ const payloadArb = fc.oneof(
   { weight: 2, arbitrary: fc.constant(Buffer.alloc(64 * 1024, 0x70)) },
   { weight: 1, arbitrary: fc.constant(OVER_PAYLOAD) },
 );
-const headerValue = fc.oneof({ weight: 4, arbitrary: fc.string({ maxLength: 24 }) }, { weight: 2, arbitrary: anyString }, { weight: 1, arbitrary: fc.constantFrom('caf\u00e9', 'a\tb', '\u00ff', 'x'.repeat(70_000)) });
-const headerName = fc.oneof(fc.stringMatching(/^[A-Za-z][A-Za-z0-9-]{0,15}$/), anyString, fc.constantFrom('Host', 'Content-Length', 'Transfer-Encoding', 'Connection', 'Expect', 'X-Forwarded-For', 'Keep-Alive', 'TE'));
+const headerValue = fc.oneof(
+  { weight: 4, arbitrary: fc.string({ maxLength: 24 }) },
+  { weight: 2, arbitrary: anyString },
+  { weight: 1, arbitrary: fc.constantFrom('caf\u00e9', 'a\tb', '\u00ff', 'x'.repeat(70_000)) },
+);
+const headerName = fc.oneof(
+  fc.stringMatching(/^[A-Za-z][A-Za-z0-9-]{0,15}$/),
+  anyString,
+  fc.constantFrom('Host', 'Content-Length', 'Transfer-Encoding', 'Connection', 'Expect', 'X-Forwarded-For', 'Keep-Alive', 'TE'),
+);
 const headersArb = fc.oneof(
   { weight: 4, arbitrary: fc.dictionary(dictKey(headerName), headerValue, { maxKeys: 5 }) },
-  { weight: 1, arbitrary: fc.integer({ min: 126, max: 132 }).map((n) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`X-H${i}`, 'v']))) },
+  {
+    weight: 1,
+    arbitrary: fc.integer({ min: 126, max: 132 }).map((n) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`X-H${i}`, 'v']))),
+  },
 );
 
 // ------------------------------------------------------------------ calls
@@ -237,12 +289,19 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
     console.log(`fuzz: seed=${SEED} runs=${TOTAL_RUNS} (override with FUZZ_SEED / FUZZ_RUNS)`);
     stack = await startStack({ env: { AGENT_MAX_TOTAL_MEMORY_MB: String(MEMORY_CAP_MB) } });
     for (let i = 0; i < 2; i++) {
-      const w = await stack.call<{ id: string }>('EnsureContainer', { function_name: `victim-${i}`, image: stack.images.worker, env: {}, owner_id: VICTIM_OWNER });
+      const w = await stack.call<{ id: string }>('EnsureContainer', {
+        function_name: `victim-${i}`,
+        image: stack.images.worker,
+        env: {},
+        owner_id: VICTIM_OWNER,
+      });
       model.set(w.id, { owner: VICTIM_OWNER, memoryMb: 128, paused: false });
     }
   });
   after(async () => {
-    console.log(`fuzz: seed=${SEED}; real Ensures ${realEnsures}; cases by RPC and code: ${JSON.stringify(Object.fromEntries([...tally].sort()))}`);
+    console.log(
+      `fuzz: seed=${SEED}; real Ensures ${realEnsures}; cases by RPC and code: ${JSON.stringify(Object.fromEntries([...tally].sort()))}`,
+    );
     await stack.stop();
   });
 
@@ -293,8 +352,14 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
         codes: ['OK'],
         onOk: (res) => {
           const cs = res['containers'] as { container_id: string; owner_id: string }[];
-          assert.ok(cs.every((c) => c.owner_id === o), 'List shows only the caller\'s workers');
-          const want = [...model].filter(([, w]) => w.owner === o).map(([id]) => id).sort();
+          assert.ok(
+            cs.every((c) => c.owner_id === o),
+            "List shows only the caller's workers",
+          );
+          const want = [...model]
+            .filter(([, w]) => w.owner === o)
+            .map(([id]) => id)
+            .sort();
           assert.deepEqual(cs.map((c) => c.container_id).sort(), want);
         },
       };
@@ -304,7 +369,8 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
     if (method === 'InvokeWorker') {
       const payload = req['payload'] as Buffer;
       const pathRaw = str('path');
-      if (badPath(pathRaw) || badHeaders(req['headers'] as Record<string, string>) || payload.length > 16 * MIB) return only('INVALID_ARGUMENT');
+      if (badPath(pathRaw) || badHeaders(req['headers'] as Record<string, string>) || payload.length > 16 * MIB)
+        return only('INVALID_ARGUMENT');
     }
     const t = target(idRaw, owner);
     if (t.kind === 'other') return only('PERMISSION_DENIED');
@@ -379,10 +445,20 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
     } finally {
       health.close();
     }
-    assert.deepEqual(await listIds(VICTIM_OWNER), [...model].filter(([, w]) => w.owner === VICTIM_OWNER).map(([id]) => id).sort());
+    assert.deepEqual(
+      await listIds(VICTIM_OWNER),
+      [...model]
+        .filter(([, w]) => w.owner === VICTIM_OWNER)
+        .map(([id]) => id)
+        .sort(),
+    );
   }
 
-  const fcParams = (k: keyof typeof SHARE, offset: number): fc.Parameters<unknown> => ({ seed: SEED + offset, numRuns: runsOf(k), endOnFailure: true });
+  const fcParams = (k: keyof typeof SHARE, offset: number): fc.Parameters<unknown> => ({
+    seed: SEED + offset,
+    numRuns: runsOf(k),
+    endOnFailure: true,
+  });
 
   // -------------------------------------------------------------- EnsureContainer
 
@@ -419,10 +495,28 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
       { weight: 3, arbitrary: fc.constantFrom('', '  ') },
       { weight: 3, arbitrary: fc.constantFrom(stack.images.worker, ` ${stack.images.worker} `) },
       { weight: 2, arbitrary: fc.constantFrom(`${registry()}/esb-test/fuzz-missing:v1`, `${registry()}/esb-test/nope/deeper:v9`) },
-      { weight: 2, arbitrary: fc.constantFrom('a::b', ':v1', '@sha256:xyz', `x@sha256:${'g'.repeat(64)}`, 'f'.repeat(64), 'Bad_Host!/x:v1', `${registry()}/UPPER:v1`, 'x:', '/x', 'x//y') },
+      {
+        weight: 2,
+        arbitrary: fc.constantFrom(
+          'a::b',
+          ':v1',
+          '@sha256:xyz',
+          `x@sha256:${'g'.repeat(64)}`,
+          'f'.repeat(64),
+          'Bad_Host!/x:v1',
+          `${registry()}/UPPER:v1`,
+          'x:',
+          '/x',
+          'x//y',
+        ),
+      },
       { weight: 1, arbitrary: fc.constant('127.0.0.1:1/fuzz/unreachable:v1') },
     );
-    const fnArb = fc.oneof({ weight: 3, arbitrary: fc.stringMatching(/^[A-Za-z][A-Za-z0-9_.-]{0,20}$/) }, { weight: 1, arbitrary: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 30 }) }, { weight: 3, arbitrary: anyString });
+    const fnArb = fc.oneof(
+      { weight: 3, arbitrary: fc.stringMatching(/^[A-Za-z][A-Za-z0-9_.-]{0,20}$/) },
+      { weight: 1, arbitrary: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 30 }) },
+      { weight: 3, arbitrary: anyString },
+    );
     await fc.assert(
       fc.asyncProperty(ownerArb(OWNERS), fnArb, imageArb, envArb, async (owner, fn, imageIn, env) => {
         let image = safeImage(imageIn);
@@ -454,7 +548,8 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
               image = `${registry()}/esb-test/fuzz-missing:v1`;
               exp = 'NOT_FOUND';
             } else exp = 'OK';
-          } else if (ref.startsWith('127.0.0.1:1/')) exp = 'INVALID_ARGUMENT'; // not in AGENT_ALLOWED_REGISTRIES
+          } else if (ref.startsWith('127.0.0.1:1/'))
+            exp = 'INVALID_ARGUMENT'; // not in AGENT_ALLOWED_REGISTRIES
           else exp = 'NOT_FOUND';
         }
         const req = { function_name: fn, image, env, owner_id: owner };
@@ -469,7 +564,9 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
         assert.ok(w.ip_address.startsWith(stack.subnet.replace(/0\/24$/, '')), w.ip_address);
         assert.ok(existsSync(path.join(stack.stateDir, 'workers', w.id)), 'worker files are under the state dir');
         const o = owner.trim();
-        const listed = await stack.call<{ containers: { container_id: string; function_name: string }[] }>('ListContainers', { owner_id: o });
+        const listed = await stack.call<{ containers: { container_id: string; function_name: string }[] }>('ListContainers', {
+          owner_id: o,
+        });
         assert.equal(listed.containers.find((c) => c.container_id === w.id)?.function_name, fn, 'function_name comes back exactly as sent');
         // Only workers that run the test worker undisturbed take part in the later properties.
         const keep = (mem as number) >= 64 && Object.keys(env).every((k) => /^(FUZZ_[A-Z0-9_]*|AWS_LAMBDA_FUNCTION_MEMORY_SIZE)$/.test(k));
@@ -510,7 +607,10 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
       const arb =
         method === 'ListContainers'
           ? fc.record({ owner_id: ownerArb(ownersNow()) })
-          : fc.oneof({ weight: 4, arbitrary: fc.record({ container_id: idArb(), owner_id: ownerArb(ownersNow()) }) }, { weight: 1, arbitrary: ownPair() });
+          : fc.oneof(
+              { weight: 4, arbitrary: fc.record({ container_id: idArb(), owner_id: ownerArb(ownersNow()) }) },
+              { weight: 1, arbitrary: ownPair() },
+            );
       await fc.assert(
         fc.asyncProperty(arb, async (req) => {
           const exp = expectFor(method, req);
@@ -526,20 +626,46 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
     const fuzzed = fc.record({
       container_id: idArb(),
       owner_id: ownerArb(ownersNow()),
-      path: fc.oneof({ weight: 2, arbitrary: fc.constantFrom('', INVOKE_PATH, `${INVOKE_PATH}?q=1`, 'relative/path', '/%2e%2e/x', '/caf%C3%A9', '/a/..', 'http://169.254.169.254/', '//evil/x', '/a#b') }, { weight: 3, arbitrary: anyString }),
+      path: fc.oneof(
+        {
+          weight: 2,
+          arbitrary: fc.constantFrom(
+            '',
+            INVOKE_PATH,
+            `${INVOKE_PATH}?q=1`,
+            'relative/path',
+            '/%2e%2e/x',
+            '/caf%C3%A9',
+            '/a/..',
+            'http://169.254.169.254/',
+            '//evil/x',
+            '/a#b',
+          ),
+        },
+        { weight: 3, arbitrary: anyString },
+      ),
       payload: payloadArb,
       headers: headersArb,
       timeout_ms: timeoutArb,
     });
     // Reaches the worker: its owner, a usable path, fuzzed payload, headers and timeout.
     const owned = fc
-      .tuple(ownPair(), fc.constantFrom('', INVOKE_PATH, '/other', `${INVOKE_PATH}?a=%00`), payloadArb, fc.dictionary(dictKey(headerName), headerValue, { maxKeys: 4 }), timeoutArb)
+      .tuple(
+        ownPair(),
+        fc.constantFrom('', INVOKE_PATH, '/other', `${INVOKE_PATH}?a=%00`),
+        payloadArb,
+        fc.dictionary(dictKey(headerName), headerValue, { maxKeys: 4 }),
+        timeoutArb,
+      )
       .map(([pair, p, payload, headers, timeout_ms]) => ({ ...pair, path: p, payload, headers, timeout_ms }));
     const arb = fc.oneof({ weight: 3, arbitrary: fuzzed }, { weight: 1, arbitrary: owned });
     await fc.assert(
       fc.asyncProperty(arb, async (sent) => {
         // The server sees what protobuf makes of the field: timeout_ms is an int32.
-        const decoded = serviceDef.InvokeWorker.requestDeserialize(serviceDef.InvokeWorker.requestSerialize(sent)) as Record<string, unknown>;
+        const decoded = serviceDef.InvokeWorker.requestDeserialize(serviceDef.InvokeWorker.requestSerialize(sent)) as Record<
+          string,
+          unknown
+        >;
         const exp = expectFor('InvokeWorker', decoded);
         await check('InvokeWorker', decoded, exp, await call('InvokeWorker', sent));
       }),
@@ -551,7 +677,9 @@ describe('bad input fuzz: all seven RPCs through the real gRPC server', () => {
   test('raw protobuf bytes: garbage, truncated and mutated encodings', async () => {
     const methods = ['ListContainers', 'PauseContainer', 'GetContainerMetrics', 'InvokeWorker', 'DestroyContainer'] as const;
     const validish = (m: (typeof methods)[number]): fc.Arbitrary<Buffer> =>
-      fc.record({ container_id: idArb(), owner_id: ownerArb(ownersNow()), path: anyString, timeout_ms: fc.integer() }).map((r) => serviceDef[m].requestSerialize(r));
+      fc
+        .record({ container_id: idArb(), owner_id: ownerArb(ownersNow()), path: anyString, timeout_ms: fc.integer() })
+        .map((r) => serviceDef[m].requestSerialize(r));
     const arb = fc.constantFrom(...methods).chain((m) =>
       fc.tuple(
         fc.constant(m),

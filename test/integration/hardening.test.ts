@@ -23,8 +23,20 @@ const LOG_CAP_BYTES = 256 * 1024;
 
 /** Linux capability numbers (linux/capability.h) of the capabilities containerd grants. */
 const CAP_NUMBERS: Readonly<Record<string, number>> = {
-  CAP_CHOWN: 0, CAP_DAC_OVERRIDE: 1, CAP_FOWNER: 3, CAP_FSETID: 4, CAP_KILL: 5, CAP_SETGID: 6, CAP_SETUID: 7,
-  CAP_SETPCAP: 8, CAP_NET_BIND_SERVICE: 10, CAP_NET_RAW: 13, CAP_SYS_CHROOT: 18, CAP_MKNOD: 27, CAP_AUDIT_WRITE: 29, CAP_SETFCAP: 31,
+  CAP_CHOWN: 0,
+  CAP_DAC_OVERRIDE: 1,
+  CAP_FOWNER: 3,
+  CAP_FSETID: 4,
+  CAP_KILL: 5,
+  CAP_SETGID: 6,
+  CAP_SETUID: 7,
+  CAP_SETPCAP: 8,
+  CAP_NET_BIND_SERVICE: 10,
+  CAP_NET_RAW: 13,
+  CAP_SYS_CHROOT: 18,
+  CAP_MKNOD: 27,
+  CAP_AUDIT_WRITE: 29,
+  CAP_SETFCAP: 31,
 };
 
 interface ExecResult {
@@ -77,7 +89,8 @@ describe('worker hardening on real containerd and runc', () => {
 
   const exec = (id: string, argv: string[]): Promise<ExecResult> => invoke<ExecResult>(id, { action: 'exec', argv });
   const sh = (id: string, script: string): Promise<ExecResult> => exec(id, ['/bin/sh', '-c', script]);
-  const metrics = async (id: string): Promise<Metrics> => (await stack.call<{ metrics: Metrics }>('GetContainerMetrics', { container_id: id, owner_id: OWNER })).metrics;
+  const metrics = async (id: string): Promise<Metrics> =>
+    (await stack.call<{ metrics: Metrics }>('GetContainerMetrics', { container_id: id, owner_id: OWNER })).metrics;
 
   /** The agent answers List, the witness worker answers an invocation, and the host can fork. */
   async function responsive(witness: Worker): Promise<void> {
@@ -88,7 +101,7 @@ describe('worker hardening on real containerd and runc', () => {
     assert.equal(execFileSync('/bin/echo', ['host ok'], { encoding: 'utf8', timeout: 10_000 }).trim(), 'host ok');
   }
 
-  test('a worker sees only its own processes, none of the host\'s files, and runs with minimal privileges', async (t) => {
+  test("a worker sees only its own processes, none of the host's files, and runs with minimal privileges", async (t) => {
     const w = await worker(t, 'isolation');
 
     // Processes: its own pid namespace, where pid 1 is the worker itself.
@@ -96,7 +109,11 @@ describe('worker hardening on real containerd and runc', () => {
     assert.equal(procs.code, 0, procs.stderr);
     const lines = procs.stdout.trim().split('\n');
     t.diagnostic(`processes inside the worker: ${JSON.stringify(lines)}`);
-    assert.match(lines.find((l) => l.startsWith('1 ')) ?? '', /^1 \/usr\/bin\/node \/worker\/worker\.mjs/, 'pid 1 is the worker, not the host\'s init');
+    assert.match(
+      lines.find((l) => l.startsWith('1 ')) ?? '',
+      /^1 \/usr\/bin\/node \/worker\/worker\.mjs/,
+      "pid 1 is the worker, not the host's init",
+    );
     assert.ok(lines.length <= 6, `only the worker's own few processes are visible: ${lines.length}`);
     assert.ok(!lines.some((l) => /systemd|containerd|esb-agent|tsx|--test/.test(l)), 'no host or agent process is visible');
 
@@ -166,17 +183,21 @@ describe('worker hardening on real containerd and runc', () => {
 
     const events = cgroupFile(stack, 'pids', bomb.id, 'pids.events');
     let peak = 0;
-    await eventually('the fork bomb to hit the pids limit', () => {
-      const current = Number(readFileSync(cgroupFile(stack, 'pids', bomb.id, 'pids.current'), 'utf8'));
-      peak = Math.max(peak, current);
-      const refused = Number(/^max (\d+)/m.exec(readFileSync(events, 'utf8'))?.[1] ?? 0);
-      return Promise.resolve(refused > 0 ? refused : undefined);
-    }, 60_000);
+    await eventually(
+      'the fork bomb to hit the pids limit',
+      () => {
+        const current = Number(readFileSync(cgroupFile(stack, 'pids', bomb.id, 'pids.current'), 'utf8'));
+        peak = Math.max(peak, current);
+        const refused = Number(/^max (\d+)/m.exec(readFileSync(events, 'utf8'))?.[1] ?? 0);
+        return Promise.resolve(refused > 0 ? refused : undefined);
+      },
+      60_000,
+    );
     assert.ok(peak <= WORKER_PIDS_LIMIT, `pids.current reached ${peak}, over the limit`);
     t.diagnostic(`fork bomb: peak pids.current ${peak} of ${WORKER_PIDS_LIMIT}`);
     await responsive(witness);
     assert.equal((await stack.call<{ success: boolean }>('DestroyContainer', { container_id: bomb.id, owner_id: OWNER })).success, true);
-    assert.ok(!existsSync(path.dirname(pidsMax)), 'the bomb\'s cgroup is gone');
+    assert.ok(!existsSync(path.dirname(pidsMax)), "the bomb's cgroup is gone");
     await responsive(witness);
   });
 
@@ -185,17 +206,28 @@ describe('worker hardening on real containerd and runc', () => {
     const hog = await worker(t, 'memhog', { AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '96' });
     assert.equal((await metrics(hog.id)).memory_max, String(96 * MIB), 'memory limit == request');
     const hogging = stack
-      .call('InvokeWorker', { container_id: hog.id, owner_id: OWNER, path: '', payload: Buffer.from(JSON.stringify({ action: 'oom', limitMb: 4096 })), headers: {}, timeout_ms: 60_000 })
+      .call('InvokeWorker', {
+        container_id: hog.id,
+        owner_id: OWNER,
+        path: '',
+        payload: Buffer.from(JSON.stringify({ action: 'oom', limitMb: 4096 })),
+        headers: {},
+        timeout_ms: 60_000,
+      })
       .then(
         (r) => `answered ${JSON.stringify(r).slice(0, 200)}`,
         (err: unknown) => `failed: ${(err as Error).message}`,
       );
     // While it allocates, and after the kill, the rest keeps answering.
     await responsive(witness);
-    const m = await eventually('the hog to be OOM-killed', async () => {
-      const x = await metrics(hog.id);
-      return x.state === 'STOPPED' && BigInt(x.oom_events) >= 1n ? x : undefined;
-    }, 60_000);
+    const m = await eventually(
+      'the hog to be OOM-killed',
+      async () => {
+        const x = await metrics(hog.id);
+        return x.state === 'STOPPED' && BigInt(x.oom_events) >= 1n ? x : undefined;
+      },
+      60_000,
+    );
     const outcome = await hogging;
     t.diagnostic(`hog invoke ${outcome}`);
     assert.ok(!outcome.includes('"killed":false'), 'the hog allocated 4 GiB: the limit did not hold');
@@ -213,17 +245,24 @@ describe('worker hardening on real containerd and runc', () => {
     await eventually('a rotation', async () => ((await rotations()) > before && existsSync(rotated) ? true : undefined), 30_000);
     const kept = statSync(rotated).size;
     assert.ok(kept >= LOG_CAP_BYTES && kept <= LOG_CAP_BYTES + 64 * 1024, `.1 keeps about the cap: ${kept}`);
-    assert.ok(readFileSync(rotated, 'utf8').includes('x'.repeat(99)), 'the worker\'s output is in the rotated copy');
+    assert.ok(readFileSync(rotated, 'utf8').includes('x'.repeat(99)), "the worker's output is in the rotated copy");
     // The shim appends: after the truncation the live file grows from 0 (no sparse hole).
     await invoke(w.id, { action: 'log', n: 10_000 });
     // The shim copies the worker's stdout to the file on its own schedule: the invoke's answer
     // can come before the last lines are written.
-    await eventually('new output in the live log', () => Promise.resolve(readFileSync(log, 'utf8').includes('x'.repeat(99)) ? true : undefined), 10_000);
+    await eventually(
+      'new output in the live log',
+      () => Promise.resolve(readFileSync(log, 'utf8').includes('x'.repeat(99)) ? true : undefined),
+      10_000,
+    );
     const live = statSync(log);
     assert.ok(live.size < LOG_CAP_BYTES, `live log ${live.size} bytes after the rotation`);
     assert.ok(live.blocks * 512 <= live.size + 64 * 1024, 'the live log is not a sparse file');
     assert.ok(live.size + statSync(rotated).size <= 2 * LOG_CAP_BYTES + 64 * 1024, 'disk use stays near 2× the cap');
-    assert.ok(stack.logs.lines.some((l) => l['msg'] === 'worker log over its size cap; rotated' && l['id'] === w.id), 'each rotation is logged');
+    assert.ok(
+      stack.logs.lines.some((l) => l['msg'] === 'worker log over its size cap; rotated' && l['id'] === w.id),
+      'each rotation is logged',
+    );
   });
 
   test('afterwards nothing is left', async () => {

@@ -95,28 +95,31 @@ async function startProxy(upstream: string): Promise<CountingProxy> {
   const srv = http.createServer((req, res) => {
     const rec: ProxiedRequest = { method: req.method ?? '', path: req.url ?? '', status: 0, bytes: 0 };
     requests.push(rec);
-    const up = http.request({ host: upHost, port: Number(upPort), method: req.method, path: req.url, headers: { ...req.headers, host: upstream } }, (ur) => {
-      rec.status = ur.statusCode ?? 0;
-      res.writeHead(ur.statusCode ?? 502, ur.headers);
-      const h = rec.path.includes('/blobs/') ? hold : undefined;
-      let sent = 0;
-      const gate = new Transform({
-        transform(chunk: Buffer, _enc, cb: TransformCallback) {
-          const pass = (): void => {
-            sent += chunk.length;
-            rec.bytes += chunk.length;
-            cb(null, chunk);
-          };
-          if (h && !h.released && sent >= h.after) h.waiting.push(pass);
-          else pass();
-        },
-      });
-      ur.pipe(gate).pipe(res);
-      res.on('close', () => {
-        ur.destroy();
-        gate.destroy();
-      });
-    });
+    const up = http.request(
+      { host: upHost, port: Number(upPort), method: req.method, path: req.url, headers: { ...req.headers, host: upstream } },
+      (ur) => {
+        rec.status = ur.statusCode ?? 0;
+        res.writeHead(ur.statusCode ?? 502, ur.headers);
+        const h = rec.path.includes('/blobs/') ? hold : undefined;
+        let sent = 0;
+        const gate = new Transform({
+          transform(chunk: Buffer, _enc, cb: TransformCallback) {
+            const pass = (): void => {
+              sent += chunk.length;
+              rec.bytes += chunk.length;
+              cb(null, chunk);
+            };
+            if (h && !h.released && sent >= h.after) h.waiting.push(pass);
+            else pass();
+          },
+        });
+        ur.pipe(gate).pipe(res);
+        res.on('close', () => {
+          ur.destroy();
+          gate.destroy();
+        });
+      },
+    );
     up.on('error', () => res.destroy());
     req.pipe(up);
   });
@@ -151,7 +154,8 @@ async function counted<T>(fn: () => Promise<T>): Promise<{ value: T; reqs: Proxi
 }
 
 const via = (ref: string): string => ref.replace(registry!.host, proxy!.host);
-const summary = (reqs: readonly ProxiedRequest[]): string[] => reqs.map((r) => `${r.method} ${r.path.replace(/^\/v2\/[^/]+\/[^/]+\//, '')}`);
+const summary = (reqs: readonly ProxiedRequest[]): string[] =>
+  reqs.map((r) => `${r.method} ${r.path.replace(/^\/v2\/[^/]+\/[^/]+\//, '')}`);
 
 let nsCounter = 0;
 
@@ -206,7 +210,10 @@ function service(t: TestContext, c: ContainerdClient, opts: ServiceOpts = {}): {
 }
 
 const signal = (): AbortSignal => AbortSignal.timeout(120_000);
-const isCode = (code: string, re?: RegExp) => (e: unknown): boolean => e instanceof AgentError && e.code === code && (re === undefined || re.test(e.message));
+const isCode =
+  (code: string, re?: RegExp) =>
+  (e: unknown): boolean =>
+    e instanceof AgentError && e.code === code && (re === undefined || re.test(e.message));
 
 async function contentLabels(c: ContainerdClient, digest: string): Promise<Record<string, string>> {
   const res = await c.call('content', 'Info', { digest });
@@ -282,16 +289,25 @@ async function pushRandomImage(t: TestContext, layerBytes: number): Promise<{ re
   const platform = hostPlatform();
   const layer = { ...write(gz, MediaType.ociLayerGzip), diffId: sha256Digest(layerTar), uncompressedSize: layerTar.length };
   const config = write(
-    Buffer.from(JSON.stringify({ architecture: platform.architecture, os: 'linux', config: { Cmd: ['/bin/true'] }, rootfs: { type: 'layers', diff_ids: [layer.diffId] } })),
+    Buffer.from(
+      JSON.stringify({
+        architecture: platform.architecture,
+        os: 'linux',
+        config: { Cmd: ['/bin/true'] },
+        rootfs: { type: 'layers', diff_ids: [layer.diffId] },
+      }),
+    ),
     MediaType.ociConfig,
   );
   const manifest = write(
-    Buffer.from(JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MediaType.ociManifest,
-      config: { mediaType: config.mediaType, digest: config.digest, size: config.size },
-      layers: [{ mediaType: layer.mediaType, digest: layer.digest, size: layer.size }],
-    })),
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.ociManifest,
+        config: { mediaType: config.mediaType, digest: config.digest, size: config.size },
+        layers: [{ mediaType: layer.mediaType, digest: layer.digest, size: layer.size }],
+      }),
+    ),
     MediaType.ociManifest,
   );
   const repo = `esb-test/rand-${randomBytes(4).toString('hex')}`;
@@ -335,7 +351,12 @@ test('pull of a single-manifest image → image record, GC labels, unpacked chai
   assert.deepEqual(img.config.config?.Cmd, ['/bin/true']);
   assert.equal(img.chainId, layer.diffId, 'single layer: chainID = diffID');
   // The Go client's sequence (docs/containerd.md#resolve, docs/containerd.md#registry-auth, docs/containerd.md#platform-manifest): HEAD by tag, then everything by digest.
-  assert.deepEqual(summary(reqs), ['HEAD manifests/v1', `GET manifests/${m.digest}`, `GET blobs/${m.config.digest}`, `GET blobs/${layer.digest}`]);
+  assert.deepEqual(summary(reqs), [
+    'HEAD manifests/v1',
+    `GET manifests/${m.digest}`,
+    `GET blobs/${m.config.digest}`,
+    `GET blobs/${layer.digest}`,
+  ]);
 
   const rec = await c.call('images', 'Get', { name: ref });
   assert.equal(rec.image?.target?.digest, m.digest);
@@ -404,10 +425,14 @@ test('a 3-layer image unpacks to the chainIDs containerd itself computes (ctr im
   const img = await svc.ensureImage(ref, { signal: signal() });
   const ms = Math.round(performance.now() - t0);
   const m = hostManifest('worker');
-  t.diagnostic(`worker pull+unpack: ${ms} ms for ${m.layers.reduce((n, l) => n + l.size, 0)} compressed bytes in ${m.layers.length} layers`);
+  t.diagnostic(
+    `worker pull+unpack: ${ms} ms for ${m.layers.reduce((n, l) => n + l.size, 0)} compressed bytes in ${m.layers.length} layers`,
+  );
   const pulled = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l['msg'] === 'image pulled');
   assert.ok(pulled);
-  t.diagnostic(`phases: resolve ${String(pulled['resolveMs'])} ms, fetch ${String(pulled['fetchMs'])} ms, unpack ${String(pulled['unpackMs'])} ms, ${String(pulled['bytes'])} bytes downloaded, ${String(pulled['blobsFetched'])} fetched / ${String(pulled['blobsPresent'])} present`);
+  t.diagnostic(
+    `phases: resolve ${String(pulled['resolveMs'])} ms, fetch ${String(pulled['fetchMs'])} ms, unpack ${String(pulled['unpackMs'])} ms, ${String(pulled['bytes'])} bytes downloaded, ${String(pulled['blobsFetched'])} fetched / ${String(pulled['blobsPresent'])} present`,
+  );
   assert.equal(img.config.rootfs.diff_ids.length, 3);
   const out = execFileSync('ctr', ['--address', ctd!.socket, '-n', c.namespace, 'images', 'check'], { encoding: 'utf8' });
   t.diagnostic(out.trim());
@@ -457,9 +482,16 @@ test('8 concurrent ensureImage of one reference share one pull', async (t) => {
   const { svc, metrics } = service(t, c);
   const { ref, image } = await pushRandomImage(t, 1024 * 1024);
   const m = image.manifests[0]!;
-  const { value: results, reqs } = await counted(() => Promise.all(Array.from({ length: 8 }, () => svc.ensureImage(ref, { signal: signal() }))));
+  const { value: results, reqs } = await counted(() =>
+    Promise.all(Array.from({ length: 8 }, () => svc.ensureImage(ref, { signal: signal() }))),
+  );
   assert.equal(await counterValue(metrics.pulls), 1);
-  assert.deepEqual(summary(reqs), ['HEAD manifests/v1', `GET manifests/${m.digest}`, `GET blobs/${m.config.digest}`, `GET blobs/${m.layers[0]!.digest}`]);
+  assert.deepEqual(summary(reqs), [
+    'HEAD manifests/v1',
+    `GET manifests/${m.digest}`,
+    `GET blobs/${m.config.digest}`,
+    `GET blobs/${m.layers[0]!.digest}`,
+  ]);
   for (const r of results) assert.deepEqual(r, results[0]!);
   assert.equal(svc.pullsInFlight, 0);
 });
@@ -474,7 +506,11 @@ test('a blob committed in another namespace is not downloaded again (STAT offset
   assert.deepEqual(summary(reqs), ['HEAD manifests/v1'], 'everything else came from the shared blob store');
   assert.equal(await counterValue(metrics.pulledBytes), 0);
   const m = image.manifests[0]!;
-  assert.equal((await contentLabels(b, m.digest))['containerd.io/gc.ref.content.l.0'], m.layers[0]!.digest, 'labels set although nothing was fetched');
+  assert.equal(
+    (await contentLabels(b, m.digest))['containerd.io/gc.ref.content.l.0'],
+    m.layers[0]!.digest,
+    'labels set although nothing was fetched',
+  );
   assert.ok(await snapshotExists(b, img.chainId), 'snapshots are per namespace: unpacked again here');
   await collectGarbage(b);
   assert.equal((await listContent(b)).length, 3);
@@ -499,11 +535,17 @@ test('unknown tag → NOT_FOUND; index without the host platform → NOT_FOUND "
   const c = await namespace(t);
   const { svc } = service(t, c);
   const missing = `${proxy!.host}/esb-test/busybox:does-not-exist`;
-  await assert.rejects(svc.ensureImage(missing, { signal: signal() }), (e: unknown) => isCode('NOT_FOUND')(e) && (e as Error).message === `image ${missing} not found in ${proxy!.host} (HTTP 404)`);
+  await assert.rejects(
+    svc.ensureImage(missing, { signal: signal() }),
+    (e: unknown) => isCode('NOT_FOUND')(e) && (e as Error).message === `image ${missing} not found in ${proxy!.host} (HTTP 404)`,
+  );
   await assert.rejects(svc.ensureImage(`${proxy!.host}/esb-test/nothing-here:v1`, { signal: signal() }), isCode('NOT_FOUND'));
   const s390 = service(t, c, { platform: { os: 'linux', architecture: 's390x' } });
   const ref = via(pushed.multiarch);
-  await assert.rejects(s390.svc.ensureImage(ref, { signal: signal() }), isCode('NOT_FOUND', new RegExp(`^no manifest for linux/s390x in ${ref.replace(/[.]/g, '\\.')}`)));
+  await assert.rejects(
+    s390.svc.ensureImage(ref, { signal: signal() }),
+    isCode('NOT_FOUND', new RegExp(`^no manifest for linux/s390x in ${ref.replace(/[.]/g, '\\.')}`)),
+  );
   assert.deepEqual(await leases(c), []);
   await assert.rejects(c.call('images', 'Get', { name: ref }), isCode('NOT_FOUND'));
   await assert.rejects(svc.ensureImage('Bad Ref', { signal: signal() }), isCode('INVALID_ARGUMENT'));
@@ -558,7 +600,9 @@ async function tokenRegistry(t: TestContext): Promise<{ ts: Awaited<ReturnType<t
     await started.ts?.stop();
   });
   const ts = (started.ts = await startTokenServer({ users: { bob: 'hunter2' } }));
-  const reg = (started.reg = await startRegistry({ token: { realm: ts.realm, service: ts.service, issuer: ts.issuer, rootCertBundle: ts.rootCertBundle } }));
+  const reg = (started.reg = await startRegistry({
+    token: { realm: ts.realm, service: ts.service, issuer: ts.issuer, rootCertBundle: ts.rootCertBundle },
+  }));
   await pushImage(reg.url, images.busybox, 'esb-test/busybox', 'v1', { username: 'bob', password: 'hunter2' });
   return { ts, reg };
 }
@@ -569,7 +613,10 @@ test('Bearer auth (token registry): credentials → POST password grant → OK; 
   const c = await namespace(t);
   const before = ts.requests.length;
   await assert.rejects(service(t, c).svc.ensureImage(ref, { signal: signal() }), isCode('PERMISSION_DENIED'));
-  assert.deepEqual(ts.requests.slice(before).map((r) => `${r.method} ${r.user ?? 'anonymous'} ${r.status}`), ['GET anonymous 200']);
+  assert.deepEqual(
+    ts.requests.slice(before).map((r) => `${r.method} ${r.user ?? 'anonymous'} ${r.status}`),
+    ['GET anonymous 200'],
+  );
 
   const mark = ts.requests.length;
   const good = service(t, c, { auths: { [reg.host]: { username: 'bob', password: 'hunter2' } } });
@@ -583,7 +630,10 @@ test('Bearer auth (token registry): credentials → POST password grant → OK; 
   assert.deepEqual(used[0].scopes, ['repository:esb-test/busybox:pull']);
   const wrong = service(t, c, { auths: { [reg.host]: { username: 'bob', password: 'nope' } } });
   await c.call('images', 'Delete', { name: ref, sync: true });
-  await assert.rejects(wrong.svc.ensureImage(ref, { signal: signal() }), (e: unknown) => isCode('PERMISSION_DENIED', /DOCKER_CONFIG/)(e) && !(e as Error).message.includes('bob'));
+  await assert.rejects(
+    wrong.svc.ensureImage(ref, { signal: signal() }),
+    (e: unknown) => isCode('PERMISSION_DENIED', /DOCKER_CONFIG/)(e) && !(e as Error).message.includes('bob'),
+  );
 });
 
 test('a token realm on plain http at another loopback port never sees the credentials', async (t) => {
@@ -593,8 +643,15 @@ test('a token realm on plain http at another loopback port never sees the creden
   const c = await namespace(t);
   const before = ts.requests.length;
   // The registry is plain http (listed); its realm is on another port, not listed as insecure.
-  const svc = service(t, c, { allowed: `${reg.host},${realmHost}`, insecure: reg.host, auths: { [reg.host]: { username: 'bob', password: 'hunter2' } } }).svc;
-  await assert.rejects(svc.ensureImage(ref, { signal: signal() }), (e: unknown) => isCode('PERMISSION_DENIED', /plain-http realm/)(e) && !(e as Error).message.includes('bob'));
+  const svc = service(t, c, {
+    allowed: `${reg.host},${realmHost}`,
+    insecure: reg.host,
+    auths: { [reg.host]: { username: 'bob', password: 'hunter2' } },
+  }).svc;
+  await assert.rejects(
+    svc.ensureImage(ref, { signal: signal() }),
+    (e: unknown) => isCode('PERMISSION_DENIED', /plain-http realm/)(e) && !(e as Error).message.includes('bob'),
+  );
   assert.deepEqual(ts.requests.slice(before), [], 'the realm received no request, so no Authorization and no password');
   // Anonymous, the same realm is on loopback and not allowed: refused too, nothing sent.
   const anon = service(t, c, { allowed: reg.host, insecure: reg.host }).svc;
@@ -610,7 +667,14 @@ async function connectionCounter(t: TestContext): Promise<{ host: string; connec
     n++;
     sock.destroy();
   });
-  t.after(() => new Promise<void>((resolve) => srv.close(() => { resolve(); })));
+  t.after(
+    () =>
+      new Promise<void>((resolve) =>
+        srv.close(() => {
+          resolve();
+        }),
+      ),
+  );
   await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
   return { host: `127.0.0.1:${(srv.address() as AddressInfo).port}`, connections: () => n };
 }
@@ -621,7 +685,10 @@ test('an image on a loopback port outside AGENT_ALLOWED_REGISTRIES → INVALID_A
   const { svc, metrics } = service(t, c, { allowed: registry!.host, insecure: '*' });
   for (const policy of ['if-not-present', 'always'] as const) {
     const s = policy === 'always' ? service(t, c, { allowed: registry!.host, policy }).svc : svc;
-    await assert.rejects(s.ensureImage(`${port.host}/admin/page:v1`, { signal: signal() }), isCode('INVALID_ARGUMENT', new RegExp(`${port.host}.*AGENT_ALLOWED_REGISTRIES`)));
+    await assert.rejects(
+      s.ensureImage(`${port.host}/admin/page:v1`, { signal: signal() }),
+      isCode('INVALID_ARGUMENT', new RegExp(`${port.host}.*AGENT_ALLOWED_REGISTRIES`)),
+    );
   }
   assert.equal(port.connections(), 0);
   assert.equal(await counterValue(metrics.imageRefusals, { reason: 'registry_not_allowed' }), 1);
@@ -637,23 +704,34 @@ test('a blob redirect to a loopback host outside the allowlist is refused with n
       res.writeHead(307, { location: `http://${target.host}${req.url}` }).end();
       return;
     }
-    const up = http.request({ host: upHost, port: Number(upPort), method: req.method, path: req.url, headers: { ...req.headers, host: registry!.host } }, (ur) => {
-      res.writeHead(ur.statusCode ?? 502, ur.headers);
-      ur.pipe(res);
-    });
+    const up = http.request(
+      { host: upHost, port: Number(upPort), method: req.method, path: req.url, headers: { ...req.headers, host: registry!.host } },
+      (ur) => {
+        res.writeHead(ur.statusCode ?? 502, ur.headers);
+        ur.pipe(res);
+      },
+    );
     up.on('error', () => res.destroy());
     req.pipe(up);
   });
-  t.after(() => new Promise<void>((resolve) => {
-    srv.closeAllConnections();
-    srv.close(() => { resolve(); });
-  }));
+  t.after(
+    () =>
+      new Promise<void>((resolve) => {
+        srv.closeAllConnections();
+        srv.close(() => {
+          resolve();
+        });
+      }),
+  );
   await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
   const host = `127.0.0.1:${(srv.address() as AddressInfo).port}`;
   const { ref } = await pushRandomImage(t, 64 * 1024);
   const c = await namespace(t);
   const { svc } = service(t, c, { allowed: host, insecure: host });
-  await assert.rejects(svc.ensureImage(ref.replace(proxy!.host, host), { signal: signal() }), isCode('FAILED_PRECONDITION', /redirect.*refused/));
+  await assert.rejects(
+    svc.ensureImage(ref.replace(proxy!.host, host), { signal: signal() }),
+    isCode('FAILED_PRECONDITION', /redirect.*refused/),
+  );
   assert.equal(target.connections(), 0);
   await expectNothingKept(c);
 });
@@ -662,7 +740,10 @@ test('a blob redirect to a loopback host outside the allowlist is refused with n
 async function expectNothingKept(c: ContainerdClient): Promise<void> {
   await waitFor('the pull lease to go', async () => (await leases(c)).length === 0, 15_000, 20);
   assert.deepEqual(await ingests(c), []);
-  assert.deepEqual((await c.call('images', 'List', { filters: [] })).images.map((i) => i.name), []);
+  assert.deepEqual(
+    (await c.call('images', 'List', { filters: [] })).images.map((i) => i.name),
+    [],
+  );
   await collectGarbage(c);
   assert.deepEqual(await listContent(c), [], 'nothing is GC-rooted');
   assert.deepEqual(await listSnapshotKeys(c, SNAPSHOTTER), []);
@@ -680,9 +761,18 @@ test('images over AGENT_IMAGE_MAX_LAYERS / _LAYER_BYTES / _BYTES → INVALID_ARG
   for (const [bounds, reason, re] of cases) {
     const c = await namespace(t);
     const { svc, metrics } = service(t, c, { bounds });
-    const { value, reqs } = await counted(() => svc.ensureImage(via(pushed.worker), { signal: signal() }).then(() => undefined, (e: unknown) => e));
+    const { value, reqs } = await counted(() =>
+      svc.ensureImage(via(pushed.worker), { signal: signal() }).then(
+        () => undefined,
+        (e: unknown) => e,
+      ),
+    );
     assert.ok(isCode('INVALID_ARGUMENT', re)(value), String(value));
-    assert.deepEqual(reqs.filter((r) => r.path.includes('/blobs/')), [], `${reason}: no blob downloaded`);
+    assert.deepEqual(
+      reqs.filter((r) => r.path.includes('/blobs/')),
+      [],
+      `${reason}: no blob downloaded`,
+    );
     assert.equal(await counterValue(metrics.imageRefusals, { reason }), 1);
     await expectNothingKept(c);
   }
@@ -694,17 +784,23 @@ test('a registry that serves more bytes than a layer declares is cut off at the 
   const layer = m.layers[0]!;
   // The stand-in declares a small layer in its manifest and then streams the real, bigger blob.
   const smallSize = 1024;
-  const manifest = Buffer.from(JSON.stringify({
-    schemaVersion: 2,
-    mediaType: MediaType.ociManifest,
-    config: { mediaType: m.config.mediaType, digest: m.config.digest, size: m.config.size },
-    layers: [{ mediaType: layer.mediaType, digest: layer.digest, size: smallSize }],
-  }));
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.ociManifest,
+      config: { mediaType: m.config.mediaType, digest: m.config.digest, size: m.config.size },
+      layers: [{ mediaType: layer.mediaType, digest: layer.digest, size: smallSize }],
+    }),
+  );
   let blobBytesSent = 0;
   const srv = http.createServer((req, res) => {
     const url = req.url ?? '';
     if (url.includes('/manifests/')) {
-      res.writeHead(200, { 'content-type': MediaType.ociManifest, 'docker-content-digest': sha256Digest(manifest), 'content-length': String(manifest.length) });
+      res.writeHead(200, {
+        'content-type': MediaType.ociManifest,
+        'docker-content-digest': sha256Digest(manifest),
+        'content-length': String(manifest.length),
+      });
       res.end(req.method === 'HEAD' ? undefined : manifest);
     } else if (url.endsWith(m.config.digest)) {
       res.writeHead(200).end(readFileSync(m.config.path));
@@ -716,15 +812,23 @@ test('a registry that serves more bytes than a layer declares is cut off at the 
       res.end(big);
     }
   });
-  t.after(() => new Promise<void>((resolve) => {
-    srv.closeAllConnections();
-    srv.close(() => { resolve(); });
-  }));
+  t.after(
+    () =>
+      new Promise<void>((resolve) => {
+        srv.closeAllConnections();
+        srv.close(() => {
+          resolve();
+        });
+      }),
+  );
   await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
   const host = `127.0.0.1:${(srv.address() as AddressInfo).port}`;
   const c = await namespace(t);
   const { svc } = service(t, c, { allowed: host, insecure: host, bounds: { maxLayerBytes: 4096 } });
-  await assert.rejects(svc.ensureImage(ref.replace(proxy!.host, host), { signal: signal() }), isCode('FAILED_PRECONDITION', /larger than the 1024 bytes its descriptor declares/));
+  await assert.rejects(
+    svc.ensureImage(ref.replace(proxy!.host, host), { signal: signal() }),
+    isCode('FAILED_PRECONDITION', /larger than the 1024 bytes its descriptor declares/),
+  );
   assert.ok(blobBytesSent > 4096, 'the stand-in did send more than the bound');
   await expectNothingKept(c);
 });
@@ -738,7 +842,12 @@ test('abort in the middle of a blob → CANCELLED; then no lease, no ingest, no 
   const ac = new AbortController();
   const p = svc.ensureImage(ref, { signal: ac.signal });
   // Wait until the big layer is being written (its ingest exists and has data), then abort.
-  await waitFor('a layer ingest in progress', async () => (await c.call('content', 'ListStatuses', { filters: [] })).statuses.some((s) => Number(s.offset) >= 2 * 1024 * 1024), 30_000, 20);
+  await waitFor(
+    'a layer ingest in progress',
+    async () => (await c.call('content', 'ListStatuses', { filters: [] })).statuses.some((s) => Number(s.offset) >= 2 * 1024 * 1024),
+    30_000,
+    20,
+  );
   const inProgress = await c.call('content', 'ListStatuses', { filters: [] });
   t.diagnostic(`aborting with ingests ${inProgress.statuses.map((s) => `${s.ref} ${s.offset}/${s.total}`).join(', ')}`);
   const t0 = performance.now();
@@ -767,7 +876,12 @@ test('one caller giving up does not cancel the pull shared with another', async 
   const quitter = new AbortController();
   const p1 = svc.ensureImage(ref, { signal: quitter.signal });
   const p2 = svc.ensureImage(ref, { signal: signal() });
-  await waitFor('a layer ingest in progress', async () => (await c.call('content', 'ListStatuses', { filters: [] })).statuses.some((s) => Number(s.offset) >= 1024 * 1024), 30_000, 20);
+  await waitFor(
+    'a layer ingest in progress',
+    async () => (await c.call('content', 'ListStatuses', { filters: [] })).statuses.some((s) => Number(s.offset) >= 1024 * 1024),
+    30_000,
+    20,
+  );
   quitter.abort();
   await assert.rejects(p1, isCode('CANCELLED'));
   release();
@@ -782,10 +896,16 @@ test('two tags of one image pulled at once: both succeed, one snapshot chain, no
   const { ref, image } = await pushRandomImage(t, 4 * 1024 * 1024);
   await pushImage(registry!.url, image, image.name, 'v2');
   const ref2 = ref.replace(/:v1$/, ':v2');
-  const [a, b] = await Promise.all([service(t, c).svc.ensureImage(ref, { signal: signal() }), service(t, c).svc.ensureImage(ref2, { signal: signal() })]);
+  const [a, b] = await Promise.all([
+    service(t, c).svc.ensureImage(ref, { signal: signal() }),
+    service(t, c).svc.ensureImage(ref2, { signal: signal() }),
+  ]);
   assert.equal(a.chainId, b.chainId);
   assert.ok(await snapshotExists(c, a.chainId));
-  assert.deepEqual((await listSnapshotKeys(c, SNAPSHOTTER)).filter((k) => k.startsWith('extract-')), []);
+  assert.deepEqual(
+    (await listSnapshotKeys(c, SNAPSHOTTER)).filter((k) => k.startsWith('extract-')),
+    [],
+  );
   assert.deepEqual(await leases(c), []);
   assert.deepEqual(await ingests(c), []);
   const names = (await c.call('images', 'List', { filters: [] })).images.map((i) => i.name).sort();
@@ -815,7 +935,13 @@ test('Content.Write resumes a partial ingest from its offset (Range), or restart
     const desc = { mediaType: MediaType.ociLayerGzip, digest: sha256Digest(data), size: data.length };
     const ref = ingestRef('layer', desc.digest);
     await partialIngest(c, lease, ref, data, desc.digest, 1024 * 1024);
-    await waitFor('the partial ingest to be listed', async () => (await c.call('content', 'ListStatuses', { filters: [] })).statuses.some((s) => s.ref === ref && s.offset === String(1024 * 1024)), 5000, 20);
+    await waitFor(
+      'the partial ingest to be listed',
+      async () =>
+        (await c.call('content', 'ListStatuses', { filters: [] })).statuses.some((s) => s.ref === ref && s.offset === String(1024 * 1024)),
+      5000,
+      20,
+    );
     const opened: number[] = [];
     const outcome = await writeBlob(c, {
       ref,
@@ -852,7 +978,14 @@ test('Content.Write on a ref locked by another writer backs off and succeeds onc
   setTimeout(() => {
     holder.end();
   }, 300);
-  const outcome = await writeBlob(c, { ref, desc, labels: {}, lease, signal: signal(), open: () => Promise.resolve({ offset: 0, body: [data], destroy: () => undefined }) });
+  const outcome = await writeBlob(c, {
+    ref,
+    desc,
+    labels: {},
+    lease,
+    signal: signal(),
+    open: () => Promise.resolve({ offset: 0, body: [data], destroy: () => undefined }),
+  });
   const waited = performance.now() - t0;
   t.diagnostic(`locked ref released after 300 ms; write done after ${Math.round(waited)} ms`);
   assert.equal(outcome, 'committed');

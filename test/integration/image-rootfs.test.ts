@@ -16,7 +16,9 @@ import { mountPointsUnder, mountsDir, removeStaleMounts, withReadonlyMount } fro
 function tree(t: TestContext): { root: string } {
   const base = mkdtempSync(path.join(os.tmpdir(), 'esb-rootfs-'));
   t.after(() => {
-    for (const m of readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '')) {
+    for (const m of readFileSync('/proc/self/mounts', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' ')[1] ?? '')) {
       if (m.startsWith(base + '/')) execFileSync('umount', ['-l', m]);
     }
     rmSync(base, { recursive: true, force: true });
@@ -47,22 +49,34 @@ test('withReadonlyMount: a read-only nodev,nosuid,noexec mount under the state d
   const { root } = tree(t);
   const stateDir = path.join(path.dirname(root), 'state');
   const seen = await withReadonlyMount(stateDir, [{ type: 'bind', source: root, options: ['rbind', 'rw'] }], (mnt) => {
-    const line = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === mnt) ?? '';
+    const line =
+      readFileSync('/proc/self/mountinfo', 'utf8')
+        .split('\n')
+        .find((l) => l.split(' ')[4] === mnt) ?? '';
     const flags = line.split(' ')[5] ?? '';
     for (const f of ['ro', 'nodev', 'nosuid', 'noexec']) assert.ok(flags.split(',').includes(f), `${f} in ${flags}`);
-    assert.throws(() => {
-      writeFileSync(path.join(mnt, 'etc/new'), 'x');
-    }, { code: 'EROFS' });
+    assert.throws(
+      () => {
+        writeFileSync(path.join(mnt, 'etc/new'), 'x');
+      },
+      { code: 'EROFS' },
+    );
     return Promise.resolve(readFileSync(path.join(mnt, 'srv/accounts/passwd'), 'utf8'));
   });
   assert.match(seen, /^app:/);
   assert.deepEqual(await mountPointsUnder(mountsDir(stateDir)), []);
   assert.deepEqual(readdirSync(mountsDir(stateDir)), []);
   // Unmounted also when the reader fails.
-  await assert.rejects(withReadonlyMount(stateDir, [{ type: 'bind', source: root, options: ['rbind'] }], () => Promise.reject(new Error('reader failed'))), /reader failed/);
+  await assert.rejects(
+    withReadonlyMount(stateDir, [{ type: 'bind', source: root, options: ['rbind'] }], () => Promise.reject(new Error('reader failed'))),
+    /reader failed/,
+  );
   assert.deepEqual(await mountPointsUnder(mountsDir(stateDir)), []);
   // A mount that fails leaves no dir behind.
-  await assert.rejects(withReadonlyMount(stateDir, [{ type: 'bind', source: path.join(root, 'nothere'), options: [] }], () => Promise.resolve(1)), { name: 'MountError' });
+  await assert.rejects(
+    withReadonlyMount(stateDir, [{ type: 'bind', source: path.join(root, 'nothere'), options: [] }], () => Promise.resolve(1)),
+    { name: 'MountError' },
+  );
   assert.deepEqual(readdirSync(mountsDir(stateDir)), []);
 });
 

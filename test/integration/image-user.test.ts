@@ -66,7 +66,13 @@ function hostileImages(canary: string): Record<string, { entries: UserImageEntry
       detail: /\/etc\/passwd is a character device, not a regular file/,
     },
     'passwd-50mib': {
-      entries: [{ type: 'file', name: 'etc/passwd', data: Buffer.concat([Buffer.from('app:x:1000:1000::/:/bin/sh\n'), Buffer.alloc(50 * 1024 * 1024, '#\n')]) }],
+      entries: [
+        {
+          type: 'file',
+          name: 'etc/passwd',
+          data: Buffer.concat([Buffer.from('app:x:1000:1000::/:/bin/sh\n'), Buffer.alloc(50 * 1024 * 1024, '#\n')]),
+        },
+      ],
       detail: /\/etc\/passwd is larger than 1048576 bytes/,
     },
   };
@@ -106,7 +112,10 @@ async function checkNamedUser(stack: TestStack, t: TestContext, image: string): 
   const r = await invoke<ExecResult>(stack, w.id, { action: 'exec', argv: ['/bin/id'] });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^uid=4321\(app\) gid=4300\(staff\) groups=/, r.stdout);
-  const groups = (/groups=(\S+)/.exec(r.stdout)?.[1] ?? '').split(',').map((g) => Number.parseInt(g, 10)).sort();
+  const groups = (/groups=(\S+)/.exec(r.stdout)?.[1] ?? '')
+    .split(',')
+    .map((g) => Number.parseInt(g, 10))
+    .sort();
   assert.deepEqual(groups, [4300, 4400], r.stdout);
 }
 
@@ -124,9 +133,22 @@ describe('image USER resolved inside the image (overlayfs)', () => {
     canary = makeCanary();
     stack = await startStack();
     for (const [name, h] of Object.entries(hostileImages(canary))) {
-      hostile.set(name, { ref: await pushUserImage(stack.registry, stack.images.images.worker, { name, user: 'app', entries: h.entries }, path.join(stack.tmp, 'user-images')), detail: h.detail });
+      hostile.set(name, {
+        ref: await pushUserImage(
+          stack.registry,
+          stack.images.images.worker,
+          { name, user: 'app', entries: h.entries },
+          path.join(stack.tmp, 'user-images'),
+        ),
+        detail: h.detail,
+      });
     }
-    named = await pushUserImage(stack.registry, stack.images.images.worker, { name: 'named-user', user: 'app:staff', entries: NAMED_IMAGE }, path.join(stack.tmp, 'user-images'));
+    named = await pushUserImage(
+      stack.registry,
+      stack.images.images.worker,
+      { name: 'named-user', user: 'app:staff', entries: NAMED_IMAGE },
+      path.join(stack.tmp, 'user-images'),
+    );
   });
   after(async () => {
     await stack.stop();
@@ -137,14 +159,25 @@ describe('image USER resolved inside the image (overlayfs)', () => {
     for (const [name, h] of hostile) {
       // Pull first, so the timing below is the lookup's alone.
       const t0 = Date.now();
-      const err = await stack.callError('EnsureContainer', { function_name: name, image: h.ref, env: {}, owner_id: OWNER }, { deadlineMs: 120_000 });
+      const err = await stack.callError(
+        'EnsureContainer',
+        { function_name: name, image: h.ref, env: {}, owner_id: OWNER },
+        { deadlineMs: 120_000 },
+      );
       const pulled = Date.now() - t0;
       assert.equal(err.name, 'INVALID_ARGUMENT', `${name}: ${err.details}`);
       assert.match(err.details, h.detail, name);
       assert.ok(err.details.includes(h.ref), `${name}: the message names the image: ${err.details}`);
-      assert.ok(!err.details.includes(String(CANARY_ID)) && !err.details.includes(canary), `${name}: nothing of the host canary: ${err.details}`);
+      assert.ok(
+        !err.details.includes(String(CANARY_ID)) && !err.details.includes(canary),
+        `${name}: nothing of the host canary: ${err.details}`,
+      );
       const t1 = Date.now();
-      const again = await stack.callError('EnsureContainer', { function_name: name, image: h.ref, env: {}, owner_id: OWNER }, { deadlineMs: ANSWER_MS });
+      const again = await stack.callError(
+        'EnsureContainer',
+        { function_name: name, image: h.ref, env: {}, owner_id: OWNER },
+        { deadlineMs: ANSWER_MS },
+      );
       assert.equal(again.name, 'INVALID_ARGUMENT', `${name} (image local): ${again.details}`);
       assert.ok(Date.now() - t1 < ANSWER_MS, `${name} answered within ${ANSWER_MS} ms (first try, with the pull: ${pulled} ms)`);
       const listed = await stack.call<{ containers: unknown[] }>('ListContainers', { owner_id: OWNER });
@@ -155,7 +188,15 @@ describe('image USER resolved inside the image (overlayfs)', () => {
 
   test('five hostile Ensures at once, then a normal Ensure + Invoke: the agent does not stall', async (t) => {
     const t0 = Date.now();
-    const results = await Promise.all([...hostile.values()].map((h, i) => stack.callError('EnsureContainer', { function_name: `par-${i}`, image: h.ref, env: {}, owner_id: OWNER }, { deadlineMs: ANSWER_MS })));
+    const results = await Promise.all(
+      [...hostile.values()].map((h, i) =>
+        stack.callError(
+          'EnsureContainer',
+          { function_name: `par-${i}`, image: h.ref, env: {}, owner_id: OWNER },
+          { deadlineMs: ANSWER_MS },
+        ),
+      ),
+    );
     for (const r of results) assert.equal(r.name, 'INVALID_ARGUMENT', r.details);
     assert.ok(Date.now() - t0 < ANSWER_MS, `five refusals took ${Date.now() - t0} ms`);
     await expectNoLeaks(stack, 'five hostile Ensures');
@@ -166,7 +207,8 @@ describe('image USER resolved inside the image (overlayfs)', () => {
 
   test('name:group USER through a symlink inside the image: the worker runs as the image says; repeats pay no mount', async (t) => {
     await checkNamedUser(stack, t, named);
-    const lookups = (): number => stack.logs.find('image user lookup: reading /etc/passwd and /etc/group from a read-only mount of the snapshot').length;
+    const lookups = (): number =>
+      stack.logs.find('image user lookup: reading /etc/passwd and /etc/group from a read-only mount of the snapshot').length;
     const before = lookups();
     assert.ok(before >= 1, 'the first Ensure mounted the snapshot');
     const w = await ensure(stack, t, 'named-user-2', named);
@@ -218,17 +260,30 @@ describe('image USER resolved inside the image (native snapshotter)', () => {
   test('name:group USER resolves and a host-pointing /etc/passwd is refused on native too', async (t) => {
     assert.equal(stack.snapshotter, 'native');
     const dir = path.join(stack.tmp, 'user-images');
-    const named = await pushUserImage(stack.registry, stack.images.images.worker, { name: 'named-user', user: 'app:staff', entries: NAMED_IMAGE }, dir);
+    const named = await pushUserImage(
+      stack.registry,
+      stack.images.images.worker,
+      { name: 'named-user', user: 'app:staff', entries: NAMED_IMAGE },
+      dir,
+    );
     await t.test('named user', async (tt) => {
       await checkNamedUser(stack, tt, named);
       const records = (await stack.containerd.call('containers', 'List', { filters: [] })).containers;
-      assert.deepEqual(records.map((c) => c.snapshotter), ['native'], 'the worker rootfs is a native snapshot');
+      assert.deepEqual(
+        records.map((c) => c.snapshotter),
+        ['native'],
+        'the worker rootfs is a native snapshot',
+      );
     });
     await expectNoLeaks(stack, 'native named user');
     for (const name of ['passwd-abs-link', 'passwd-dotdot', 'passwd-fifo'] as const) {
       const h = hostileImages(canary)[name]!;
       const ref = await pushUserImage(stack.registry, stack.images.images.worker, { name, user: 'app', entries: h.entries }, dir);
-      const err = await stack.callError('EnsureContainer', { function_name: name, image: ref, env: {}, owner_id: OWNER }, { deadlineMs: 120_000 });
+      const err = await stack.callError(
+        'EnsureContainer',
+        { function_name: name, image: ref, env: {}, owner_id: OWNER },
+        { deadlineMs: 120_000 },
+      );
       assert.equal(err.name, 'INVALID_ARGUMENT', `${name}: ${err.details}`);
       assert.match(err.details, h.detail, name);
       assert.ok(!err.details.includes(String(CANARY_ID)), err.details);

@@ -18,7 +18,16 @@ import { startDockerStack, type DockerTestStack } from '../harness/docker-stack.
 import { freeSubnet } from '../harness/dockerd.js';
 import { startStack, type TestStack } from '../harness/stack.js';
 import { runCleanups } from '../harness/cleanups.js';
-import { hostAddress, linkLocalPeer, probeFrom, probeFromHost, tcpListener, udpEcho, type ProbeResult, type Target } from '../helpers/netprobe.js';
+import {
+  hostAddress,
+  linkLocalPeer,
+  probeFrom,
+  probeFromHost,
+  tcpListener,
+  udpEcho,
+  type ProbeResult,
+  type Target,
+} from '../helpers/netprobe.js';
 import type { WorkerReply as Worker } from '../helpers/replies.js';
 
 const ENTRY = path.join(PROJECT_ROOT, 'test', 'helpers', 'cli-entry.ts');
@@ -27,7 +36,11 @@ const LINK_LOCAL_PORT = 18080;
 function doctorFirewall(env: Record<string, string>): Promise<{ code: number | null; line: string; stdout: string }> {
   const childEnv = { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: os.tmpdir(), ...env };
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, 'doctor'], { cwd: PROJECT_ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, 'doctor'], {
+      cwd: PROJECT_ROOT,
+      env: childEnv,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let stdout = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.once('error', reject);
@@ -62,11 +75,22 @@ describe('worker network isolation (containerd runtime)', () => {
   /** Probes from worker A; returns the results keyed by label. */
   const fromA = async (targets: Record<string, Target>): Promise<Record<string, ProbeResult>> => {
     const entries = Object.entries(targets);
-    const results = await probeFrom(await pidOf(a.id), entries.map(([, t]) => t));
+    const results = await probeFrom(
+      await pidOf(a.id),
+      entries.map(([, t]) => t),
+    );
     for (const r of results) assert.ok(r.ms < 3500, `every probe settles within 3 s: ${JSON.stringify(results)}`);
     return Object.fromEntries(entries.map(([label], i) => [label, results[i]!.result]));
   };
-  const invokeA = () => stack.call<{ status_code: number; body: Buffer }>('InvokeWorker', { container_id: a.id, owner_id: 'tenant-a', path: '', payload: Buffer.from('{"action":"echo","x":1}'), headers: {}, timeout_ms: 20_000 });
+  const invokeA = () =>
+    stack.call<{ status_code: number; body: Buffer }>('InvokeWorker', {
+      container_id: a.id,
+      owner_id: 'tenant-a',
+      path: '',
+      payload: Buffer.from('{"action":"echo","x":1}'),
+      headers: {},
+      timeout_ms: 20_000,
+    });
 
   before(async () => {
     // Stand-ins for the agent's listeners on every address, and a port the operator opens.
@@ -95,8 +119,18 @@ describe('worker network isolation (containerd runtime)', () => {
       await stack.call('DestroyContainer', { container_id: b.id, owner_id: 'tenant-b' }).catch(() => undefined);
     });
     // Both RIEs listen before any probe: an invocation waits for that.
-    for (const [w, owner] of [[a, 'tenant-a'], [b, 'tenant-b']] as const) {
-      const res = await stack.call<{ status_code: number }>('InvokeWorker', { container_id: w.id, owner_id: owner, path: '', payload: Buffer.from('{"action":"echo"}'), headers: {}, timeout_ms: 20_000 });
+    for (const [w, owner] of [
+      [a, 'tenant-a'],
+      [b, 'tenant-b'],
+    ] as const) {
+      const res = await stack.call<{ status_code: number }>('InvokeWorker', {
+        container_id: w.id,
+        owner_id: owner,
+        path: '',
+        payload: Buffer.from('{"action":"echo"}'),
+        headers: {},
+        timeout_ms: 20_000,
+      });
       assert.equal(res.status_code, 200);
     }
     // The DNS server (the gateway, CNI_DNS_SERVER's default) exists once the bridge does.
@@ -128,7 +162,7 @@ describe('worker network isolation (containerd runtime)', () => {
     assert.equal(await probeFromHost({ host: gateway, port: 53, proto: 'udp' }), 'connected', 'host → DNS stand-in (udp)');
   });
 
-  test('from a worker: the agent\'s ports, other host addresses, other workers and link-local are refused at once', async () => {
+  test("from a worker: the agent's ports, other host addresses, other workers and link-local are refused at once", async () => {
     const r = await fromA(forbidden());
     for (const [label, result] of Object.entries(r)) assert.equal(result, 'refused', `worker → ${label}: ${JSON.stringify(r)}`);
   });
@@ -141,7 +175,11 @@ describe('worker network isolation (containerd runtime)', () => {
       allowedOnOtherHostAddress: { host: otherHostIp, port: allowed.port },
     });
     const counters = (): string => execFileSync('iptables', ['-w', '-nvL', `ESB-IN-${stack.bridge}`], { encoding: 'utf8' });
-    assert.deepEqual(r, { dnsUdp: 'connected', dnsTcp: 'connected', allowedOnGateway: 'connected', allowedOnOtherHostAddress: 'connected' }, counters());
+    assert.deepEqual(
+      r,
+      { dnsUdp: 'connected', dnsTcp: 'connected', allowedOnGateway: 'connected', allowedOnOtherHostAddress: 'connected' },
+      counters(),
+    );
   });
 
   test('the host still invokes the worker; the install is counted', async () => {
@@ -152,61 +190,90 @@ describe('worker network isolation (containerd runtime)', () => {
     assert.match(metric, /esb_agent_worker_firewall_installs_total\{found="missing"\} 1/);
   });
 
-  test('restart with the chains present, deleted, and partly deleted: complete again after each start; doctor says which', { timeout: 5 * 60_000 }, async () => {
-    const complete = firewallLeftovers(stack.bridge);
-    assert.equal(complete.filter((l) => l.startsWith('iptables -A INPUT ')).length, 1, complete.join('\n'));
-    assert.equal(complete.filter((l) => l.startsWith('iptables -A FORWARD ')).length, 1, complete.join('\n'));
-    const env = { ...stack.env };
+  test(
+    'restart with the chains present, deleted, and partly deleted: complete again after each start; doctor says which',
+    { timeout: 5 * 60_000 },
+    async () => {
+      const complete = firewallLeftovers(stack.bridge);
+      assert.equal(complete.filter((l) => l.startsWith('iptables -A INPUT ')).length, 1, complete.join('\n'));
+      assert.equal(complete.filter((l) => l.startsWith('iptables -A FORWARD ')).length, 1, complete.join('\n'));
+      const env = { ...stack.env };
 
-    // Present: the agent stops, the chains stay, the worker stays refused meanwhile.
-    await stack.stopAgent();
-    assert.deepEqual(firewallLeftovers(stack.bridge), complete, 'stopping the agent keeps the chains');
-    assert.deepEqual(await fromA({ g: { host: gateway, port: standIn.port }, w: { host: b.ip_address, port: 8080 } }), { g: 'refused', w: 'refused' });
-    let doc = await doctorFirewall(env);
-    assert.match(doc.line, /^OK {4}firewall +present: chains ESB-IN-\S+, ESB-FWD-\S+ complete/, doc.stdout);
-    await stack.startAgent();
-    assert.deepEqual(firewallLeftovers(stack.bridge), complete);
-    assert.ok(!stack.logs.lines.some((l) => l['msg'] === 'worker firewall was partly removed or changed; repaired'));
+      // Present: the agent stops, the chains stay, the worker stays refused meanwhile.
+      await stack.stopAgent();
+      assert.deepEqual(firewallLeftovers(stack.bridge), complete, 'stopping the agent keeps the chains');
+      assert.deepEqual(await fromA({ g: { host: gateway, port: standIn.port }, w: { host: b.ip_address, port: 8080 } }), {
+        g: 'refused',
+        w: 'refused',
+      });
+      let doc = await doctorFirewall(env);
+      assert.match(doc.line, /^OK {4}firewall +present: chains ESB-IN-\S+, ESB-FWD-\S+ complete/, doc.stdout);
+      await stack.startAgent();
+      assert.deepEqual(firewallLeftovers(stack.bridge), complete);
+      assert.ok(!stack.logs.lines.some((l) => l['msg'] === 'worker firewall was partly removed or changed; repaired'));
 
-    // Deleted: doctor warns; without the chains the worker gets through (the probes can fail);
-    // the next start puts everything back.
-    await stack.stopAgent();
-    removeFirewall(stack.bridge);
-    assert.deepEqual(firewallLeftovers(stack.bridge), []);
-    doc = await doctorFirewall(env);
-    assert.match(doc.line, /^WARN {2}firewall +missing: no worker firewall for bridge /, doc.stdout);
-    assert.match(doc.line, /fix: start the agent/);
-    assert.deepEqual(await fromA({ g: { host: gateway, port: standIn.port }, w: { host: b.ip_address, port: 8080 }, ll: { host: llRemote, port: LINK_LOCAL_PORT } }), { g: 'connected', w: 'connected', ll: 'connected' });
-    await stack.startAgent();
-    assert.deepEqual(firewallLeftovers(stack.bridge), complete);
-    assert.deepEqual(await fromA({ g: { host: gateway, port: standIn.port }, w: { host: b.ip_address, port: 8080 }, ll: { host: llRemote, port: LINK_LOCAL_PORT } }), { g: 'refused', w: 'refused', ll: 'refused' });
+      // Deleted: doctor warns; without the chains the worker gets through (the probes can fail);
+      // the next start puts everything back.
+      await stack.stopAgent();
+      removeFirewall(stack.bridge);
+      assert.deepEqual(firewallLeftovers(stack.bridge), []);
+      doc = await doctorFirewall(env);
+      assert.match(doc.line, /^WARN {2}firewall +missing: no worker firewall for bridge /, doc.stdout);
+      assert.match(doc.line, /fix: start the agent/);
+      assert.deepEqual(
+        await fromA({
+          g: { host: gateway, port: standIn.port },
+          w: { host: b.ip_address, port: 8080 },
+          ll: { host: llRemote, port: LINK_LOCAL_PORT },
+        }),
+        { g: 'connected', w: 'connected', ll: 'connected' },
+      );
+      await stack.startAgent();
+      assert.deepEqual(firewallLeftovers(stack.bridge), complete);
+      assert.deepEqual(
+        await fromA({
+          g: { host: gateway, port: standIn.port },
+          w: { host: b.ip_address, port: 8080 },
+          ll: { host: llRemote, port: LINK_LOCAL_PORT },
+        }),
+        { g: 'refused', w: 'refused', ll: 'refused' },
+      );
 
-    // One jump removed: doctor fails; the worker reaches its neighbour until the start repairs it.
-    await stack.stopAgent();
-    execFileSync('iptables', ['-w', '-D', 'FORWARD', '-i', stack.bridge, '-j', `ESB-FWD-${stack.bridge}`]);
-    doc = await doctorFirewall(env);
-    assert.equal(doc.code, 1, doc.stdout);
-    assert.match(doc.line, new RegExp(`^FAIL {2}firewall +partly removed: iptables jump from FORWARD to ESB-FWD-${stack.bridge} is missing`), doc.stdout);
-    assert.match(doc.line, /fix: restart the agent/);
-    assert.deepEqual(await fromA({ w: { host: b.ip_address, port: 8080 } }), { w: 'connected' });
-    await stack.startAgent();
-    assert.deepEqual(firewallLeftovers(stack.bridge), complete);
-    assert.deepEqual(await fromA({ w: { host: b.ip_address, port: 8080 } }), { w: 'refused' });
-    assert.ok(stack.logs.lines.some((l) => l['msg'] === 'worker firewall was partly removed or changed; repaired'));
+      // One jump removed: doctor fails; the worker reaches its neighbour until the start repairs it.
+      await stack.stopAgent();
+      execFileSync('iptables', ['-w', '-D', 'FORWARD', '-i', stack.bridge, '-j', `ESB-FWD-${stack.bridge}`]);
+      doc = await doctorFirewall(env);
+      assert.equal(doc.code, 1, doc.stdout);
+      assert.match(
+        doc.line,
+        new RegExp(`^FAIL {2}firewall +partly removed: iptables jump from FORWARD to ESB-FWD-${stack.bridge} is missing`),
+        doc.stdout,
+      );
+      assert.match(doc.line, /fix: restart the agent/);
+      assert.deepEqual(await fromA({ w: { host: b.ip_address, port: 8080 } }), { w: 'connected' });
+      await stack.startAgent();
+      assert.deepEqual(firewallLeftovers(stack.bridge), complete);
+      assert.deepEqual(await fromA({ w: { host: b.ip_address, port: 8080 } }), { w: 'refused' });
+      assert.ok(stack.logs.lines.some((l) => l['msg'] === 'worker firewall was partly removed or changed; repaired'));
 
-    // One rule inside a chain removed.
-    await stack.stopAgent();
-    execFileSync('iptables', ['-w', '-D', `ESB-IN-${stack.bridge}`, '-p', 'tcp', '-j', 'REJECT', '--reject-with', 'tcp-reset']);
-    doc = await doctorFirewall(env);
-    assert.match(doc.line, new RegExp(`^FAIL {2}firewall +partly removed: iptables chain ESB-IN-${stack.bridge} differs: 1 rule\\(s\\) missing, 0 unexpected`), doc.stdout);
-    await stack.startAgent();
-    assert.deepEqual(firewallLeftovers(stack.bridge), complete);
-    const metric = await stack.agent!.metrics.registry.getSingleMetricAsString('esb_agent_worker_firewall_installs_total');
-    assert.match(metric, /esb_agent_worker_firewall_installs_total\{found="partial"\} 1/);
-    doc = await doctorFirewall(env);
-    assert.match(doc.line, /^OK {4}firewall +present/, doc.stdout);
-    assert.equal((await invokeA()).status_code, 200, 'invocations work after every repair');
-  });
+      // One rule inside a chain removed.
+      await stack.stopAgent();
+      execFileSync('iptables', ['-w', '-D', `ESB-IN-${stack.bridge}`, '-p', 'tcp', '-j', 'REJECT', '--reject-with', 'tcp-reset']);
+      doc = await doctorFirewall(env);
+      assert.match(
+        doc.line,
+        new RegExp(`^FAIL {2}firewall +partly removed: iptables chain ESB-IN-${stack.bridge} differs: 1 rule\\(s\\) missing, 0 unexpected`),
+        doc.stdout,
+      );
+      await stack.startAgent();
+      assert.deepEqual(firewallLeftovers(stack.bridge), complete);
+      const metric = await stack.agent!.metrics.registry.getSingleMetricAsString('esb_agent_worker_firewall_installs_total');
+      assert.match(metric, /esb_agent_worker_firewall_installs_total\{found="partial"\} 1/);
+      doc = await doctorFirewall(env);
+      assert.match(doc.line, /^OK {4}firewall +present/, doc.stdout);
+      assert.equal((await invokeA()).status_code, 200, 'invocations work after every repair');
+    },
+  );
 
   test('stopping the stack removes the chains the agent kept', async () => {
     await stack.call('DestroyContainer', { container_id: a.id, owner_id: 'tenant-a' });
@@ -226,13 +293,20 @@ describe('worker network isolation (docker runtime)', () => {
   let b: Worker;
 
   const pidOf = async (id: string): Promise<number> => {
-    const c = await stack.dockerd.client.json<{ State: { Pid: number } }>({ method: 'GET', path: `/containers/${encodeURIComponent(id)}/json`, what: 'inspect' });
+    const c = await stack.dockerd.client.json<{ State: { Pid: number } }>({
+      method: 'GET',
+      path: `/containers/${encodeURIComponent(id)}/json`,
+      what: 'inspect',
+    });
     assert.ok(c.State.Pid > 0, `container ${id} has a pid`);
     return c.State.Pid;
   };
   const fromA = async (targets: Record<string, Target>): Promise<Record<string, ProbeResult>> => {
     const entries = Object.entries(targets);
-    const results = await probeFrom(await pidOf(a.id), entries.map(([, t]) => t));
+    const results = await probeFrom(
+      await pidOf(a.id),
+      entries.map(([, t]) => t),
+    );
     for (const r of results) assert.ok(r.ms < 3500, `every probe settles within 3 s: ${JSON.stringify(results)}`);
     return Object.fromEntries(entries.map(([label], i) => [label, results[i]!.result]));
   };
@@ -251,8 +325,18 @@ describe('worker network isolation (docker runtime)', () => {
       await stack.call('DestroyContainer', { container_id: a.id, owner_id: 'tenant-a' }).catch(() => undefined);
       await stack.call('DestroyContainer', { container_id: b.id, owner_id: 'tenant-b' }).catch(() => undefined);
     });
-    for (const [w, owner] of [[a, 'tenant-a'], [b, 'tenant-b']] as const) {
-      const res = await stack.call<{ status_code: number }>('InvokeWorker', { container_id: w.id, owner_id: owner, path: '', payload: Buffer.from('{"action":"echo"}'), headers: {}, timeout_ms: 20_000 });
+    for (const [w, owner] of [
+      [a, 'tenant-a'],
+      [b, 'tenant-b'],
+    ] as const) {
+      const res = await stack.call<{ status_code: number }>('InvokeWorker', {
+        container_id: w.id,
+        owner_id: owner,
+        path: '',
+        payload: Buffer.from('{"action":"echo"}'),
+        headers: {},
+        timeout_ms: 20_000,
+      });
       assert.equal(res.status_code, 200);
     }
     const dnsUdp = await udpEcho(gateway, 53);
@@ -262,9 +346,13 @@ describe('worker network isolation (docker runtime)', () => {
   });
   after(() => runCleanups(cleanups));
 
-  test('from a worker: the agent\'s ports, the host and the other tenant are refused; DNS on the gateway is not; the host still invokes', async () => {
+  test("from a worker: the agent's ports, the host and the other tenant are refused; DNS on the gateway is not; the host still invokes", async () => {
     // Positive controls first: each target answers the host.
-    for (const t of [{ host: gateway, port: stack.agent!.grpcPort }, { host: gateway, port: standIn.port }, { host: b.ip_address, port: 8080 }]) {
+    for (const t of [
+      { host: gateway, port: stack.agent!.grpcPort },
+      { host: gateway, port: standIn.port },
+      { host: b.ip_address, port: 8080 },
+    ]) {
       assert.equal(await probeFromHost(t), 'connected', `host → ${t.host}:${t.port}`);
     }
     const r = await fromA({
@@ -275,8 +363,22 @@ describe('worker network isolation (docker runtime)', () => {
       dnsUdp: { host: gateway, port: 53, proto: 'udp' },
       dnsTcp: { host: gateway, port: 53 },
     });
-    assert.deepEqual(r, { grpc: 'refused', metrics: 'refused', standIn: 'refused', otherTenantsWorker: 'refused', dnsUdp: 'connected', dnsTcp: 'connected' });
-    const res = await stack.call<{ status_code: number }>('InvokeWorker', { container_id: a.id, owner_id: 'tenant-a', path: '', payload: Buffer.from('{"action":"echo"}'), headers: {}, timeout_ms: 20_000 });
+    assert.deepEqual(r, {
+      grpc: 'refused',
+      metrics: 'refused',
+      standIn: 'refused',
+      otherTenantsWorker: 'refused',
+      dnsUdp: 'connected',
+      dnsTcp: 'connected',
+    });
+    const res = await stack.call<{ status_code: number }>('InvokeWorker', {
+      container_id: a.id,
+      owner_id: 'tenant-a',
+      path: '',
+      payload: Buffer.from('{"action":"echo"}'),
+      headers: {},
+      timeout_ms: 20_000,
+    });
     assert.equal(res.status_code, 200);
     assert.ok(stack.firewallLeftovers().some((l) => l.includes(`ESB-FWD-${stack.dockerd.network.bridge}`)));
   });
@@ -284,8 +386,20 @@ describe('worker network isolation (docker runtime)', () => {
   test('a CONTAINERS_NETWORK with inter-container communication on is refused at start-up, naming the network and the fix', async () => {
     const name = `esbd-icc-${randomBytes(3).toString('hex')}`;
     const subnet = freeSubnet();
-    await stack.dockerd.client.json({ method: 'POST', path: '/networks/create', body: { Name: name, Driver: 'bridge', IPAM: { Config: [{ Subnet: subnet }] }, Options: { 'com.docker.network.bridge.enable_ip_masquerade': 'false' } }, what: 'create network' });
-    cleanups.push(() => stack.dockerd.client.request({ method: 'DELETE', path: `/networks/${name}`, what: 'remove network' }).then(() => undefined));
+    await stack.dockerd.client.json({
+      method: 'POST',
+      path: '/networks/create',
+      body: {
+        Name: name,
+        Driver: 'bridge',
+        IPAM: { Config: [{ Subnet: subnet }] },
+        Options: { 'com.docker.network.bridge.enable_ip_masquerade': 'false' },
+      },
+      what: 'create network',
+    });
+    cleanups.push(() =>
+      stack.dockerd.client.request({ method: 'DELETE', path: `/networks/${name}`, what: 'remove network' }).then(() => undefined),
+    );
     await stack.stopAgent();
     await assert.rejects(stack.startAgent({ CONTAINERS_NETWORK: name }), (err: Error) => {
       assert.match(err.message, new RegExp(`CONTAINERS_NETWORK ${name} lets containers talk to each other .*enable_icc=false`));

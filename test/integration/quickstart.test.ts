@@ -103,44 +103,59 @@ async function assertNothingLeft(stdout: string): Promise<void> {
 }
 
 describe('bash scripts/quickstart.sh', () => {
-  test('runs ensure → invoke → pause → resume → metrics → list → destroy and prints each step', { timeout: scaled(12 * 60_000) }, async () => {
-    const run = await runQuickstart(scaled(10 * 60_000));
-    const output = `--- stdout\n${run.stdout}\n--- stderr\n${run.stderr}`;
-    assert.equal(run.code, 0, `quickstart exited ${run.code ?? run.signal}\n${output}`);
+  test(
+    'runs ensure → invoke → pause → resume → metrics → list → destroy and prints each step',
+    { timeout: scaled(12 * 60_000) },
+    async () => {
+      const run = await runQuickstart(scaled(10 * 60_000));
+      const output = `--- stdout\n${run.stdout}\n--- stderr\n${run.stderr}`;
+      assert.equal(run.code, 0, `quickstart exited ${run.code ?? run.signal}\n${output}`);
 
-    const expected: [title: string, outcome: string][] = [
-      ['Start: containerd, registry, sample image pushed, CNI network, agent', 'OK'],
-      ['EnsureContainer: ', 'OK'],
-      ['InvokeWorker (echo payload', 'OK'],
-      ['PauseContainer', 'OK'],
-      ['InvokeWorker while paused', 'FAILED_PRECONDITION (as expected, exit 19)'],
-      ['ResumeContainer', 'OK'],
-      ['InvokeWorker (after resume)', 'OK'],
-      ['GetContainerMetrics', 'OK'],
-      ['ListContainers', 'OK'],
-      ['DestroyContainer', 'OK'],
-      ['Leftovers after DestroyContainer', 'none left'],
-      ['Stop: ', 'OK'],
-    ];
-    const lines = headers(run.stdout);
-    assert.equal(lines.length, TOTAL_STEPS, `one header per step\n${output}`);
-    expected.forEach(([title, outcome], i) => {
-      const re = new RegExp(`^==> \\[${i + 1}/${TOTAL_STEPS}\\] ${escape(title)}.* \\.\\.\\. ${escape(outcome)} \\(\\d+(\\.\\d+)? m?s\\)$`);
-      assert.match(lines[i]!, re);
-    });
+      const expected: [title: string, outcome: string][] = [
+        ['Start: containerd, registry, sample image pushed, CNI network, agent', 'OK'],
+        ['EnsureContainer: ', 'OK'],
+        ['InvokeWorker (echo payload', 'OK'],
+        ['PauseContainer', 'OK'],
+        ['InvokeWorker while paused', 'FAILED_PRECONDITION (as expected, exit 19)'],
+        ['ResumeContainer', 'OK'],
+        ['InvokeWorker (after resume)', 'OK'],
+        ['GetContainerMetrics', 'OK'],
+        ['ListContainers', 'OK'],
+        ['DestroyContainer', 'OK'],
+        ['Leftovers after DestroyContainer', 'none left'],
+        ['Stop: ', 'OK'],
+      ];
+      const lines = headers(run.stdout);
+      assert.equal(lines.length, TOTAL_STEPS, `one header per step\n${output}`);
+      expected.forEach(([title, outcome], i) => {
+        const re = new RegExp(
+          `^==> \\[${i + 1}/${TOTAL_STEPS}\\] ${escape(title)}.* \\.\\.\\. ${escape(outcome)} \\(\\d+(\\.\\d+)? m?s\\)$`,
+        );
+        assert.match(lines[i]!, re);
+      });
 
-    assert.equal(run.stdout.match(/"status_code": 200,/g)?.length, 2, 'two successful invocations');
-    assert.ok(run.stdout.includes('"body": "{\\"action\\":\\"echo\\",\\"message\\":\\"hello from the quickstart\\"}"'), 'the echoed payload, shown as text');
-    assert.match(run.stdout, /"code": "FAILED_PRECONDITION",\n {4}"code_number": 9,\n {4}"details": "container \S+ is paused; resume it before invoking"/);
-    // Every call went through the operator CLI, as a separate process.
-    const commands = run.stdout.split('\n').filter((l) => l.startsWith('$ esb-agent ctl '));
-    assert.deepEqual(commands.map((l) => /-o json (\w+)/.exec(l)?.[1]), ['ensure', 'invoke', 'pause', 'invoke', 'resume', 'invoke', 'metrics', 'list', 'destroy']);
-    assert.ok(run.stdout.includes('"memory_max": "134217728"'), 'memory_max = 128 MiB');
-    assert.match(run.stdout, /"status": "RUNNING"/);
-    assert.match(run.stdout, /esb_agent_rpc_total\{method="InvokeWorker",code="FAILED_PRECONDITION"\} 1/);
-    assert.match(run.stdout.trimEnd().split('\n').at(-1) ?? '', /^quickstart OK \(/);
-    await assertNothingLeft(run.stdout);
-  });
+      assert.equal(run.stdout.match(/"status_code": 200,/g)?.length, 2, 'two successful invocations');
+      assert.ok(
+        run.stdout.includes('"body": "{\\"action\\":\\"echo\\",\\"message\\":\\"hello from the quickstart\\"}"'),
+        'the echoed payload, shown as text',
+      );
+      assert.match(
+        run.stdout,
+        /"code": "FAILED_PRECONDITION",\n {4}"code_number": 9,\n {4}"details": "container \S+ is paused; resume it before invoking"/,
+      );
+      // Every call went through the operator CLI, as a separate process.
+      const commands = run.stdout.split('\n').filter((l) => l.startsWith('$ esb-agent ctl '));
+      assert.deepEqual(
+        commands.map((l) => /-o json (\w+)/.exec(l)?.[1]),
+        ['ensure', 'invoke', 'pause', 'invoke', 'resume', 'invoke', 'metrics', 'list', 'destroy'],
+      );
+      assert.ok(run.stdout.includes('"memory_max": "134217728"'), 'memory_max = 128 MiB');
+      assert.match(run.stdout, /"status": "RUNNING"/);
+      assert.match(run.stdout, /esb_agent_rpc_total\{method="InvokeWorker",code="FAILED_PRECONDITION"\} 1/);
+      assert.match(run.stdout.trimEnd().split('\n').at(-1) ?? '', /^quickstart OK \(/);
+      await assertNothingLeft(run.stdout);
+    },
+  );
 
   test('SIGINT with a worker running: stops everything and exits 130', { timeout: scaled(12 * 60_000) }, async () => {
     let sent = false;

@@ -47,10 +47,12 @@ async function startChildAgent(env: Record<string, string>): Promise<ChildAgent>
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => {
-    children.delete(child);
-    resolve();
-  }));
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      children.delete(child);
+      resolve();
+    }),
+  );
   let out = '';
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -82,7 +84,12 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
     stack = await startStack({ startAgent: false });
     await stack.startAgent();
     // Pull and unpack once, so that every round below races workers, not the first pull.
-    const w = await stack.call<Worker>('EnsureContainer', { function_name: 'warmup', image: stack.images.worker, env: {}, owner_id: OWNER });
+    const w = await stack.call<Worker>('EnsureContainer', {
+      function_name: 'warmup',
+      image: stack.images.worker,
+      env: {},
+      owner_id: OWNER,
+    });
     await stack.call('DestroyContainer', { container_id: w.id, owner_id: OWNER });
   });
   after(async () => {
@@ -102,7 +109,14 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
   const destroy = (id: string) => stack.call('DestroyContainer', { container_id: id, owner_id: OWNER });
   const list = async () => (await stack.call<{ containers: ContainerState[] }>('ListContainers', { owner_id: OWNER })).containers;
   const invoke = (id: string, payload: object) =>
-    stack.call<InvokeReply>('InvokeWorker', { container_id: id, owner_id: OWNER, path: '', payload: Buffer.from(JSON.stringify(payload)), headers: {}, timeout_ms: 10_000 });
+    stack.call<InvokeReply>('InvokeWorker', {
+      container_id: id,
+      owner_id: OWNER,
+      path: '',
+      payload: Buffer.from(JSON.stringify(payload)),
+      headers: {},
+      timeout_ms: 10_000,
+    });
   const echo = async (id: string, n: number) => {
     const r = await invoke(id, { action: 'echo', n });
     assert.equal(r.status_code, 200, `worker ${id} answers`);
@@ -110,7 +124,9 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
   };
   const counter = async (name: string, labels: Record<string, string> = {}) => {
     const m = (await stack.agent!.metrics.registry.getMetricsAsJSON()).find((x) => x.name === name);
-    return (m?.values ?? []).filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val)).reduce((a, v) => a + v.value, 0);
+    return (m?.values ?? [])
+      .filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val))
+      .reduce((a, v) => a + v.value, 0);
   };
   /** Every object on the host belongs to exactly the listed workers: no orphan of any kind. */
   const assertOnlyWorkers = (leaks: LeakReport, ids: string[], ips: string[], what: string) => {
@@ -122,7 +138,11 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
     assert.deepEqual(sorted(leaks.netns), sorted(ids), `${what}: netns`);
     assert.equal(leaks.veths.length, ids.length, `${what}: veths ${JSON.stringify(leaks.veths)}`);
     assert.deepEqual(sorted(leaks.ipReservations), sorted(ips), `${what}: host-local reservations`);
-    assert.equal(leaks.cniCache.length, 2 * ids.length, `${what}: CNI cache (main + loopback per worker) ${JSON.stringify(leaks.cniCache)}`);
+    assert.equal(
+      leaks.cniCache.length,
+      2 * ids.length,
+      `${what}: CNI cache (main + loopback per worker) ${JSON.stringify(leaks.cniCache)}`,
+    );
     assert.deepEqual(sorted(leaks.workerDirs), sorted(ids), `${what}: worker dirs`);
     assert.deepEqual(sorted(leaks.cgroups), sorted(ids), `${what}: worker cgroups (no stray runc init)`);
   };
@@ -147,10 +167,22 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
     }
     assert.equal(await counter('esb_agent_reconcile_removed_total'), 0, 'nothing to reconcile after a clean restart');
     // IPs: the label, the CNI cache and host-local still agree with what Ensure returned.
-    assertOnlyWorkers(await stack.leaks(), workers.map((w) => w.id), workers.map((w) => w.ip_address), 'after restart');
+    assertOnlyWorkers(
+      await stack.leaks(),
+      workers.map((w) => w.id),
+      workers.map((w) => w.ip_address),
+      'after restart',
+    );
     for (const [i, w] of workers.slice(0, 10).entries()) await echo(w.id, i);
     for (const w of paused) {
-      const e = await stack.callError('InvokeWorker', { container_id: w.id, owner_id: OWNER, path: '', payload: Buffer.from('{}'), headers: {}, timeout_ms: 2000 });
+      const e = await stack.callError('InvokeWorker', {
+        container_id: w.id,
+        owner_id: OWNER,
+        path: '',
+        payload: Buffer.from('{}'),
+        headers: {},
+        timeout_ms: 2000,
+      });
       assert.equal(e.name, 'FAILED_PRECONDITION', 'a paused worker is still paused');
       await stack.call('ResumeContainer', { container_id: w.id, owner_id: OWNER });
       await echo(w.id, 99);
@@ -193,7 +225,9 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
       await stack.startAgent();
       const removed = await counter('esb_agent_reconcile_removed_total');
       const listed = await list();
-      console.log(`# seed ${seed}: killed after ${killAfterMs} ms (${killAt} acknowledged + ${extraMs} ms); acknowledged ${acked.length}, listed ${listed.length}, reconciliation removed ${removed} objects`);
+      console.log(
+        `# seed ${seed}: killed after ${killAfterMs} ms (${killAt} acknowledged + ${extraMs} ms); acknowledged ${acked.length}, listed ${listed.length}, reconciliation removed ${removed} objects`,
+      );
       const listedIds = listed.map((c) => c.container_id);
       for (const w of acked) assert.ok(listedIds.includes(w.id), `acknowledged worker ${w.id} survived`);
       for (const c of listed) assert.equal(c.status, 'RUNNING', `${c.container_id} is a complete, running worker`);
@@ -218,8 +252,13 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
       const inflight = Array.from({ length: 10 }, (_, i) =>
         (i % 2 === 0
           ? stack.call('GetContainerMetrics', { container_id: a.id, owner_id: OWNER }, { deadlineMs: 20_000 })
-          : stack.call('PauseContainer', { container_id: b.id, owner_id: OWNER }, { deadlineMs: 20_000 }).then(() => stack.call('ResumeContainer', { container_id: b.id, owner_id: OWNER }, { deadlineMs: 20_000 }))
-        ).then(() => 'OK', (e: unknown) => grpc.status[(e as grpc.ServiceError).code]),
+          : stack
+              .call('PauseContainer', { container_id: b.id, owner_id: OWNER }, { deadlineMs: 20_000 })
+              .then(() => stack.call('ResumeContainer', { container_id: b.id, owner_id: OWNER }, { deadlineMs: 20_000 }))
+        ).then(
+          () => 'OK',
+          (e: unknown) => grpc.status[(e as grpc.ServiceError).code],
+        ),
       );
       await stack.ctd.crash();
       const outcomes = await Promise.all(inflight);
@@ -236,7 +275,11 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
         assert.equal(e.name, 'UNAVAILABLE', `${method} during the outage: ${e.details}`);
         assert.ok(Date.now() - t0 < 15_000, `${method} answered without waiting for its deadline`);
       }
-      await eventually('health NOT_SERVING', async () => ((await checkHealth(health, 'esb.agent.v1.AgentService')) === 'NOT_SERVING' ? true : undefined), 30_000);
+      await eventually(
+        'health NOT_SERVING',
+        async () => ((await checkHealth(health, 'esb.agent.v1.AgentService')) === 'NOT_SERVING' ? true : undefined),
+        30_000,
+      );
       // The worker table still answers List, and the workers themselves still serve.
       assert.deepEqual((await list()).map((c) => c.container_id).sort(), [a.id, b.id].sort());
       await echo(a.id, 1);
@@ -248,14 +291,30 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
       await createNetns(orphan);
 
       await stack.ctd.restart();
-      await eventually('health SERVING', async () => ((await checkHealth(health, 'esb.agent.v1.AgentService')) === 'SERVING' ? true : undefined), 30_000);
+      await eventually(
+        'health SERVING',
+        async () => ((await checkHealth(health, 'esb.agent.v1.AgentService')) === 'SERVING' ? true : undefined),
+        30_000,
+      );
       await eventually('the orphan reconciled', async () => ((await netnsExists(orphan)) ? undefined : true), 30_000);
       // The netns goes first; the counters move once the whole teardown of the orphan is done.
-      await eventually('the orphan\'s removal counted', async () => ((await counter('esb_agent_reconcile_removed_total', { kind: 'netns' })) >= 1 ? true : undefined), 30_000);
-      await eventually('the orphan\'s files counted', async () => ((await counter('esb_agent_reconcile_removed_total', { kind: 'worker_files' })) >= 1 ? true : undefined), 30_000);
+      await eventually(
+        "the orphan's removal counted",
+        async () => ((await counter('esb_agent_reconcile_removed_total', { kind: 'netns' })) >= 1 ? true : undefined),
+        30_000,
+      );
+      await eventually(
+        "the orphan's files counted",
+        async () => ((await counter('esb_agent_reconcile_removed_total', { kind: 'worker_files' })) >= 1 ? true : undefined),
+        30_000,
+      );
 
       // containerd works again for the agent, and the workers survived (their shims kept them).
-      const m = await eventually('metrics after the restart', () => stack.call<{ metrics: { state: string } }>('GetContainerMetrics', { container_id: a.id, owner_id: OWNER }), 30_000);
+      const m = await eventually(
+        'metrics after the restart',
+        () => stack.call<{ metrics: { state: string } }>('GetContainerMetrics', { container_id: a.id, owner_id: OWNER }),
+        30_000,
+      );
       assert.equal(m.metrics.state, 'RUNNING');
       // b may have been left paused by a Pause that won and a Resume that lost the race with the crash.
       await stack.call('ResumeContainer', { container_id: b.id, owner_id: OWNER });
@@ -264,12 +323,23 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
       // The event stream is back: an exit that happens now reaches the worker table.
       const task = (await stack.containerd.call('tasks', 'Get', { container_id: b.id })).process;
       process.kill(task!.pid, 'SIGKILL');
-      await eventually('exit event → STOPPED', async () => ((await list()).find((c) => c.container_id === b.id)?.status === 'STOPPED' ? true : undefined), 30_000);
+      await eventually(
+        'exit event → STOPPED',
+        async () => ((await list()).find((c) => c.container_id === b.id)?.status === 'STOPPED' ? true : undefined),
+        30_000,
+      );
       const c = await ensure('ctd-after');
       await echo(c.id, 4);
       for (const id of [a.id, b.id, c.id]) await destroy(id);
       const leaks = await stack.leaks();
-      assert.equal(leakCount(leaks), 0, `${JSON.stringify(leaks)}\n${stack.logs.lines.filter((l) => JSON.stringify(l).includes('lease')).map((l) => JSON.stringify(l)).join('\n')}`);
+      assert.equal(
+        leakCount(leaks),
+        0,
+        `${JSON.stringify(leaks)}\n${stack.logs.lines
+          .filter((l) => JSON.stringify(l).includes('lease'))
+          .map((l) => JSON.stringify(l))
+          .join('\n')}`,
+      );
     } finally {
       health.close();
       if (!stack.ctd.running) await stack.ctd.restart();
@@ -283,7 +353,11 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
     const pids = [await pidOf(run.id), await pidOf(paused.id)];
     await stack.ctd.pause(); // SIGTERM: containerd exits, the shims stay
     await stack.ctd.restart();
-    await eventually('containerd answers the agent again', () => stack.call('GetContainerMetrics', { container_id: run.id, owner_id: OWNER }).catch(() => undefined), 30_000);
+    await eventually(
+      'containerd answers the agent again',
+      () => stack.call('GetContainerMetrics', { container_id: run.id, owner_id: OWNER }).catch(() => undefined),
+      30_000,
+    );
     assert.deepEqual([await pidOf(run.id), await pidOf(paused.id)], pids, 'the same worker processes, not restarted ones');
     const status = async () => Object.fromEntries((await list()).map((c) => [c.container_id, c.status]));
     assert.deepEqual(await status(), { [run.id]: 'RUNNING', [paused.id]: 'PAUSED' });
@@ -301,14 +375,25 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
     // reservation, but no task and no netns.
     const task = (await stack.containerd.call('tasks', 'Get', { container_id: w.id })).process;
     process.kill(task!.pid, 'SIGKILL');
-    await eventually('task stopped', async () => ((await stack.containerd.call('tasks', 'Get', { container_id: w.id })).process?.status === 'STOPPED' ? true : undefined), 30_000);
+    await eventually(
+      'task stopped',
+      async () => ((await stack.containerd.call('tasks', 'Get', { container_id: w.id })).process?.status === 'STOPPED' ? true : undefined),
+      30_000,
+    );
     await stack.containerd.call('tasks', 'Delete', { container_id: w.id });
     await removeNetns(w.id);
     await stack.startAgent();
     assert.deepEqual(await list(), [], 'a worker that can never run again is not listed');
     assert.equal(await counter('esb_agent_reconcile_removed_total', { kind: 'container' }), 1);
     assert.equal(leakCount(await stack.leaks()), 0, JSON.stringify(await stack.leaks()));
-    const e = await stack.callError('InvokeWorker', { container_id: w.id, owner_id: OWNER, path: '', payload: Buffer.from('{}'), headers: {}, timeout_ms: 1000 });
+    const e = await stack.callError('InvokeWorker', {
+      container_id: w.id,
+      owner_id: OWNER,
+      path: '',
+      payload: Buffer.from('{}'),
+      headers: {},
+      timeout_ms: 1000,
+    });
     assert.equal(e.name, 'NOT_FOUND');
   });
 
@@ -316,7 +401,12 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
     await stack.stopAgent();
     await stack.startAgent({ AGENT_WORKER_IDLE_TTL_SECONDS: '3' });
     const idle = await ensure('idle');
-    const other = await stack.call<Worker>('EnsureContainer', { function_name: 'idle-other', image: stack.images.worker, env: {}, owner_id: 'gw-old' });
+    const other = await stack.call<Worker>('EnsureContainer', {
+      function_name: 'idle-other',
+      image: stack.images.worker,
+      env: {},
+      owner_id: 'gw-old',
+    });
     const busy = await ensure('busy');
     // Keep `busy` used while the other two go idle.
     const end = Date.now() + 30_000;
@@ -328,10 +418,13 @@ describe('restart survival, crash reconciliation, containerd restarts, idle swee
       await new Promise((r) => setTimeout(r, 500));
     }
     assert.ok(gone, 'idle workers destroyed within 30 s');
-    assert.deepEqual((await list()).map((c) => c.container_id), [busy.id]);
+    assert.deepEqual(
+      (await list()).map((c) => c.container_id),
+      [busy.id],
+    );
     assert.equal(await counter('esb_agent_idle_destroyed_total'), 2);
     assert.equal(leakCount(await stack.leaks()) > 0, true, 'busy is still there');
-    assert.ok(!(await stack.leaks()).containers.includes(other.id), 'the other owner\'s idle worker is gone too');
+    assert.ok(!(await stack.leaks()).containers.includes(other.id), "the other owner's idle worker is gone too");
     await destroy(busy.id);
     assert.equal(leakCount(await stack.leaks()), 0);
     await stack.stopAgent();

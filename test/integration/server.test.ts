@@ -47,7 +47,14 @@ const VALID: Record<AgentMethod, Record<string, unknown>> = {
   ResumeContainer: { container_id: 'esb-default-hello-00000000', owner_id: OWNER },
   ListContainers: { owner_id: OWNER },
   GetContainerMetrics: { container_id: 'esb-default-hello-00000000', owner_id: OWNER },
-  InvokeWorker: { container_id: 'esb-default-hello-00000000', owner_id: OWNER, path: '', payload: Buffer.from('{}'), headers: {}, timeout_ms: 0 },
+  InvokeWorker: {
+    container_id: 'esb-default-hello-00000000',
+    owner_id: OWNER,
+    path: '',
+    payload: Buffer.from('{}'),
+    headers: {},
+    timeout_ms: 0,
+  },
 };
 const METHODS = Object.keys(VALID) as AgentMethod[];
 const WITH_ID: AgentMethod[] = ['DestroyContainer', 'PauseContainer', 'ResumeContainer', 'GetContainerMetrics', 'InvokeWorker'];
@@ -227,11 +234,23 @@ describe('esb-agent gRPC server on a real containerd, mTLS on', () => {
     test('TLS below 1.2 is refused; 1.2 and 1.3 are accepted', async () => {
       const handshake = (opts: tls.ConnectionOptions): Promise<string> =>
         new Promise((resolve, reject) => {
-          const s = tls.connect({ host: 'localhost', servername: 'localhost', port: agent.grpcPort, ca: certs.ca, cert: certs.client.cert, key: certs.client.key, ALPNProtocols: ['h2'], ...opts }, () => {
-            const v = s.getProtocol() ?? '';
-            s.end();
-            resolve(v);
-          });
+          const s = tls.connect(
+            {
+              host: 'localhost',
+              servername: 'localhost',
+              port: agent.grpcPort,
+              ca: certs.ca,
+              cert: certs.client.cert,
+              key: certs.client.key,
+              ALPNProtocols: ['h2'],
+              ...opts,
+            },
+            () => {
+              const v = s.getProtocol() ?? '';
+              s.end();
+              resolve(v);
+            },
+          );
           s.on('error', reject);
         });
       assert.equal(await handshake({ maxVersion: 'TLSv1.2' }), 'TLSv1.2');
@@ -240,7 +259,16 @@ describe('esb-agent gRPC server on a real containerd, mTLS on', () => {
       // openssl with the level lowered: only the server can refuse then. (Asynchronously: the
       // agent runs in this process and must keep answering.)
       const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
-        const args = ['s_client', '-connect', `127.0.0.1:${agent.grpcPort}`, '-tls1_1', '-cipher', 'DEFAULT@SECLEVEL=0', '-servername', 'localhost'];
+        const args = [
+          's_client',
+          '-connect',
+          `127.0.0.1:${agent.grpcPort}`,
+          '-tls1_1',
+          '-cipher',
+          'DEFAULT@SECLEVEL=0',
+          '-servername',
+          'localhost',
+        ];
         const p = spawn('openssl', args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
         let out = '';
         p.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -254,7 +282,10 @@ describe('esb-agent gRPC server on a real containerd, mTLS on', () => {
       assert.doesNotMatch(r.out, /Cipher is (?!\(NONE\))/);
     });
     test('no DEP0123 warning (TLS clients dial localhost)', () => {
-      assert.deepEqual(warnings.filter((w) => (w as NodeJS.ErrnoException).code === 'DEP0123'), []);
+      assert.deepEqual(
+        warnings.filter((w) => (w as NodeJS.ErrnoException).code === 'DEP0123'),
+        [],
+      );
     });
   });
 

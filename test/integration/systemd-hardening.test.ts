@@ -47,7 +47,10 @@ function unitSetting(key: string): string | undefined {
 /** Capability names of the kernel, bit number → name, from capsh. */
 function capabilityMask(names: readonly string[]): bigint {
   const out = execFileSync('capsh', ['--decode=0x3ffffffffff'], { encoding: 'utf8' });
-  const all = out.slice(out.indexOf('=') + 1).trim().split(',');
+  const all = out
+    .slice(out.indexOf('=') + 1)
+    .trim()
+    .split(',');
   let mask = 0n;
   for (const n of names) {
     const bit = all.indexOf(n.toLowerCase());
@@ -92,58 +95,94 @@ test('why no mount-namespace settings: a netns made in a namespace without propa
     // The netns itself dies with the unshared process; only the empty mount-point file is left.
     if (existsSync(file)) unlinkSync(file);
   });
-  await execFileP('unshare', ['--mount', '--propagation', 'slave', 'sh', '-c', `ip netns add ${name} && test "$(stat -f -c %T ${file})" = nsfs`]);
+  await execFileP('unshare', [
+    '--mount',
+    '--propagation',
+    'slave',
+    'sh',
+    '-c',
+    `ip netns add ${name} && test "$(stat -f -c %T ${file})" = nsfs`,
+  ]);
   assert.ok(existsSync(file), 'the file is on the shared /run tmpfs');
   assert.notEqual(statfsSync(file).type, NSFS_MAGIC, 'but the netns bind mount stayed inside the namespace');
 });
 
-test('the agent under the unit\'s CapabilityBoundingSet, NoNewPrivileges and UMask ensures, invokes and destroys a worker', { timeout: 5 * 60_000 }, async (t) => {
-  const caps = (unitSetting('CapabilityBoundingSet') ?? '').split(/\s+/).filter((c) => c !== '');
-  assert.ok(caps.length > 0 && caps.every((c) => c.startsWith('CAP_')), `CapabilityBoundingSet=${caps.join(' ')}`);
-  assert.equal(unitSetting('NoNewPrivileges'), 'yes');
-  const umask = unitSetting('UMask');
-  assert.equal(umask, '0077');
+test(
+  "the agent under the unit's CapabilityBoundingSet, NoNewPrivileges and UMask ensures, invokes and destroys a worker",
+  { timeout: 5 * 60_000 },
+  async (t) => {
+    const caps = (unitSetting('CapabilityBoundingSet') ?? '').split(/\s+/).filter((c) => c !== '');
+    assert.ok(caps.length > 0 && caps.every((c) => c.startsWith('CAP_')), `CapabilityBoundingSet=${caps.join(' ')}`);
+    assert.equal(unitSetting('NoNewPrivileges'), 'yes');
+    const umask = unitSetting('UMask');
+    assert.equal(umask, '0077');
 
-  const held: { stack?: TestStack; daemon?: Daemon; client?: grpc.Client } = {};
-  t.after(async () => {
-    held.client?.close();
-    if (held.daemon) await stopDaemon(held.daemon);
-    await held.stack?.stop();
-  });
-  const stack = (held.stack = await startStack({ startAgent: false }));
-  const port = await freePort();
-  const setpriv = ['--bounding-set', `-all,${caps.map((c) => `+${c.slice(4).toLowerCase()}`).join(',')}`, '--inh-caps', '-all', '--no-new-privs'];
-  const env = { ...stack.env, PORT: String(port), AGENT_METRICS_PORT: '0', AGENT_LOG_LEVEL: 'info' };
-  const d = (held.daemon = startDaemon('setpriv', [...setpriv, 'sh', '-c', `umask ${umask} && exec "$0" --import tsx src/main.ts`, process.execPath], path.join(stack.tmp, 'agent.log'), { ...env }));
-  await waitFor('the hardened agent to serve', () => readFileSync(d.logPath, 'utf8').includes('"esb-agent serving"'), 60_000);
+    const held: { stack?: TestStack; daemon?: Daemon; client?: grpc.Client } = {};
+    t.after(async () => {
+      held.client?.close();
+      if (held.daemon) await stopDaemon(held.daemon);
+      await held.stack?.stop();
+    });
+    const stack = (held.stack = await startStack({ startAgent: false }));
+    const port = await freePort();
+    const setpriv = [
+      '--bounding-set',
+      `-all,${caps.map((c) => `+${c.slice(4).toLowerCase()}`).join(',')}`,
+      '--inh-caps',
+      '-all',
+      '--no-new-privs',
+    ];
+    const env = { ...stack.env, PORT: String(port), AGENT_METRICS_PORT: '0', AGENT_LOG_LEVEL: 'info' };
+    const d = (held.daemon = startDaemon(
+      'setpriv',
+      [...setpriv, 'sh', '-c', `umask ${umask} && exec "$0" --import tsx src/main.ts`, process.execPath],
+      path.join(stack.tmp, 'agent.log'),
+      { ...env },
+    ));
+    await waitFor('the hardened agent to serve', () => readFileSync(d.logPath, 'utf8').includes('"esb-agent serving"'), 60_000);
 
-  // The agent process really runs with the unit's limits.
-  const pid = d.child.pid!;
-  assert.equal(procStatus(pid, 'NoNewPrivs'), '1');
-  assert.equal(BigInt(`0x${procStatus(pid, 'CapBnd')}`), capabilityMask(caps));
-  assert.equal(BigInt(`0x${procStatus(pid, 'CapEff')}`), capabilityMask(caps));
+    // The agent process really runs with the unit's limits.
+    const pid = d.child.pid!;
+    assert.equal(procStatus(pid, 'NoNewPrivs'), '1');
+    assert.equal(BigInt(`0x${procStatus(pid, 'CapBnd')}`), capabilityMask(caps));
+    assert.equal(BigInt(`0x${procStatus(pid, 'CapEff')}`), capabilityMask(caps));
 
-  const client = (held.client = agentClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure()));
-  const owner = 'hardened';
-  const info = await unaryCall<{ id: string; ip_address: string }>(client, 'EnsureContainer', { function_name: 'hardened', image: stack.images.worker, env: {}, owner_id: owner }, { deadlineMs: 120_000 });
-  assert.match(info.ip_address, /^10\.252\.\d+\.\d+$/);
-  const res = await unaryCall<{ status_code: number; body: Buffer }>(
-    client,
-    'InvokeWorker',
-    { container_id: info.id, owner_id: owner, path: '', payload: Buffer.from('{"action":"echo","hello":"hardened"}'), headers: {}, timeout_ms: 30_000 },
-    { deadlineMs: 60_000 },
-  );
-  assert.equal(res.status_code, 200);
-  assert.deepEqual(JSON.parse(res.body.toString()), { action: 'echo', hello: 'hardened' });
-  // UMask=0077: the agent's own files are private to root, except what a worker (maybe not
-  // root) must read through its read-only bind mounts.
-  const workerDir = path.join(stack.stateDir, 'workers', info.id);
-  assert.equal(statSync(workerDir).mode & 0o777, 0o700);
-  assert.equal(statSync(path.join(workerDir, 'resolv.conf')).mode & 0o777, 0o644);
-  assert.equal(statSync(path.join(workerDir, 'hosts')).mode & 0o777, 0o644);
-  assert.deepEqual(await unaryCall(client, 'DestroyContainer', { function_name: 'hardened', container_id: info.id, owner_id: owner }), { success: true });
-  assert.equal(leakCount(await stack.leaks()), 0);
+    const client = (held.client = agentClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure()));
+    const owner = 'hardened';
+    const info = await unaryCall<{ id: string; ip_address: string }>(
+      client,
+      'EnsureContainer',
+      { function_name: 'hardened', image: stack.images.worker, env: {}, owner_id: owner },
+      { deadlineMs: 120_000 },
+    );
+    assert.match(info.ip_address, /^10\.252\.\d+\.\d+$/);
+    const res = await unaryCall<{ status_code: number; body: Buffer }>(
+      client,
+      'InvokeWorker',
+      {
+        container_id: info.id,
+        owner_id: owner,
+        path: '',
+        payload: Buffer.from('{"action":"echo","hello":"hardened"}'),
+        headers: {},
+        timeout_ms: 30_000,
+      },
+      { deadlineMs: 60_000 },
+    );
+    assert.equal(res.status_code, 200);
+    assert.deepEqual(JSON.parse(res.body.toString()), { action: 'echo', hello: 'hardened' });
+    // UMask=0077: the agent's own files are private to root, except what a worker (maybe not
+    // root) must read through its read-only bind mounts.
+    const workerDir = path.join(stack.stateDir, 'workers', info.id);
+    assert.equal(statSync(workerDir).mode & 0o777, 0o700);
+    assert.equal(statSync(path.join(workerDir, 'resolv.conf')).mode & 0o777, 0o644);
+    assert.equal(statSync(path.join(workerDir, 'hosts')).mode & 0o777, 0o644);
+    assert.deepEqual(await unaryCall(client, 'DestroyContainer', { function_name: 'hardened', container_id: info.id, owner_id: owner }), {
+      success: true,
+    });
+    assert.equal(leakCount(await stack.leaks()), 0);
 
-  // iptables (the generated network's masquerading, portmap) works with these capabilities too.
-  await execFileP('setpriv', [...setpriv, 'iptables', '-t', 'nat', '-S']);
-});
+    // iptables (the generated network's masquerading, portmap) works with these capabilities too.
+    await execFileP('setpriv', [...setpriv, 'iptables', '-t', 'nat', '-S']);
+  },
+);

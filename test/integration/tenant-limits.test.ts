@@ -70,7 +70,8 @@ describe('tenant limits on real containerd', () => {
     assert.equal(r.status_code, 200, r.body.toString());
     return JSON.parse(r.body.toString('utf8')) as T;
   }
-  const sh = (id: string, script: string): Promise<ExecResult> => invoke<ExecResult>(id, { action: 'exec', argv: ['/bin/sh', '-c', script], timeoutMs: 20_000 });
+  const sh = (id: string, script: string): Promise<ExecResult> =>
+    invoke<ExecResult>(id, { action: 'exec', argv: ['/bin/sh', '-c', script], timeoutMs: 20_000 });
   const memoryCurrent = async (id: string): Promise<number> =>
     Number((await stack.call<{ metrics: Metrics }>('GetContainerMetrics', { container_id: id, owner_id: OWNER })).metrics.memory_current);
 
@@ -99,7 +100,7 @@ describe('tenant limits on real containerd', () => {
     // The worker, the agent and other workers carry on.
     assert.equal((await sh(w.id, 'rm /tmp/b; echo ok')).stdout.trim(), 'ok');
     const other = await ensure('tl-tmp-other');
-    assert.equal((await sh(other.id, 'ls /tmp | wc -l')).stdout.trim(), '0', 'one worker\'s /tmp is not another\'s');
+    assert.equal((await sh(other.id, 'ls /tmp | wc -l')).stdout.trim(), '0', "one worker's /tmp is not another's");
   });
 
   test('AGENT_WORKER_READONLY_ROOTFS=false: the image is writable, /tmp still a sized tmpfs', async (t) => {
@@ -135,7 +136,7 @@ describe('tenant limits on real containerd', () => {
     await destroy((await ensure('tl-max-again')).id);
   });
 
-  test('AGENT_MAX_TOTAL_MEMORY_MB: the sum of running workers\' limits; a stopped worker holds none', async (t) => {
+  test("AGENT_MAX_TOTAL_MEMORY_MB: the sum of running workers' limits; a stopped worker holds none", async (t) => {
     cleanWorkers(t);
     await restartAgent({ AGENT_MAX_TOTAL_MEMORY_MB: '300' });
     t.after(() => restartAgent({}));
@@ -148,8 +149,17 @@ describe('tenant limits on real containerd', () => {
     // A smaller one still fits (288 MiB).
     await ensure('tl-mem-small', { AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '32' });
     // Worker a exits: its memory is free again although it is still listed (STOPPED).
-    await stack.call('InvokeWorker', { container_id: a.id, owner_id: OWNER, path: '', payload: Buffer.from('{"action":"exit","code":3}'), headers: {}, timeout_ms: 10_000 });
-    await eventually('worker a STOPPED', async () => ((await list()).find((c) => c.container_id === a.id)?.status === 'STOPPED' ? true : undefined));
+    await stack.call('InvokeWorker', {
+      container_id: a.id,
+      owner_id: OWNER,
+      path: '',
+      payload: Buffer.from('{"action":"exit","code":3}'),
+      headers: {},
+      timeout_ms: 10_000,
+    });
+    await eventually('worker a STOPPED', async () =>
+      (await list()).find((c) => c.container_id === a.id)?.status === 'STOPPED' ? true : undefined,
+    );
     await ensure('tl-mem-d');
     assert.equal(await metricValue('esb_agent_admission_refused_total', '{limit="memory"}'), 1);
   });
@@ -221,12 +231,16 @@ describe('tenant limits on real containerd', () => {
     // `ours` has what a crashed Ensure leaves: its state dir entry.
     mkdirSync(path.join(stack.stateDir, 'workers', ours), { recursive: true });
     await restartAgent({});
-    await eventually('the attributable cgroup to be cleared', () => Promise.resolve(ourChild.exitCode !== null || ourChild.signalCode !== null ? true : undefined), 10_000);
+    await eventually(
+      'the attributable cgroup to be cleared',
+      () => Promise.resolve(ourChild.exitCode !== null || ourChild.signalCode !== null ? true : undefined),
+      10_000,
+    );
     assert.equal(ourChild.signalCode, 'SIGKILL');
     assert.equal(foreignChild.exitCode, null, 'a process in a cgroup the agent cannot attribute to itself survives');
     assert.equal(foreignChild.signalCode, null);
     assert.ok(existsSync(path.join(nsDir, foreign)), 'and its cgroup stays');
-    assert.ok(!existsSync(path.join(stack.stateDir, 'workers', ours)), 'the crashed worker\'s entry is gone');
+    assert.ok(!existsSync(path.join(stack.stateDir, 'workers', ours)), "the crashed worker's entry is gone");
   });
 
   test('CONTAINERD_RUNC_BINARY reaches the shim as runc options; a missing binary fails Ensure and leaves nothing', async (t) => {
@@ -241,7 +255,12 @@ describe('tenant limits on real containerd', () => {
     await destroy(w.id);
 
     await restartAgent({ CONTAINERD_RUNC_BINARY: '/nonexistent/esb-runc' });
-    const e = await stack.callError('EnsureContainer', { function_name: 'tl-no-runc', image: stack.images.worker, env: {}, owner_id: OWNER });
+    const e = await stack.callError('EnsureContainer', {
+      function_name: 'tl-no-runc',
+      image: stack.images.worker,
+      env: {},
+      owner_id: OWNER,
+    });
     assert.notEqual(e.name, 'OK');
     assert.deepEqual(await list(), []);
     const leaks = await stack.leaks();

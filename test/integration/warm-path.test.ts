@@ -89,7 +89,12 @@ describe('warm path: pause, resume, metrics and invoke on real workers', () => {
       for (const id of ids) await s().call('DestroyContainer', { container_id: id, owner_id: OWNER });
     });
     return async (env = {}, functionName = 'warm-fn') => {
-      const w = await s().call<WorkerInfo>('EnsureContainer', { function_name: functionName, image: s().images.worker, env, owner_id: OWNER });
+      const w = await s().call<WorkerInfo>('EnsureContainer', {
+        function_name: functionName,
+        image: s().images.worker,
+        env,
+        owner_id: OWNER,
+      });
       ids.add(w.id);
       return w;
     };
@@ -171,7 +176,10 @@ describe('warm path: pause, resume, metrics and invoke on real workers', () => {
     assert.equal(afterResume?.status, 'RUNNING');
     const lastUsedAfter = Number(afterResume.last_used_at);
     assert.ok(lastUsedAfter > lastUsedBefore, `last_used_at ${lastUsedAfter} not after ${lastUsedBefore}`);
-    assert.ok(lastUsedAfter >= resumeAt && lastUsedAfter <= Math.ceil(Date.now() / 1000), `last_used_at ${lastUsedAfter} is not the resume time ${resumeAt}`);
+    assert.ok(
+      lastUsedAfter >= resumeAt && lastUsedAfter <= Math.ceil(Date.now() / 1000),
+      `last_used_at ${lastUsedAfter} is not the resume time ${resumeAt}`,
+    );
     assert.ok(Number(afterResume.created_at) <= lastUsedAfter);
     const ok = await invoke(w.id, { action: 'echo', id: 'p-after' });
     assert.equal(ok.status_code, 200);
@@ -191,7 +199,9 @@ describe('warm path: pause, resume, metrics and invoke on real workers', () => {
     const s2 = await stats(w.id);
     const running = s1.ticks - s0.ticks;
     const paused = s2.ticks - s1.ticks;
-    t.diagnostic(`ticks: ${running} over ${PERIOD_MS} ms running, ${paused} over ${Math.round(pausedMs)} ms paused (plus the RPCs around it)`);
+    t.diagnostic(
+      `ticks: ${running} over ${PERIOD_MS} ms running, ${paused} over ${Math.round(pausedMs)} ms paused (plus the RPCs around it)`,
+    );
     assert.ok(running >= 30, `the worker ticked only ${running} times in ${PERIOD_MS} ms while running`);
     assert.ok(paused < 20, `the worker ticked ${paused} times while paused: it was not frozen`);
     assert.ok(paused < running / 2, `paused ${paused} vs running ${running}`);
@@ -253,7 +263,10 @@ describe('warm path: pause, resume, metrics and invoke on real workers', () => {
 
     const mb = await metrics(big.id);
     const md = await metrics(dflt.id);
-    for (const [m, w] of [[mb, big], [md, dflt]] as const) {
+    for (const [m, w] of [
+      [mb, big],
+      [md, dflt],
+    ] as const) {
       assert.equal(m.state, 'RUNNING');
       assert.equal(m.container_id, w.id);
       assert.ok(BigInt(m.memory_current) > 0n, `memory_current ${m.memory_current}`);
@@ -309,46 +322,40 @@ describe('warm path: pause, resume, metrics and invoke on real workers', () => {
     assert.equal(inv.name, 'FAILED_PRECONDITION', inv.details);
   });
 
-  test(
-    'OOM kills survive an agent restart: an OOM-killed worker still reads oom_events ≥ 1',
-    async (t) => {
-      t.after(async () => {
-        if (!s().agent) await s().startAgent();
-      });
-      const ensure = workers(t);
-      const w = await ensure({ AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '64' }, 'warm-oom-restart');
-      await invoke(w.id, { action: 'oom', limitMb: 4096 }, { timeoutMs: 30_000 }).catch(() => undefined);
-      await eventually('the OOM kill', async () => {
-        const x = await metrics(w.id);
-        return x.state === 'STOPPED' && BigInt(x.oom_events) >= 1n ? x : undefined;
-      });
-      await s().stopAgent();
-      await s().startAgent();
-      const m = await metrics(w.id);
-      assert.equal(m.state, 'STOPPED');
-      assert.equal(m.exit_code, 137);
-      assert.ok(BigInt(m.oom_events) >= 1n, `after an agent restart oom_events is ${m.oom_events}`);
-    },
-  );
+  test('OOM kills survive an agent restart: an OOM-killed worker still reads oom_events ≥ 1', async (t) => {
+    t.after(async () => {
+      if (!s().agent) await s().startAgent();
+    });
+    const ensure = workers(t);
+    const w = await ensure({ AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '64' }, 'warm-oom-restart');
+    await invoke(w.id, { action: 'oom', limitMb: 4096 }, { timeoutMs: 30_000 }).catch(() => undefined);
+    await eventually('the OOM kill', async () => {
+      const x = await metrics(w.id);
+      return x.state === 'STOPPED' && BigInt(x.oom_events) >= 1n ? x : undefined;
+    });
+    await s().stopAgent();
+    await s().startAgent();
+    const m = await metrics(w.id);
+    assert.equal(m.state, 'STOPPED');
+    assert.equal(m.exit_code, 137);
+    assert.ok(BigInt(m.oom_events) >= 1n, `after an agent restart oom_events is ${m.oom_events}`);
+  });
 
   // ------------------------------------------------------------------ invoke
 
-  test(
-    'invoke of a worker that exited at start → FAILED_PRECONDITION quickly, not a readiness wait until the timeout',
-    async (t) => {
-      const ensure = workers(t);
-      // Listening on an address the worker does not have fails at start: the process exits 1
-      // (no packet leaves the worker: 203.0.113.0/24 is TEST-NET-3 and only bind() is tried).
-      const w = await ensure({ HOST: '203.0.113.77' }, 'warm-crash');
-      const t0 = performance.now();
-      const e = await invokeError(w.id, { action: 'echo' }, { timeoutMs: 5000 });
-      const took = performance.now() - t0;
-      t.diagnostic(`${e.name} after ${Math.round(took)} ms: ${e.details}`);
-      assert.equal((await metrics(w.id)).state, 'STOPPED');
-      assert.equal(e.name, 'FAILED_PRECONDITION', e.details);
-      assert.ok(took < 3000, `took ${Math.round(took)} ms`);
-    },
-  );
+  test('invoke of a worker that exited at start → FAILED_PRECONDITION quickly, not a readiness wait until the timeout', async (t) => {
+    const ensure = workers(t);
+    // Listening on an address the worker does not have fails at start: the process exits 1
+    // (no packet leaves the worker: 203.0.113.0/24 is TEST-NET-3 and only bind() is tried).
+    const w = await ensure({ HOST: '203.0.113.77' }, 'warm-crash');
+    const t0 = performance.now();
+    const e = await invokeError(w.id, { action: 'echo' }, { timeoutMs: 5000 });
+    const took = performance.now() - t0;
+    t.diagnostic(`${e.name} after ${Math.round(took)} ms: ${e.details}`);
+    assert.equal((await metrics(w.id)).state, 'STOPPED');
+    assert.equal(e.name, 'FAILED_PRECONDITION', e.details);
+    assert.ok(took < 3000, `took ${Math.round(took)} ms`);
+  });
 
   test('invoke right after Ensure succeeds; 10 concurrent invokes reach the worker one at a time', async (t) => {
     const ensure = workers(t);
@@ -396,11 +403,16 @@ describe('warm path: pause, resume, metrics and invoke on real workers', () => {
 
     // Multi-value response headers joined with ', '; hop-by-hop headers dropped; request
     // headers reach the worker.
-    const h = await invoke(w.id, { action: 'headers', id: 'e-3' }, { headers: { 'X-Test-Header': 'hello', 'X-Amz-Client-Context': 'ctx' } });
+    const h = await invoke(
+      w.id,
+      { action: 'headers', id: 'e-3' },
+      { headers: { 'X-Test-Header': 'hello', 'X-Amz-Client-Context': 'ctx' } },
+    );
     assert.equal(h.status_code, 200);
     assert.equal(h.headers['x-multi'], 'one, two');
     assert.equal(h.headers['set-cookie'], 'a=1; Path=/, b=2; Path=/');
-    for (const hop of ['connection', 'keep-alive', 'transfer-encoding', 'upgrade']) assert.equal(h.headers[hop], undefined, `hop-by-hop header ${hop} passed through`);
+    for (const hop of ['connection', 'keep-alive', 'transfer-encoding', 'upgrade'])
+      assert.equal(h.headers[hop], undefined, `hop-by-hop header ${hop} passed through`);
     const seen = (json(h) as { headers: Record<string, string> }).headers;
     assert.equal(seen['x-test-header'], 'hello');
     assert.equal(seen['x-amz-client-context'], 'ctx');
@@ -493,7 +505,11 @@ describe('warm path: pause, resume, metrics and invoke on real workers', () => {
       const e = await call();
       assert.equal(e.name, 'PERMISSION_DENIED', `${method}: ${e.details}`);
       // The message may name what the caller sent (owner, id), nothing else.
-      assert.doesNotMatch(e.details.replaceAll(w.id, '<id>'), /warm-secret-fn|running|paused|10\.\d+\.\d+\.\d+/i, `${method} reveals details: ${e.details}`);
+      assert.doesNotMatch(
+        e.details.replaceAll(w.id, '<id>'),
+        /warm-secret-fn|running|paused|10\.\d+\.\d+\.\d+/i,
+        `${method} reveals details: ${e.details}`,
+      );
     }
     const theirs = await s().call<{ containers: ContainerState[] }>('ListContainers', { owner_id: other });
     assert.equal(theirs.containers.length, 0);

@@ -28,7 +28,11 @@ async function invokeDirect(ip: string, payload: object, timeoutMs = 10_000): Pr
   const end = Date.now() + timeoutMs;
   for (;;) {
     try {
-      const res = await fetch(`http://${ip}:8080${INVOKE_PATH}`, { method: 'POST', body: JSON.stringify(payload), signal: AbortSignal.timeout(5000) });
+      const res = await fetch(`http://${ip}:8080${INVOKE_PATH}`, {
+        method: 'POST',
+        body: JSON.stringify(payload),
+        signal: AbortSignal.timeout(5000),
+      });
       return { status: res.status, body: await res.text() };
     } catch (err) {
       if (Date.now() > end) throw err;
@@ -38,7 +42,13 @@ async function invokeDirect(ip: string, payload: object, timeoutMs = 10_000): Pr
 }
 
 /** Pushes a copy of `base` whose image config is changed by `patch`. */
-async function pushVariant(reg: RegistryInstance, base: BuiltImage, repo: string, patch: (config: Record<string, unknown>) => void, dir: string): Promise<string> {
+async function pushVariant(
+  reg: RegistryInstance,
+  base: BuiltImage,
+  repo: string,
+  patch: (config: Record<string, unknown>) => void,
+  dir: string,
+): Promise<string> {
   const m = manifestFor(base);
   const cfg = JSON.parse(readFileSync(m.config.path, 'utf8')) as { config: Record<string, unknown> };
   patch(cfg.config);
@@ -54,7 +64,15 @@ async function pushVariant(reg: RegistryInstance, base: BuiltImage, repo: string
   writeFileSync(mPath, mBytes);
   const config = { mediaType: m.config.mediaType, digest: cfgDigest, size: cfgBytes.length, path: cfgPath };
   const manifestRef = { ...m, digest: mDigest, size: mBytes.length, path: mPath, config };
-  const image: BuiltImage = { name: repo, kind: 'manifest', mediaType: MEDIA_TYPES.manifest, digest: mDigest, size: mBytes.length, path: mPath, manifests: [manifestRef] };
+  const image: BuiltImage = {
+    name: repo,
+    kind: 'manifest',
+    mediaType: MEDIA_TYPES.manifest,
+    digest: mDigest,
+    size: mBytes.length,
+    path: mPath,
+    manifests: [manifestRef],
+  };
   await pushImage(reg.url, image, repo, 'v1');
   return `${reg.host}/${repo}:v1`;
 }
@@ -68,7 +86,15 @@ async function expectNoLeaks(stack: TestStack, what: string): Promise<void> {
 async function expectNoLeaksIn(stack: TestStack, namespace: string): Promise<void> {
   const c = new ContainerdClient({ socket: stack.ctd.socket, namespace });
   try {
-    const leaks = await findLeaks({ client: c, snapshotter: stack.snapshotter, idPrefix: stack.idPrefix, bridge: stack.bridge, netDir: stack.netDir, networkName: stack.networkName, stateDir: stack.stateDir });
+    const leaks = await findLeaks({
+      client: c,
+      snapshotter: stack.snapshotter,
+      idPrefix: stack.idPrefix,
+      bridge: stack.bridge,
+      netDir: stack.netDir,
+      networkName: stack.networkName,
+      stateDir: stack.stateDir,
+    });
     assert.equal(leakCount(leaks), 0, `${namespace} left: ${JSON.stringify(leaks)}`);
   } finally {
     c.close();
@@ -99,10 +125,14 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
     }
   });
 
-  const ensure = (req: Partial<{ function_name: string; image: string; env: Record<string, string>; owner_id: string }>, opts?: { deadlineMs?: number }) =>
-    stack.call<Worker>('EnsureContainer', { function_name: 'fn', image: stack.images.worker, env: {}, owner_id: OWNER, ...req }, opts);
-  const destroy = (id: string, owner = OWNER) => stack.call<{ success: boolean }>('DestroyContainer', { container_id: id, owner_id: owner });
-  const list = async (owner = OWNER) => (await stack.call<{ containers: ContainerState[] }>('ListContainers', { owner_id: owner })).containers;
+  const ensure = (
+    req: Partial<{ function_name: string; image: string; env: Record<string, string>; owner_id: string }>,
+    opts?: { deadlineMs?: number },
+  ) => stack.call<Worker>('EnsureContainer', { function_name: 'fn', image: stack.images.worker, env: {}, owner_id: OWNER, ...req }, opts);
+  const destroy = (id: string, owner = OWNER) =>
+    stack.call<{ success: boolean }>('DestroyContainer', { container_id: id, owner_id: owner });
+  const list = async (owner = OWNER) =>
+    (await stack.call<{ containers: ContainerState[] }>('ListContainers', { owner_id: owner })).containers;
 
   test('Ensure with a tagged image → a worker that answers HTTP on its IP:8080 from the host', async () => {
     const w = await ensure({ function_name: 'hello-tagged' });
@@ -114,7 +144,10 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
     assert.equal(res.status, 200);
     assert.deepEqual(JSON.parse(res.body), { action: 'echo', hello: 'world' });
     // The worker sees its env, its own hostname and our resolv.conf.
-    const stats = JSON.parse((await invokeDirect(w.ip_address, { action: 'stats' })).body) as { hostname: string; env: Record<string, string> };
+    const stats = JSON.parse((await invokeDirect(w.ip_address, { action: 'stats' })).body) as {
+      hostname: string;
+      env: Record<string, string>;
+    };
     assert.equal(stats.hostname, w.id);
     assert.equal((await destroy(w.id)).success, true);
     await expectNoLeaks(stack, 'ensure + destroy');
@@ -137,10 +170,16 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
   });
 
   test('a worker that exits on its own shows STOPPED in List; Destroy of an exited worker works', async () => {
-    const ref = await pushVariant(stack.registry, stack.images.images.busybox, 'esb-test/exits', (c) => {
-      c['Entrypoint'] = ['/bin/sh', '-c', 'exit 3'];
-      c['Cmd'] = [];
-    }, tmp);
+    const ref = await pushVariant(
+      stack.registry,
+      stack.images.images.busybox,
+      'esb-test/exits',
+      (c) => {
+        c['Entrypoint'] = ['/bin/sh', '-c', 'exit 3'];
+        c['Cmd'] = [];
+      },
+      tmp,
+    );
     const w = await ensure({ function_name: 'exits', image: ref });
     let state: ContainerState | undefined;
     for (let i = 0; i < 100; i++) {
@@ -155,11 +194,17 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
     await expectNoLeaks(stack, 'exited worker destroy');
   });
 
-  test('List shows exactly the caller\'s workers; Destroy by another owner → PERMISSION_DENIED', async () => {
+  test("List shows exactly the caller's workers; Destroy by another owner → PERMISSION_DENIED", async () => {
     const a = await ensure({ function_name: 'mine' });
     const b = await ensure({ function_name: 'theirs', owner_id: 'gateway-b' });
-    assert.deepEqual((await list()).map((c) => c.container_id), [a.id]);
-    assert.deepEqual((await list('gateway-b')).map((c) => c.container_id), [b.id]);
+    assert.deepEqual(
+      (await list()).map((c) => c.container_id),
+      [a.id],
+    );
+    assert.deepEqual(
+      (await list('gateway-b')).map((c) => c.container_id),
+      [b.id],
+    );
     const denied = await stack.callError('DestroyContainer', { container_id: b.id, owner_id: OWNER });
     assert.equal(denied.name, 'PERMISSION_DENIED');
     assert.ok(!denied.details.includes('gateway-b'), 'the other owner is not revealed');
@@ -181,24 +226,45 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
   });
 
   test('unknown image → NOT_FOUND; bad env → INVALID_ARGUMENT; nothing left behind', async () => {
-    const missing = await stack.callError('EnsureContainer', { function_name: 'nope', image: `${stack.registry.host}/esb-test/does-not-exist:v1`, env: {}, owner_id: OWNER });
+    const missing = await stack.callError('EnsureContainer', {
+      function_name: 'nope',
+      image: `${stack.registry.host}/esb-test/does-not-exist:v1`,
+      env: {},
+      owner_id: OWNER,
+    });
     assert.equal(missing.name, 'NOT_FOUND');
     assert.match(missing.details, /not found/);
     const badRef = await stack.callError('EnsureContainer', { function_name: 'nope', image: 'UPPER/Case::bad', env: {}, owner_id: OWNER });
     assert.equal(badRef.name, 'INVALID_ARGUMENT');
-    const badKey = await stack.callError('EnsureContainer', { function_name: 'nope', image: stack.images.worker, env: { 'A=B': '1' }, owner_id: OWNER });
+    const badKey = await stack.callError('EnsureContainer', {
+      function_name: 'nope',
+      image: stack.images.worker,
+      env: { 'A=B': '1' },
+      owner_id: OWNER,
+    });
     assert.equal(badKey.name, 'INVALID_ARGUMENT');
-    const badMem = await stack.callError('EnsureContainer', { function_name: 'nope', image: stack.images.worker, env: { AWS_LAMBDA_FUNCTION_MEMORY_SIZE: 'lots' }, owner_id: OWNER });
+    const badMem = await stack.callError('EnsureContainer', {
+      function_name: 'nope',
+      image: stack.images.worker,
+      env: { AWS_LAMBDA_FUNCTION_MEMORY_SIZE: 'lots' },
+      owner_id: OWNER,
+    });
     assert.equal(badMem.name, 'INVALID_ARGUMENT');
     assert.match(badMem.details, /AWS_LAMBDA_FUNCTION_MEMORY_SIZE/);
     await expectNoLeaks(stack, 'refused ensures');
   });
 
   test('a task that cannot start (missing entrypoint) → error, and the rollback leaves nothing', async () => {
-    const ref = await pushVariant(stack.registry, stack.images.images.busybox, 'esb-test/broken', (c) => {
-      c['Entrypoint'] = ['/no/such/binary'];
-      c['Cmd'] = [];
-    }, tmp);
+    const ref = await pushVariant(
+      stack.registry,
+      stack.images.images.busybox,
+      'esb-test/broken',
+      (c) => {
+        c['Entrypoint'] = ['/no/such/binary'];
+        c['Cmd'] = [];
+      },
+      tmp,
+    );
     const err = await stack.callError('EnsureContainer', { function_name: 'broken', image: ref, env: {}, owner_id: OWNER });
     assert.ok(['INTERNAL', 'FAILED_PRECONDITION', 'INVALID_ARGUMENT'].includes(err.name), `${err.name}: ${err.details}`);
     assert.match(err.details, /no such|not found|executable/i);
@@ -213,11 +279,20 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
     await stack.startAgent({ CONTAINERD_NAMESPACE: ns });
     try {
       const t0 = Date.now();
-      const late = await stack.callError('EnsureContainer', { function_name: 'cold', image: stack.images.worker, env: {}, owner_id: OWNER }, { deadlineMs: 250 });
+      const late = await stack.callError(
+        'EnsureContainer',
+        { function_name: 'cold', image: stack.images.worker, env: {}, owner_id: OWNER },
+        { deadlineMs: 250 },
+      );
       assert.equal(late.name, 'DEADLINE_EXCEEDED');
       assert.ok(Date.now() - t0 < 5000);
       await stack.registry.pause();
-      const down = await stack.callError('EnsureContainer', { function_name: 'down', image: `${stack.registry.host}/esb-test/never-pulled:v1`, env: {}, owner_id: OWNER });
+      const down = await stack.callError('EnsureContainer', {
+        function_name: 'down',
+        image: `${stack.registry.host}/esb-test/never-pulled:v1`,
+        env: {},
+        owner_id: OWNER,
+      });
       assert.equal(down.name, 'UNAVAILABLE');
       await stack.registry.restart();
       // Give the cancelled pull's background cleanup a moment, then check that namespace.
@@ -235,7 +310,10 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
     await fakes.set('esb-test-failer', 'ADD.error', { cniVersion: '1.0.0', code: 7, msg: 'refusing on purpose' });
     await fakes.set('esb-test-sleeper', 'ADD.sleep', '3');
     const gw = stack.subnet.replace(/0\/24$/, '1');
-    const base = defaultConflist({ name: stack.networkName, subnet: stack.subnet, bridge: stack.bridge, gatewayIp: gw, dnsServer: gw, netDir: stack.netDir }, { ipMasq: false }) as { plugins: object[] };
+    const base = defaultConflist(
+      { name: stack.networkName, subnet: stack.subnet, bridge: stack.bridge, gatewayIp: gw, dnsServer: gw, netDir: stack.netDir },
+      { ipMasq: false },
+    ) as { plugins: object[] };
     const confFor = (type: string): string => {
       const file = path.join(tmp, `${type}.conflist`);
       writeFileSync(file, JSON.stringify({ ...base, plugins: [...base.plugins, { type }] }));
@@ -245,10 +323,18 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
     await stack.stopAgent();
     try {
       await stack.startAgent({ CNI_CONF_FILE: confFor('esb-test-failer'), CNI_BIN_DIR: binDirs });
-      const failed = await stack.callError('EnsureContainer', { function_name: 'cni-fail', image: stack.images.worker, env: {}, owner_id: OWNER });
+      const failed = await stack.callError('EnsureContainer', {
+        function_name: 'cni-fail',
+        image: stack.images.worker,
+        env: {},
+        owner_id: OWNER,
+      });
       assert.equal(failed.name, 'INTERNAL');
       // The plugin's own words go to the agent's debug log, never to the caller (docs/errors.md).
-      assert.match(failed.details, /CNI plugin esb-test-failer ADD failed: plugin error \(CNI error code \d+; the plugin's message is in the agent log/);
+      assert.match(
+        failed.details,
+        /CNI plugin esb-test-failer ADD failed: plugin error \(CNI error code \d+; the plugin's message is in the agent log/,
+      );
       assert.doesNotMatch(failed.details, /refusing on purpose/);
       await expectNoLeaks(stack, 'failed CNI ADD');
       assert.ok((await fakes.calls('DEL')).length >= 1, 'the chain was DELeted');
@@ -256,7 +342,11 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
 
       await stack.startAgent({ CNI_CONF_FILE: confFor('esb-test-sleeper'), CNI_BIN_DIR: binDirs });
       const t0 = Date.now();
-      const late = await stack.callError('EnsureContainer', { function_name: 'cni-slow', image: stack.images.worker, env: {}, owner_id: OWNER }, { deadlineMs: 1000 });
+      const late = await stack.callError(
+        'EnsureContainer',
+        { function_name: 'cni-slow', image: stack.images.worker, env: {}, owner_id: OWNER },
+        { deadlineMs: 1000 },
+      );
       assert.equal(late.name, 'DEADLINE_EXCEEDED');
       assert.ok(Date.now() - t0 < 2900, 'did not wait for the slow plugin');
       // Rollback runs on its own deadline after the answer; wait for it to finish.
@@ -278,7 +368,10 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
     const unlisted = await stack.callError('EnsureContainer', { function_name: 'private', image: ref, env: {}, owner_id: OWNER });
     assert.equal(unlisted.name, 'INVALID_ARGUMENT');
     assert.match(unlisted.details, /AGENT_ALLOWED_REGISTRIES/);
-    const listed = { AGENT_ALLOWED_REGISTRIES: `${stack.registry.host},${secure.host}`, CONTAINER_REGISTRY_INSECURE: `${stack.registry.host},${secure.host}` };
+    const listed = {
+      AGENT_ALLOWED_REGISTRIES: `${stack.registry.host},${secure.host}`,
+      CONTAINER_REGISTRY_INSECURE: `${stack.registry.host},${secure.host}`,
+    };
     await stack.stopAgent();
     await stack.startAgent(listed);
     const denied = await stack.callError('EnsureContainer', { function_name: 'private', image: ref, env: {}, owner_id: OWNER });
@@ -286,7 +379,10 @@ describe('containerd workers: Ensure / Destroy / List on real containerd, runc, 
     const dockerDir = path.join(tmp, 'docker');
     const { mkdirSync } = await import('node:fs');
     mkdirSync(dockerDir, { recursive: true });
-    writeFileSync(path.join(dockerDir, 'config.json'), JSON.stringify({ auths: { [secure.host]: { auth: Buffer.from('esb:s3cret').toString('base64') } } }));
+    writeFileSync(
+      path.join(dockerDir, 'config.json'),
+      JSON.stringify({ auths: { [secure.host]: { auth: Buffer.from('esb:s3cret').toString('base64') } } }),
+    );
     await stack.stopAgent();
     try {
       await stack.startAgent({ ...listed, DOCKER_CONFIG: dockerDir });

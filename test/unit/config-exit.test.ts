@@ -19,7 +19,10 @@ import { FakeRuntime } from '../helpers/fake-runtime.js';
 const quiet = { write: (): void => undefined };
 
 /** The exit code and stderr line start-up would end the process with. */
-async function startupOutcome(env: Record<string, string>, runtime = new FakeRuntime()): Promise<{ code: number; line: string; runtime: FakeRuntime }> {
+async function startupOutcome(
+  env: Record<string, string>,
+  runtime = new FakeRuntime(),
+): Promise<{ code: number; line: string; runtime: FakeRuntime }> {
   try {
     // The pretty format is only tried on the default destination (stdout), as in production.
     const agent = await startAgent(env, { runtime, logDestination: env['AGENT_LOG_FORMAT'] === 'pretty' ? undefined : quiet });
@@ -87,7 +90,11 @@ describe('invalid configuration stops the agent, naming the variable', () => {
       },
       'AGENT_GRPC_CERT_PATH',
     ],
-    ['AGENT_GRPC_KEY_PATH not the certificate’s key, TLS on', () => ({ AGENT_GRPC_KEY_PATH: certs!.client.keyPath }), 'AGENT_GRPC_KEY_PATH'],
+    [
+      'AGENT_GRPC_KEY_PATH not the certificate’s key, TLS on',
+      () => ({ AGENT_GRPC_KEY_PATH: certs!.client.keyPath }),
+      'AGENT_GRPC_KEY_PATH',
+    ],
   ];
 
   for (const [name, over, variable] of cases) {
@@ -124,14 +131,14 @@ describe('command line', () => {
     let stderr = '';
     const out = process.stdout.write.bind(process.stdout);
     const err = process.stderr.write.bind(process.stderr);
-    process.stdout.write = ((chunk: string | Uint8Array): boolean => {
+    process.stdout.write = (chunk: string | Uint8Array): boolean => {
       stdout += chunk.toString();
       return true;
-    });
-    process.stderr.write = ((chunk: string | Uint8Array): boolean => {
+    };
+    process.stderr.write = (chunk: string | Uint8Array): boolean => {
       stderr += chunk.toString();
       return true;
-    });
+    };
     try {
       const code = await runCli(args);
       return { code, stdout, stderr };

@@ -4,7 +4,19 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { CONFIG_VARIABLES, loadConfig, plaintextExposed } from '../../src/config/config.js';
 import { safeName } from '../../src/worker/safe-name.js';
-import { ConfigError, hostPort, ipv4ToString, isLoopbackAddress, parseIpv4Cidr, readBool, readEnum, readInt, readIpv4, readString, readUnixSocket } from '../../src/config/parse.js';
+import {
+  ConfigError,
+  hostPort,
+  ipv4ToString,
+  isLoopbackAddress,
+  parseIpv4Cidr,
+  readBool,
+  readEnum,
+  readInt,
+  readIpv4,
+  readString,
+  readUnixSocket,
+} from '../../src/config/parse.js';
 
 /** Asserts `fn` throws a ConfigError for `variable` whose message starts with the variable's name. */
 function configError(fn: () => unknown, variable: string, message?: RegExp): void {
@@ -123,8 +135,15 @@ describe('listen addresses and client allowlist', () => {
     }
   });
   test('AGENT_GRPC_ALLOWED_CLIENTS: comma-separated, trimmed; refused without TLS and with spaces inside an entry', () => {
-    assert.deepEqual(loadConfig({ AGENT_GRPC_ALLOWED_CLIENTS: ' gw.example , spiffe://esb/gw,,' }).allowedClients, ['gw.example', 'spiffe://esb/gw']);
-    configError(() => loadConfig({ AGENT_GRPC_TLS_DISABLED: '1', AGENT_GRPC_ALLOWED_CLIENTS: 'gw' }), 'AGENT_GRPC_ALLOWED_CLIENTS', /needs TLS/);
+    assert.deepEqual(loadConfig({ AGENT_GRPC_ALLOWED_CLIENTS: ' gw.example , spiffe://esb/gw,,' }).allowedClients, [
+      'gw.example',
+      'spiffe://esb/gw',
+    ]);
+    configError(
+      () => loadConfig({ AGENT_GRPC_TLS_DISABLED: '1', AGENT_GRPC_ALLOWED_CLIENTS: 'gw' }),
+      'AGENT_GRPC_ALLOWED_CLIENTS',
+      /needs TLS/,
+    );
     configError(() => loadConfig({ AGENT_GRPC_ALLOWED_CLIENTS: 'a b' }), 'AGENT_GRPC_ALLOWED_CLIENTS');
   });
   test('bounds are positive integers (the invoke queue may be 0: no waiting at all)', () => {

@@ -129,7 +129,11 @@ describe('docs', () => {
     const outside = new RegExp(String.raw`\b(?:spec|contract) §\d|\b(?:containerd-api|node-stack|style|agent-api)\.md\b|\.\.\/shared\b`);
     const self = path.join('test', 'unit', 'docs.test.ts');
     const hits: string[] = [];
-    for (const rel of [...files('src', /\.(ts|mjs|js)$/), ...files('test', /\.(ts|mjs|js|sh)$/), ...files('scripts', /\.(ts|mjs|js|sh)$/)]) {
+    for (const rel of [
+      ...files('src', /\.(ts|mjs|js)$/),
+      ...files('test', /\.(ts|mjs|js|sh)$/),
+      ...files('scripts', /\.(ts|mjs|js|sh)$/),
+    ]) {
       if (rel === self) continue;
       read(rel)
         .split('\n')
@@ -151,8 +155,16 @@ describe('docs', () => {
     const doc = read('docs/configuration.md');
     const rows = firstCells(doc, 'Variables');
     const known = new Set<string>(CONFIG_VARIABLES);
-    assert.deepEqual(CONFIG_VARIABLES.filter((v) => !rows.includes(v)), [], 'variables missing from docs/configuration.md');
-    assert.deepEqual(rows.filter((v) => !known.has(v)), [], 'rows of docs/configuration.md that are not in CONFIG_VARIABLES');
+    assert.deepEqual(
+      CONFIG_VARIABLES.filter((v) => !rows.includes(v)),
+      [],
+      'variables missing from docs/configuration.md',
+    );
+    assert.deepEqual(
+      rows.filter((v) => !known.has(v)),
+      [],
+      'rows of docs/configuration.md that are not in CONFIG_VARIABLES',
+    );
     assert.equal(new Set(rows).size, rows.length, 'each variable has one row');
   });
 
@@ -161,15 +173,31 @@ describe('docs', () => {
     const names = (await metrics.registry.getMetricsAsJSON()).map((m) => m.name);
     assert.ok(names.length > 5);
     const rows = firstCells(read('docs/metrics.md'), 'Agent metrics');
-    assert.deepEqual(names.filter((n) => !rows.includes(n)), [], 'metrics missing from docs/metrics.md');
-    assert.deepEqual(rows.filter((n) => !names.includes(n)), [], 'rows of docs/metrics.md that the agent does not define');
+    assert.deepEqual(
+      names.filter((n) => !rows.includes(n)),
+      [],
+      'metrics missing from docs/metrics.md',
+    );
+    assert.deepEqual(
+      rows.filter((n) => !names.includes(n)),
+      [],
+      'rows of docs/metrics.md that the agent does not define',
+    );
   });
 
   test('errors.md lists every error code', () => {
     const codes = Object.keys(STATUS_BY_CODE);
     const rows = firstCells(read('docs/errors.md'), 'Codes');
-    assert.deepEqual(codes.filter((c) => !rows.includes(c)), [], 'codes missing from docs/errors.md');
-    assert.deepEqual(rows.filter((c) => !codes.includes(c)), [], 'rows of docs/errors.md that are not error codes');
+    assert.deepEqual(
+      codes.filter((c) => !rows.includes(c)),
+      [],
+      'codes missing from docs/errors.md',
+    );
+    assert.deepEqual(
+      rows.filter((c) => !codes.includes(c)),
+      [],
+      'rows of docs/errors.md that are not error codes',
+    );
   });
 });
 

@@ -5,9 +5,12 @@ import { redactHost, redactHostPaths } from '../../src/redact.js';
 
 test('host paths are replaced, request paths and paths inside the image are kept', () => {
   assert.equal(redactHostPaths('open /var/lib/esb-agent/workers/x/hosts: EACCES'), 'open <host path>: EACCES');
-  assert.equal(redactHostPaths('failed at /etc/cni/net.d/10-esb.conflist, see /home/alice/.docker/config.json'), 'failed at <host path>, see <host path>');
+  assert.equal(
+    redactHostPaths('failed at /etc/cni/net.d/10-esb.conflist, see /home/alice/.docker/config.json'),
+    'failed at <host path>, see <host path>',
+  );
   assert.equal(redactHostPaths('invoke path /2015-03-31/functions/f/invocations'), 'invoke path /2015-03-31/functions/f/invocations');
-  assert.equal(redactHostPaths("USER \"app\": the image's /etc/passwd is a FIFO"), "USER \"app\": the image's /etc/passwd is a FIFO");
+  assert.equal(redactHostPaths('USER "app": the image\'s /etc/passwd is a FIFO'), 'USER "app": the image\'s /etc/passwd is a FIFO');
   // Only the path right after "image's " is spared.
   assert.equal(redactHostPaths("the image's /etc/group and /etc/shadow"), "the image's /etc/group and <host path>");
 });

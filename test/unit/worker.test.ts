@@ -55,12 +55,17 @@ async function startWorker(t: TestContext): Promise<Worker> {
     });
   });
   const url = `http://127.0.0.1:${port}`;
-  await waitFor('worker to listen', async () => {
-    if (c.exitCode !== null) throw new Error(`worker exited: ${out}`);
-    const res = await fetch(`${url}/`);
-    await res.body?.cancel();
-    return res.status === 404;
-  }, 10_000, 20);
+  await waitFor(
+    'worker to listen',
+    async () => {
+      if (c.exitCode !== null) throw new Error(`worker exited: ${out}`);
+      const res = await fetch(`${url}/`);
+      await res.body?.cancel();
+      return res.status === 404;
+    },
+    10_000,
+    20,
+  );
   return { url, child: c, exited, output: () => out };
 }
 
@@ -109,7 +114,10 @@ test('bytes returns exactly n bytes', async (t) => {
     assert.equal(res.headers.get('content-length'), String(n));
     const buf = Buffer.from(await res.arrayBuffer());
     assert.equal(buf.length, n, `n=${n}`);
-    assert.ok(buf.every((b) => b === 0x78), 'all bytes are "x"');
+    assert.ok(
+      buf.every((b) => b === 0x78),
+      'all bytes are "x"',
+    );
   }
 });
 
@@ -148,7 +156,15 @@ test('error, status, headers, unknown paths', async (t) => {
   assert.deepEqual(await oom.json(), { ok: true, action: 'oom', allocatedMb: 32, killed: false });
 
   // One log line per request on stdout.
-  await waitFor('log lines', () => w.output().split('\n').filter((l) => l.includes(' POST ') || l.includes(' GET ')).length >= 12, 2000);
+  await waitFor(
+    'log lines',
+    () =>
+      w
+        .output()
+        .split('\n')
+        .filter((l) => l.includes(' POST ') || l.includes(' GET ')).length >= 12,
+    2000,
+  );
 });
 
 test('five parallel invocations: all delivered once, processed one at a time, peak concurrency 5', async (t) => {

@@ -247,7 +247,9 @@ export class ContainerdClient {
    * carry no `type.googleapis.com/` prefix; the message name is the text after the last '/'.
    * Returns undefined for a type not vendored. 64-bit integers come back as decimal strings.
    */
-  decodeAny(any: { type_url: string; value: Buffer | Uint8Array } | null | undefined): { type: string; value: Record<string, unknown> } | undefined {
+  decodeAny(
+    any: { type_url: string; value: Buffer | Uint8Array } | null | undefined,
+  ): { type: string; value: Record<string, unknown> } | undefined {
     if (!any) return undefined;
     const type = any.type_url.slice(any.type_url.lastIndexOf('/') + 1);
     let msgType: protobuf.Type;

@@ -15,7 +15,13 @@ export type Mount = Mount__Output;
 export type ContainerRecord = Container__Output;
 
 /** Prepares the container's writable snapshot on top of the image's top layer. */
-export async function prepareSnapshot(c: ContainerdClient, snapshotter: string, key: string, parent: string, opts: RequestOptions): Promise<Mount[]> {
+export async function prepareSnapshot(
+  c: ContainerdClient,
+  snapshotter: string,
+  key: string,
+  parent: string,
+  opts: RequestOptions,
+): Promise<Mount[]> {
   const res = await c.call('snapshots', 'Prepare', { snapshotter, key, parent, labels: {} }, { ...opts, what: `prepare snapshot ${key}` });
   return res.mounts;
 }
@@ -108,7 +114,12 @@ export async function createPlaceholderContainer(
 ): Promise<void> {
   // The smallest spec containerd accepts; the task it stands in for already has its own.
   const spec = { type_url: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify({ ociVersion: '1.0.2' })) };
-  await c.call('containers', 'Create', { container: { id: n.id, labels: n.labels, runtime: { name: n.runtime }, spec } }, { ...opts, what: `create placeholder container ${n.id}` });
+  await c.call(
+    'containers',
+    'Create',
+    { container: { id: n.id, labels: n.labels, runtime: { name: n.runtime }, spec } },
+    { ...opts, what: `create placeholder container ${n.id}` },
+  );
 }
 
 /** The container record, or undefined when there is none. */
@@ -136,7 +147,12 @@ export async function deleteContainer(c: ContainerdClient, id: string, opts: Req
 
 /** Sets one label of a container record (an update mask keeps every other field). */
 export async function setContainerLabel(c: ContainerdClient, id: string, key: string, value: string, opts: RequestOptions): Promise<void> {
-  await c.call('containers', 'Update', { container: { id, labels: { [key]: value } }, update_mask: { paths: [`labels.${key}`] } }, { ...opts, what: `label container ${id}` });
+  await c.call(
+    'containers',
+    'Update',
+    { container: { id, labels: { [key]: value } }, update_mask: { paths: [`labels.${key}`] } },
+    { ...opts, what: `label container ${id}` },
+  );
 }
 
 /** Containers matching a containerd filter (e.g. naming.managedFilter). */

@@ -27,7 +27,15 @@ import { memoryMbFor } from '../../worker/limits.js';
 import { UndoStack } from '../undo.js';
 import { nowSeconds, type WorkerTable } from '../workers.js';
 import type { ContainerdClient } from './client.js';
-import { createContainer, deleteContainer, prepareSnapshot, removeSnapshot, setContainerLabel, type Mount, type runcOptions } from './containers.js';
+import {
+  createContainer,
+  deleteContainer,
+  prepareSnapshot,
+  removeSnapshot,
+  setContainerLabel,
+  type Mount,
+  type runcOptions,
+} from './containers.js';
 import type { ImageService, ResolvedImage } from './image/image-service.js';
 import { requestedImageRef } from '../../registry/reference.js';
 import type { ImageUsers } from './image-user.js';
@@ -196,7 +204,12 @@ async function claimWorkerId(b: Build, image: ResolvedImage, lease: string): Pro
  * The named netns (the task joins it, so it must exist before Tasks.Create) and the image
  * USER's numeric ids (read from the snapshot), side by side.
  */
-async function prepareNetnsAndUser(b: Build, id: string, image: ResolvedImage, mounts: Mount[]): Promise<{ netnsPath: string; user: OciUser }> {
+async function prepareNetnsAndUser(
+  b: Build,
+  id: string,
+  image: ResolvedImage,
+  mounts: Mount[],
+): Promise<{ netnsPath: string; user: OciUser }> {
   b.undo.push(`remove netns ${id}`, () => b.d.netns.remove(id));
   const [nsR, userR] = await Promise.allSettled([b.d.netns.create(id), b.d.users.resolve(image, image.config.config?.User, mounts)]);
   if (nsR.status === 'rejected') throw nsR.reason;
@@ -300,7 +313,20 @@ async function createContainerAndTask(b: Build, x: TaskInputs, onTaskCreateSent:
   });
   undo.push(`delete container ${id}`, (s) => deleteContainer(c, id, { signal: s }));
   const sn = cfg.containerd.snapshotter;
-  await createContainer(c, { id, labels, image: x.image.name, runtime: cfg.containerd.runtime, runtimeOptions: d.runtimeOptions, spec, snapshotter: sn, snapshotKey: id }, { lease: x.lease });
+  await createContainer(
+    c,
+    {
+      id,
+      labels,
+      image: x.image.name,
+      runtime: cfg.containerd.runtime,
+      runtimeOptions: d.runtimeOptions,
+      spec,
+      snapshotter: sn,
+      snapshotKey: id,
+    },
+    { lease: x.lease },
+  );
   phase(b, 'create', tc);
   throwIfAborted(b.signal, 'EnsureContainer');
   tc = performance.now();
@@ -319,11 +345,19 @@ async function createContainerAndTask(b: Build, x: TaskInputs, onTaskCreateSent:
  * The hosts entry, the worker table entry (admission handed over), then the IP label and
  * Tasks.Start side by side.
  */
-async function startWorker(b: Build, w: { id: string; ip: string; files: WorkerFiles; createdAt: number }, admission: Reservation): Promise<void> {
+async function startWorker(
+  b: Build,
+  w: { id: string; ip: string; files: WorkerFiles; createdAt: number },
+  admission: Reservation,
+): Promise<void> {
   const { d, req } = b;
   const c = d.client;
   await addHostsEntry(w.files, w.ip, w.id);
-  d.trackNewWorker(b.undo, { id: w.id, functionName: req.functionName, ownerId: req.ownerId, createdAt: w.createdAt, ipAddress: w.ip, memoryMb: b.memoryMb }, admission);
+  d.trackNewWorker(
+    b.undo,
+    { id: w.id, functionName: req.functionName, ownerId: req.ownerId, createdAt: w.createdAt, ipAddress: w.ip, memoryMb: b.memoryMb },
+    admission,
+  );
   throwIfAborted(b.signal, 'EnsureContainer');
   // The label (docs/go-agent.md#w1: the IP survives restarts) and Start are independent; a failure of either
   // rolls back both.

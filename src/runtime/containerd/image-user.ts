@@ -84,23 +84,41 @@ export class ImageUsers {
   async #readAccountFiles(image: ImageRef, user: string, mounts: readonly SnapshotMount[]): Promise<AccountFiles> {
     const where = `image ${image.name}: USER "${safeUserText(user)}"`;
     this.mounts++;
-    this.#log.debug({ image: image.name, chainId: image.chainId }, 'image user lookup: reading /etc/passwd and /etc/group from a read-only mount of the snapshot');
+    this.#log.debug(
+      { image: image.name, chainId: image.chainId },
+      'image user lookup: reading /etc/passwd and /etc/group from a read-only mount of the snapshot',
+    );
     try {
-      return await withReadonlyMount(this.#stateDir, mounts, (root) => withTimeout(this.#read(root), this.#timeoutMs, `${where}: reading /etc/passwd and /etc/group took over ${this.#timeoutMs} ms`));
+      return await withReadonlyMount(this.#stateDir, mounts, (root) =>
+        withTimeout(this.#read(root), this.#timeoutMs, `${where}: reading /etc/passwd and /etc/group took over ${this.#timeoutMs} ms`),
+      );
     } catch (err) {
       if (err instanceof AgentError) throw err;
       if (err instanceof ImageFileError) {
         const d = describe(err.problem);
-        throw new AgentError(d.code, `${where}: the image's ${err.file} ${d.text}; the agent reads only regular files of at most ${MAX_ACCOUNT_FILE_BYTES} bytes, resolved inside the image`);
+        throw new AgentError(
+          d.code,
+          `${where}: the image's ${err.file} ${d.text}; the agent reads only regular files of at most ${MAX_ACCOUNT_FILE_BYTES} bytes, resolved inside the image`,
+        );
       }
-      if (err instanceof MountError) throw new AgentError('FAILED_PRECONDITION', `${where}: could not mount the image's root filesystem read-only to look the user up: ${err.message}`, { cause: err });
+      if (err instanceof MountError)
+        throw new AgentError(
+          'FAILED_PRECONDITION',
+          `${where}: could not mount the image's root filesystem read-only to look the user up: ${err.message}`,
+          { cause: err },
+        );
       this.#log.warn({ image: image.name, err: errorText(err) }, 'image user lookup failed');
-      throw new AgentError('FAILED_PRECONDITION', `${where}: could not look the user up in the image's files: ${errorText(err)}`, { cause: err });
+      throw new AgentError('FAILED_PRECONDITION', `${where}: could not look the user up in the image's files: ${errorText(err)}`, {
+        cause: err,
+      });
     }
   }
 
   async #read(root: string): Promise<AccountFiles> {
-    const [passwd, group] = await Promise.all([readImageFile(root, '/etc/passwd', MAX_ACCOUNT_FILE_BYTES), readImageFile(root, '/etc/group', MAX_ACCOUNT_FILE_BYTES)]);
+    const [passwd, group] = await Promise.all([
+      readImageFile(root, '/etc/passwd', MAX_ACCOUNT_FILE_BYTES),
+      readImageFile(root, '/etc/group', MAX_ACCOUNT_FILE_BYTES),
+    ]);
     return { passwd: passwd?.toString('utf8'), group: group?.toString('utf8') };
   }
 }

@@ -14,7 +14,12 @@ export const LEASE_OWNER_LABEL = 'com.esb.lease';
 export async function createLease(c: ContainerdClient, purpose: string, ttlMs: number, opts: RequestOptions): Promise<string> {
   const id = `esb-${purpose}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
   const expire = new Date(Date.now() + ttlMs).toISOString().replace(/\.\d{3}Z$/, 'Z');
-  await c.call('leases', 'Create', { id, labels: { 'containerd.io/gc.expire': expire, [LEASE_OWNER_LABEL]: purpose } }, { ...opts, what: `create lease ${id}` });
+  await c.call(
+    'leases',
+    'Create',
+    { id, labels: { 'containerd.io/gc.expire': expire, [LEASE_OWNER_LABEL]: purpose } },
+    { ...opts, what: `create lease ${id}` },
+  );
   return id;
 }
 
@@ -25,8 +30,18 @@ export async function listLeases(c: ContainerdClient, opts: RequestOptions): Pro
 }
 
 /** Puts an existing object (content blob, snapshot) under a lease, so GC keeps it while the lease lives. */
-export async function addLeaseResource(c: ContainerdClient, lease: string, resource: { id: string; type: string }, opts: RequestOptions): Promise<void> {
-  await c.call('leases', 'AddResource', { id: lease, resource }, { ...opts, what: `add ${resource.type} ${resource.id} to lease ${lease}` });
+export async function addLeaseResource(
+  c: ContainerdClient,
+  lease: string,
+  resource: { id: string; type: string },
+  opts: RequestOptions,
+): Promise<void> {
+  await c.call(
+    'leases',
+    'AddResource',
+    { id: lease, resource },
+    { ...opts, what: `add ${resource.type} ${resource.id} to lease ${lease}` },
+  );
 }
 
 /** Deletes a lease (already gone is fine). `sync` runs GC before answering. */

@@ -38,7 +38,8 @@ import { KILL_WAIT_MS, teardownWorker, type TeardownDeps } from './teardown.js';
 import { listWorkerFileIds } from './worker-files.js';
 import { removeStaleMounts } from './rootfs/readonly-mount.js';
 
-export type ReconcileKind = 'container' | 'task' | 'snapshot' | 'netns' | 'cni_attachment' | 'worker_files' | 'lease' | 'cgroup' | 'temp_file' | 'mount';
+export type ReconcileKind =
+  'container' | 'task' | 'snapshot' | 'netns' | 'cni_attachment' | 'worker_files' | 'lease' | 'cgroup' | 'temp_file' | 'mount';
 
 export interface ReconcileDeps extends TeardownDeps {
   /** The ENV label value this agent manages. */
@@ -90,7 +91,18 @@ const PARALLEL_TEARDOWNS = 4;
 export async function reconcile(d: ReconcileDeps, o: ReconcileOptions): Promise<ReconcileResult> {
   const log = d.log.child({ op: 'reconcile' });
   const c = d.client;
-  const removed: Record<ReconcileKind, number> = { container: 0, task: 0, snapshot: 0, netns: 0, cni_attachment: 0, worker_files: 0, lease: 0, cgroup: 0, temp_file: 0, mount: 0 };
+  const removed: Record<ReconcileKind, number> = {
+    container: 0,
+    task: 0,
+    snapshot: 0,
+    netns: 0,
+    cni_attachment: 0,
+    worker_files: 0,
+    lease: 0,
+    cgroup: 0,
+    temp_file: 0,
+    mount: 0,
+  };
   const count = (kind: ReconcileKind, n = 1): void => {
     if (n <= 0) return;
     removed[kind] += n;
@@ -110,7 +122,8 @@ export async function reconcile(d: ReconcileDeps, o: ReconcileOptions): Promise<
   for (const rec of containers) {
     if (!isManaged(rec.labels, d.env)) continue;
     // The IP label is set last by Ensure (after CNI ADD): without it the Ensure never finished.
-    const complete = rec.labels[LABELS.owner] !== undefined && rec.labels[LABELS.function] !== undefined && (rec.labels[LABELS.ip] ?? '') !== '';
+    const complete =
+      rec.labels[LABELS.owner] !== undefined && rec.labels[LABELS.function] !== undefined && (rec.labels[LABELS.ip] ?? '') !== '';
     if (complete && started.has(rec.id)) live.add(rec.id);
     else candidates.set(rec.id, complete ? 'container without a started task' : 'container with incomplete labels');
   }
@@ -180,7 +193,10 @@ export async function reconcile(d: ReconcileDeps, o: ReconcileOptions): Promise<
     }
   }
   const total = Object.values(removed).reduce((a, b) => a + b, 0);
-  log.info({ live: live.size, removed, failed: failed.length, total }, total > 0 || failed.length > 0 ? 'reconciliation removed leftovers' : 'reconciliation found nothing to remove');
+  log.info(
+    { live: live.size, removed, failed: failed.length, total },
+    total > 0 || failed.length > 0 ? 'reconciliation removed leftovers' : 'reconciliation found nothing to remove',
+  );
   return { removed, total, failed, tornDown: orphans.map(([id]) => id) };
 }
 
@@ -238,7 +254,12 @@ async function removeContainerlessDebris(
  * it takes to kill and delete it. The placeholder carries our labels but no owner: should the
  * agent die right here, the next reconciliation removes it as a half-made container.
  */
-async function removeStrayTask(c: ContainerdClient, d: Pick<ReconcileDeps, 'env' | 'runtimeName'>, id: string, signal: AbortSignal): Promise<void> {
+async function removeStrayTask(
+  c: ContainerdClient,
+  d: Pick<ReconcileDeps, 'env' | 'runtimeName'>,
+  id: string,
+  signal: AbortSignal,
+): Promise<void> {
   const labels = { [LABELS.createdBy]: CREATED_BY, [LABELS.env]: d.env, [LABELS.kind]: KIND_FUNCTION, 'com.esb.placeholder': 'stray-task' };
   await createPlaceholderContainer(c, { id, labels, runtime: d.runtimeName }, { signal });
   try {

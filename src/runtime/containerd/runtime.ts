@@ -169,7 +169,13 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
     const v = await this.client.getVersion();
     const created = await this.client.ensureNamespace();
     this.#log.info(
-      { containerdVersion: v.version, revision: v.revision, namespace: this.client.namespace, namespaceCreated: created, socket: this.client.socket },
+      {
+        containerdVersion: v.version,
+        revision: v.revision,
+        namespace: this.client.namespace,
+        namespaceCreated: created,
+        socket: this.client.socket,
+      },
       'connected to containerd',
     );
     const wrote = await ensureConflist({ ...this.#config.cni, name: defaultNetworkName(this.#config.brand) }, {});
@@ -262,7 +268,13 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
    * more (runc's freezer write can fail transiently while the worker forks), then containerd's
    * own error is the answer, never a bare "it is running" that hides why.
    */
-  async #transition(id: string, action: 'pause' | 'resume', target: 'PAUSED' | 'RUNNING', call: () => Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  async #transition(
+    id: string,
+    action: 'pause' | 'resume',
+    target: 'PAUSED' | 'RUNNING',
+    call: () => Promise<void>,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
         await call();
@@ -273,7 +285,10 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
         if (statusOf(now) === target) return;
         requireStatus(id, now, ['RUNNING', 'PAUSED', 'PAUSING'], action);
         if (attempt >= 2) throw err;
-        this.#log.warn({ id, action, err: errorText(err) }, `${action} failed with the task still ${statusOf(now).toLowerCase()}: trying once more`);
+        this.#log.warn(
+          { id, action, err: errorText(err) },
+          `${action} failed with the task still ${statusOf(now).toLowerCase()}: trying once more`,
+        );
       }
     }
   }
@@ -314,7 +329,15 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
   async reconcile(opts: { startup: boolean }): Promise<ReconcileResult> {
     const cfg = this.#config;
     const result = await reconcile(
-      { ...this.#teardownDeps(), env: cfg.env, cgroupDriver: cfg.containerd.cgroupDriver, idPrefix: workerIdPrefix(cfg.brand, cfg.env), runtimeName: cfg.containerd.runtime, log: this.#log, metrics: this.#metrics },
+      {
+        ...this.#teardownDeps(),
+        env: cfg.env,
+        cgroupDriver: cfg.containerd.cgroupDriver,
+        idPrefix: workerIdPrefix(cfg.brand, cfg.env),
+        runtimeName: cfg.containerd.runtime,
+        log: this.#log,
+        metrics: this.#metrics,
+      },
       {
         startup: opts.startup,
         undeletedLeases: this.#undeletedLeases,
@@ -334,5 +357,4 @@ export class ContainerdRuntime extends TableBackedRuntime implements Runtime {
     }
     return result;
   }
-
 }

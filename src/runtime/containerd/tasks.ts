@@ -117,6 +117,7 @@ export async function killAndWait(c: ContainerdClient, id: string, timeoutMs: nu
 /** Throws FAILED_PRECONDITION with a clear text when a task is not in one of `allowed`. */
 export function requireStatus(id: string, p: TaskProcess | undefined, allowed: readonly string[], action: string): TaskProcess {
   if (!p) throw new AgentError('FAILED_PRECONDITION', `cannot ${action} worker ${id}: it has no running task (it is stopped)`);
-  if (!allowed.includes(p.status)) throw new AgentError('FAILED_PRECONDITION', `cannot ${action} worker ${id}: it is ${p.status.toLowerCase()}`);
+  if (!allowed.includes(p.status))
+    throw new AgentError('FAILED_PRECONDITION', `cannot ${action} worker ${id}: it is ${p.status.toLowerCase()}`);
   return p;
 }

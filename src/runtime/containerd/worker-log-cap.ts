@@ -58,7 +58,10 @@ export async function capLogFile(logFile: string, maxBytes: number): Promise<Log
     // `end` bounds the copy to the newest maxBytes seen at the stat: a worker that writes faster
     // than the copy reads (seen under emulation, and a hostile worker can) would otherwise keep
     // it going and grow `.1` without limit. What arrives during the copy is cut with the rest.
-    await pipeline(createReadStream('', { fd: fh, start: sizeBytes - maxBytes, end: sizeBytes - 1, autoClose: false }), createWriteStream(tmp, { mode: 0o600 }));
+    await pipeline(
+      createReadStream('', { fd: fh, start: sizeBytes - maxBytes, end: sizeBytes - 1, autoClose: false }),
+      createWriteStream(tmp, { mode: 0o600 }),
+    );
     await rename(tmp, rotated);
     await fh.truncate(0);
   } catch (err) {
@@ -132,7 +135,10 @@ export class WorkerLogCap {
         if (!r.rotated) continue;
         rotations++;
         this.#onRotate();
-        this.#log.info({ id, sizeBytes: r.sizeBytes, maxBytes: this.#maxBytes, kept: rotatedLogPath(file) }, 'worker log over its size cap; rotated');
+        this.#log.info(
+          { id, sizeBytes: r.sizeBytes, maxBytes: this.#maxBytes, kept: rotatedLogPath(file) },
+          'worker log over its size cap; rotated',
+        );
       } catch (err) {
         this.#log.warn({ id, err: errorText(err) }, 'could not rotate a worker log');
       }

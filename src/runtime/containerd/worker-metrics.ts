@@ -32,7 +32,10 @@ export async function readWorkerMetrics(d: WorkerMetricsDeps, id: string, signal
     // "this runtime has no metrics".
     const now = await getTask(c, id, { signal });
     if (!now || statusOf(now) === 'STOPPED') return stoppedMetrics(d, id, now, oomFromEvents, nowSeconds(), signal);
-    throw new AgentError('UNAVAILABLE', `metrics of worker ${id}: containerd returned no cgroup sample although the task is ${statusOf(now)}; retry`);
+    throw new AgentError(
+      'UNAVAILABLE',
+      `metrics of worker ${id}: containerd returned no cgroup sample although the task is ${statusOf(now)}; retry`,
+    );
   }
   const decoded = c.decodeAny(data);
   if (!decoded) {
@@ -52,7 +55,14 @@ export async function readWorkerMetrics(d: WorkerMetricsDeps, id: string, signal
 }
 
 /** A stopped worker's metrics: no usage, its exit, and the OOM kills seen. */
-async function stoppedMetrics(d: WorkerMetricsDeps, id: string, p: TaskProcess | undefined, oomFromEvents: bigint, collectedAt: number, signal: AbortSignal): Promise<WorkerMetrics> {
+async function stoppedMetrics(
+  d: WorkerMetricsDeps,
+  id: string,
+  p: TaskProcess | undefined,
+  oomFromEvents: bigint,
+  collectedAt: number,
+  signal: AbortSignal,
+): Promise<WorkerMetrics> {
   const known = d.workers.get(id);
   return {
     state: 'STOPPED',

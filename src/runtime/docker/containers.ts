@@ -37,7 +37,12 @@ export function listManaged(c: DockerEngineClient, env: string, signal?: AbortSi
 }
 
 /** A summary as a worker of the table; undefined when it is not ours or lacks owner/function. */
-export function workerFromSummary(s: DockerContainerSummary, env: string, network: string, prev: WorkerState | undefined): WorkerState | undefined {
+export function workerFromSummary(
+  s: DockerContainerSummary,
+  env: string,
+  network: string,
+  prev: WorkerState | undefined,
+): WorkerState | undefined {
   const l = s.Labels ?? {};
   if (!isManaged(l, env)) return undefined;
   const functionName = l[LABELS.function];
@@ -67,8 +72,20 @@ export function workerFromSummary(s: DockerContainerSummary, env: string, networ
   };
 }
 
-export async function createContainer(c: DockerEngineClient, name: string, body: Record<string, unknown>, signal?: AbortSignal): Promise<string> {
-  const res = await c.json<{ Id: string }>({ method: 'POST', path: '/containers/create', query: { name }, body, signal, what: `create container ${name}` });
+export async function createContainer(
+  c: DockerEngineClient,
+  name: string,
+  body: Record<string, unknown>,
+  signal?: AbortSignal,
+): Promise<string> {
+  const res = await c.json<{ Id: string }>({
+    method: 'POST',
+    path: '/containers/create',
+    query: { name },
+    body,
+    signal,
+    what: `create container ${name}`,
+  });
   return res.Id;
 }
 
@@ -93,12 +110,19 @@ export async function inspectContainer(c: DockerEngineClient, name: string, sign
  */
 export async function removeContainer(c: DockerEngineClient, name: string, signal: AbortSignal): Promise<{ existed: boolean }> {
   for (;;) {
-    const res = await c.request({ method: 'DELETE', path: `/containers/${name}`, query: { force: 1, v: 1 }, signal, what: `remove container ${name}` });
+    const res = await c.request({
+      method: 'DELETE',
+      path: `/containers/${name}`,
+      query: { force: 1, v: 1 },
+      signal,
+      what: `remove container ${name}`,
+    });
     if (res.status === 204) return { existed: true };
     if (res.status === 404) return { existed: false };
     if (res.status !== 409) throw engineError(`remove container ${name}`, res.status, res.body);
     // "removal of container … is already in progress": poll until it is gone.
     await new Promise((r) => setTimeout(r, 100));
-    if (signal.aborted) throw new AgentError('DEADLINE_EXCEEDED', `remove container ${name}: dockerd was still removing it when the deadline passed`);
+    if (signal.aborted)
+      throw new AgentError('DEADLINE_EXCEEDED', `remove container ${name}: dockerd was still removing it when the deadline passed`);
   }
 }

@@ -6,7 +6,14 @@
  * CONTAINERS_NETWORK. Entrypoint, cmd, workdir, user and env come from the image; the request
  * env is added and wins (dockerd merges `Env` over the image's).
  */
-import { cpuSharesForMemory, tmpfsOptions, DEFAULT_CAPABILITIES, DROPPED_CAPABILITIES, WORKER_NOFILE, WORKER_PIDS_LIMIT } from '../../worker/limits.js';
+import {
+  cpuSharesForMemory,
+  tmpfsOptions,
+  DEFAULT_CAPABILITIES,
+  DROPPED_CAPABILITIES,
+  WORKER_NOFILE,
+  WORKER_PIDS_LIMIT,
+} from '../../worker/limits.js';
 import { defaultSeccompProfile } from '../../worker/seccomp.js';
 import { workerHostname, workerLabels, type LabelInput } from '../../worker/naming.js';
 

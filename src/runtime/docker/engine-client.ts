@@ -37,7 +37,9 @@ export interface EngineRequest {
 }
 
 /** A streaming answer, or a failed one already read. */
-export type EngineStream = { readonly ok: true; readonly body: Dispatcher.ResponseData['body'] } | { readonly ok: false; readonly status: number; readonly body: string };
+export type EngineStream =
+  | { readonly ok: true; readonly body: Dispatcher.ResponseData['body'] }
+  | { readonly ok: false; readonly status: number; readonly body: string };
 
 export interface EngineResponse {
   readonly status: number;
@@ -143,9 +145,12 @@ export class DockerEngineClient {
   async #withSignal<T>(req: EngineRequest, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const timeoutMs = req.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
     const bound = new AbortController();
-    const timer = timeoutMs > 0 ? setTimeout(() => {
-      bound.abort(new AgentError('UNAVAILABLE', `${req.what}: dockerd at ${this.host} did not answer within ${timeoutMs} ms`));
-    }, timeoutMs) : undefined;
+    const timer =
+      timeoutMs > 0
+        ? setTimeout(() => {
+            bound.abort(new AgentError('UNAVAILABLE', `${req.what}: dockerd at ${this.host} did not answer within ${timeoutMs} ms`));
+          }, timeoutMs)
+        : undefined;
     const signal = req.signal ? AbortSignal.any([req.signal, bound.signal]) : bound.signal;
     try {
       return await fn(signal);
@@ -159,7 +164,8 @@ export class DockerEngineClient {
   #failure(what: string, err: unknown, signal: AbortSignal): AgentError {
     if (err instanceof AgentError) return err;
     if (signal.aborted) return abortError(signal, what);
-    if (isUnreachable(err)) return new AgentError('UNAVAILABLE', `${what}: dockerd unreachable at ${this.host}: ${errorText(err)}`, { cause: err });
+    if (isUnreachable(err))
+      return new AgentError('UNAVAILABLE', `${what}: dockerd unreachable at ${this.host}: ${errorText(err)}`, { cause: err });
     return new AgentError('INTERNAL', `${what}: ${errorText(err)}`, { cause: err });
   }
 }

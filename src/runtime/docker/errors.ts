@@ -9,7 +9,8 @@ import { AgentError, type ErrorCode } from '../../errors.js';
 export function engineMessage(body: string): string {
   try {
     const j = JSON.parse(body) as unknown;
-    if (typeof j === 'object' && j !== null && typeof (j as { message?: unknown }).message === 'string') return (j as { message: string }).message;
+    if (typeof j === 'object' && j !== null && typeof (j as { message?: unknown }).message === 'string')
+      return (j as { message: string }).message;
   } catch {
     // not JSON
   }
@@ -17,9 +18,11 @@ export function engineMessage(body: string): string {
 }
 
 /** Registry failures dockerd reports inside a 500 (or a progress-stream error line). */
-const REGISTRY_DENIED = /unauthorized|authentication required|no basic auth credentials|access.* denied|denied: |forbidden|incorrect username or password/i;
+const REGISTRY_DENIED =
+  /unauthorized|authentication required|no basic auth credentials|access.* denied|denied: |forbidden|incorrect username or password/i;
 const REGISTRY_MISSING = /manifest unknown|not found|repository does not exist|name unknown|no matching manifest/i;
-const REGISTRY_DOWN = /connection refused|no such host|i\/o timeout|timeout exceeded|TLS handshake timeout|connection reset|server misbehaving|network is unreachable|toomanyrequests|503 Service Unavailable|502 Bad Gateway|unexpected EOF|dial tcp/i;
+const REGISTRY_DOWN =
+  /connection refused|no such host|i\/o timeout|timeout exceeded|TLS handshake timeout|connection reset|server misbehaving|network is unreachable|toomanyrequests|503 Service Unavailable|502 Bad Gateway|unexpected EOF|dial tcp/i;
 
 /** The code of an Engine API error status with dockerd's message. */
 export function engineErrorCode(status: number, message: string): ErrorCode {
@@ -91,11 +94,26 @@ export function pullError(what: string, status: number, message: string): AgentE
   const codes = DOCKERD_REGISTRY_CODES.filter(([re]) => re.test(message)).map(([, c]) => c);
   parts.push(...codes);
   const detail = parts.length > 0 ? ` (${parts.join(', ')})` : '';
-  return new AgentError(code, `${what}: ${CLASS_TEXT[code] ?? 'dockerd could not pull the image'}${detail}; dockerd's message is in the agent's debug log`);
+  return new AgentError(
+    code,
+    `${what}: ${CLASS_TEXT[code] ?? 'dockerd could not pull the image'}${detail}; dockerd's message is in the agent's debug log`,
+  );
 }
 
 /** Socket-level failures before or while talking to dockerd: the daemon is not there. */
-const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRESET', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOENT',
+  'EACCES',
+  'ECONNRESET',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ETIMEDOUT',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+]);
 
 /** True for an error that means dockerd could not be reached (or hung up). */
 export function isUnreachable(err: unknown): boolean {

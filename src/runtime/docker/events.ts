@@ -70,7 +70,14 @@ export class DockerEventWatcher {
     const abort = new AbortController();
     this.#abort = abort;
     const filters = { type: ['container'], event: [...EVENT_KINDS], ...managedLabelFilters(this.#o.env) };
-    const res = await this.#o.client.stream({ method: 'GET', path: '/events', query: { filters: JSON.stringify(filters) }, signal: abort.signal, what: 'follow dockerd events', timeoutMs: 0 });
+    const res = await this.#o.client.stream({
+      method: 'GET',
+      path: '/events',
+      query: { filters: JSON.stringify(filters) },
+      signal: abort.signal,
+      what: 'follow dockerd events',
+      timeoutMs: 0,
+    });
     if (!res.ok) throw new Error(`dockerd refused the event stream: ${res.status} ${res.body}`);
     return res.body;
   }

@@ -27,10 +27,16 @@ const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
 export function dockerWorkerNetwork(inspect: DockerNetworkInspect, name: string): { network: WorkerNetwork; gateway: string | undefined } {
   const create = `docker network create -o ${ICC_OPTION}=false <name>`;
   if (inspect.Driver !== 'bridge') {
-    throw new AgentError('FAILED_PRECONDITION', `CONTAINERS_NETWORK ${name} uses the ${inspect.Driver ?? '(unknown)'} driver; workers need a bridge network (${create}), or set AGENT_WORKER_FIREWALL=false if you isolate workers yourself`);
+    throw new AgentError(
+      'FAILED_PRECONDITION',
+      `CONTAINERS_NETWORK ${name} uses the ${inspect.Driver ?? '(unknown)'} driver; workers need a bridge network (${create}), or set AGENT_WORKER_FIREWALL=false if you isolate workers yourself`,
+    );
   }
   if (inspect.Options?.[ICC_OPTION] !== 'false') {
-    throw new AgentError('FAILED_PRECONDITION', `CONTAINERS_NETWORK ${name} lets containers talk to each other (${ICC_OPTION} is not false); workers of different tenants must not: use a network made with ${create}, or set AGENT_WORKER_FIREWALL=false if you isolate workers yourself`);
+    throw new AgentError(
+      'FAILED_PRECONDITION',
+      `CONTAINERS_NETWORK ${name} lets containers talk to each other (${ICC_OPTION} is not false); workers of different tenants must not: use a network made with ${create}, or set AGENT_WORKER_FIREWALL=false if you isolate workers yourself`,
+    );
   }
   return describeDockerNetwork(inspect);
 }
@@ -45,5 +51,12 @@ export function describeDockerNetwork(inspect: DockerNetworkInspect): { network:
   const configs = inspect.IPAM?.Config ?? [];
   const subnets = configs.map((c) => c.Subnet ?? '').filter((s) => s !== '');
   const gateway = configs.find((c) => c.Gateway !== undefined && c.Gateway !== '' && !c.Gateway.includes(':'))?.Gateway;
-  return { network: { bridge, subnet: subnets.join(',') || '(unknown)', ipv6: inspect.EnableIPv6 === true || subnets.some((s) => s.includes(':')) }, gateway };
+  return {
+    network: {
+      bridge,
+      subnet: subnets.join(',') || '(unknown)',
+      ipv6: inspect.EnableIPv6 === true || subnets.some((s) => s.includes(':')),
+    },
+    gateway,
+  };
 }

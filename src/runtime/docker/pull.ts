@@ -50,9 +50,10 @@ export function dockerImageName(ref: ImageReference): string {
  * `identitytoken`), as the Engine API documents for `/images/create`.
  */
 export function registryAuthHeader(registry: string, creds: RegistryCredentials): string {
-  const auth = creds.identityToken !== undefined
-    ? { identitytoken: creds.identityToken, serveraddress: registry }
-    : { username: creds.username, password: creds.password, serveraddress: registry };
+  const auth =
+    creds.identityToken !== undefined
+      ? { identitytoken: creds.identityToken, serveraddress: registry }
+      : { username: creds.username, password: creds.password, serveraddress: registry };
   return Buffer.from(JSON.stringify(auth)).toString('base64url');
 }
 
@@ -72,7 +73,9 @@ export class DockerImages {
         o.metrics.pullsRunning.set(running);
         o.metrics.pullsQueued.set(queued);
       },
-      onRefused: () => { o.metrics.imageRefusals.inc({ reason: 'busy' }); },
+      onRefused: () => {
+        o.metrics.imageRefusals.inc({ reason: 'busy' });
+      },
     });
   }
 
@@ -89,7 +92,10 @@ export class DockerImages {
     const policy = this.#o.pullPolicy;
     if (policy !== 'always' && (await this.#present(name, signal))) return name;
     if (policy === 'never') {
-      throw new AgentError('NOT_FOUND', `image ${name} is not in dockerd and IMAGE_PULL_POLICY=never forbids pulling it; load it first (docker pull/load)`);
+      throw new AgentError(
+        'NOT_FOUND',
+        `image ${name} is not in dockerd and IMAGE_PULL_POLICY=never forbids pulling it; load it first (docker pull/load)`,
+      );
     }
     try {
       this.#o.hosts.assertAllowed(ref.registry, name);
@@ -146,7 +152,10 @@ export class DockerImages {
       const e = signal.aborted && !(err instanceof AgentError) ? abortError(signal, `pull ${name}`) : err;
       const code = e instanceof AgentError ? e.code : 'INTERNAL';
       metrics.pulls.inc({ result: code.toLowerCase() });
-      this.#log[hasCode(e, 'CANCELLED') ? 'info' : 'warn']({ ref: name, code, ms: Math.round(performance.now() - t0), err: e }, 'image pull failed');
+      this.#log[hasCode(e, 'CANCELLED') ? 'info' : 'warn'](
+        { ref: name, code, ms: Math.round(performance.now() - t0), err: e },
+        'image pull failed',
+      );
       throw e instanceof AgentError ? e : new AgentError('INTERNAL', `pull ${name}: ${String(e)}`, { cause: e });
     }
   }

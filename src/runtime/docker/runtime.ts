@@ -89,12 +89,24 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
 
   async start(): Promise<void> {
     await this.#waitForPing();
-    const v = await this.client.json<{ Version: string; ApiVersion: string; MinAPIVersion?: string }>({ method: 'GET', path: '/version', what: 'dockerd version' });
-    const net = await this.client.request({ method: 'GET', path: `/networks/${encodeURIComponent(this.#network)}`, what: `inspect network ${this.#network}` });
+    const v = await this.client.json<{ Version: string; ApiVersion: string; MinAPIVersion?: string }>({
+      method: 'GET',
+      path: '/version',
+      what: 'dockerd version',
+    });
+    const net = await this.client.request({
+      method: 'GET',
+      path: `/networks/${encodeURIComponent(this.#network)}`,
+      what: `inspect network ${this.#network}`,
+    });
     if (net.status === 404) {
-      throw new AgentError('FAILED_PRECONDITION', `CONTAINERS_NETWORK ${this.#network} does not exist in dockerd at ${this.client.host}; create it (docker network create ${this.#network}) or set CONTAINERS_NETWORK`);
+      throw new AgentError(
+        'FAILED_PRECONDITION',
+        `CONTAINERS_NETWORK ${this.#network} does not exist in dockerd at ${this.client.host}; create it (docker network create ${this.#network}) or set CONTAINERS_NETWORK`,
+      );
     }
-    if (net.status !== 200) throw new AgentError('UNAVAILABLE', `inspect network ${this.#network}: dockerd answered ${net.status}: ${net.body.slice(0, 300)}`);
+    if (net.status !== 200)
+      throw new AgentError('UNAVAILABLE', `inspect network ${this.#network}: dockerd answered ${net.status}: ${net.body.slice(0, 300)}`);
     if (this.#config.workerFirewall.enabled) {
       // Checked and installed before the worker table and any RPC: no worker of ours runs
       // unprotected. The DNS server of a docker network is its gateway (or dockerd's embedded
@@ -102,7 +114,16 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
       const worker = dockerWorkerNetwork(JSON.parse(net.body) as DockerNetworkInspect, this.#network);
       await createWorkerFirewall(this.#config, worker.gateway, this.#deps)?.ensure(worker.network);
     }
-    this.#log.info({ dockerVersion: v.Version, apiVersion: v.ApiVersion, clientApiVersion: this.client.apiVersion, host: this.client.host, network: this.#network }, 'connected to dockerd');
+    this.#log.info(
+      {
+        dockerVersion: v.Version,
+        apiVersion: v.ApiVersion,
+        clientApiVersion: this.client.apiVersion,
+        host: this.client.host,
+        network: this.#network,
+      },
+      'connected to dockerd',
+    );
     await this.#events.start();
     this.#log.info({ workers: this.workers.size }, 'worker table rebuilt from dockerd');
   }
@@ -114,7 +135,10 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
         await this.client.ping(AbortSignal.timeout(2000));
         return;
       } catch (err) {
-        if (Date.now() > end) throw new AgentError('UNAVAILABLE', `dockerd unreachable at ${this.client.host} for ${START_WAIT_MS} ms: ${errorText(err)}`, { cause: err });
+        if (Date.now() > end)
+          throw new AgentError('UNAVAILABLE', `dockerd unreachable at ${this.client.host} for ${START_WAIT_MS} ms: ${errorText(err)}`, {
+            cause: err,
+          });
         await new Promise((r) => setTimeout(r, 200));
       }
     }
@@ -170,7 +194,11 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
       if (!created) throw new AgentError('INTERNAL', `could not find a free worker name after ${ID_ATTEMPTS} attempts`);
       const wid = id;
       phase('create', t);
-      this.trackNewWorker(undo, { id: wid, functionName: req.functionName, ownerId: req.ownerId, createdAt, ipAddress: '', memoryMb }, admission);
+      this.trackNewWorker(
+        undo,
+        { id: wid, functionName: req.functionName, ownerId: req.ownerId, createdAt, ipAddress: '', memoryMb },
+        admission,
+      );
       throwIfAborted(signal, 'EnsureContainer');
 
       t = performance.now();
@@ -178,8 +206,13 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
       const info = await inspectContainer(c, wid);
       const ip = info?.NetworkSettings.Networks?.[this.#network]?.IPAddress ?? '';
       if (!info || ip === '') {
-        const state = info ? `${info.State.Status}, exit code ${info.State.ExitCode}${info.State.Error ? `, ${info.State.Error}` : ''}` : 'gone';
-        throw new AgentError('INTERNAL', `worker ${wid} has no address on network ${this.#network} after start (${state}); the function exited or the network is broken`);
+        const state = info
+          ? `${info.State.Status}, exit code ${info.State.ExitCode}${info.State.Error ? `, ${info.State.Error}` : ''}`
+          : 'gone';
+        throw new AgentError(
+          'INTERNAL',
+          `worker ${wid} has no address on network ${this.#network} after start (${state}); the function exited or the network is broken`,
+        );
       }
       phase('start', t);
       throwIfAborted(signal, 'EnsureContainer');
@@ -230,11 +263,21 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
   readonly canPause = false;
 
   pause(id: string, _opts: CallOptions): Promise<void> {
-    return Promise.reject(new AgentError('UNIMPLEMENTED', `PauseContainer is not implemented by the docker runtime (AGENT_RUNTIME=docker); container ${id} keeps running`));
+    return Promise.reject(
+      new AgentError(
+        'UNIMPLEMENTED',
+        `PauseContainer is not implemented by the docker runtime (AGENT_RUNTIME=docker); container ${id} keeps running`,
+      ),
+    );
   }
 
   resume(id: string, _opts: CallOptions): Promise<void> {
-    return Promise.reject(new AgentError('UNIMPLEMENTED', `ResumeContainer is not implemented by the docker runtime (AGENT_RUNTIME=docker); container ${id} was never paused by it`));
+    return Promise.reject(
+      new AgentError(
+        'UNIMPLEMENTED',
+        `ResumeContainer is not implemented by the docker runtime (AGENT_RUNTIME=docker); container ${id} was never paused by it`,
+      ),
+    );
   }
 
   // ---------------------------------------------------------------- read side
@@ -246,7 +289,13 @@ export class DockerRuntime extends TableBackedRuntime implements Runtime {
     if (!info) throw new AgentError('NOT_FOUND', `container ${id} not found in dockerd: it was removed; ensure a new one`);
     const collectedAt = nowSeconds();
     if (!info.State.Running) return stoppedMetrics(info, seen, collectedAt);
-    const stats = await c.json<DockerStats>({ method: 'GET', path: `/containers/${id}/stats`, query: { stream: false, 'one-shot': true }, signal, what: `stats of ${id}` });
+    const stats = await c.json<DockerStats>({
+      method: 'GET',
+      path: `/containers/${id}/stats`,
+      query: { stream: false, 'one-shot': true },
+      signal,
+      what: `stats of ${id}`,
+    });
     return metricsFromStats(stats, info, seen, collectedAt);
   }
 

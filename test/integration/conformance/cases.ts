@@ -103,10 +103,20 @@ export function conformanceSuite(runtime: string, startStack: () => Promise<Conf
 
     const ensure = (req: Partial<{ function_name: string; image: string; env: Record<string, string>; owner_id: string }> = {}) =>
       s().call<Worker>('EnsureContainer', { function_name: 'conf-fn', image: s().images.worker, env: {}, owner_id: OWNER, ...req });
-    const destroy = (id: string, owner = OWNER) => s().call<{ success: boolean }>('DestroyContainer', { container_id: id, owner_id: owner });
-    const list = async (owner = OWNER) => (await s().call<{ containers: ContainerState[] }>('ListContainers', { owner_id: owner })).containers;
-    const metrics = async (id: string, owner = OWNER) => (await s().call<{ metrics: Metrics }>('GetContainerMetrics', { container_id: id, owner_id: owner })).metrics;
-    const invokeReq = (id: string, payload: object, owner = OWNER) => ({ container_id: id, owner_id: owner, path: '', payload: Buffer.from(JSON.stringify(payload)), headers: {}, timeout_ms: 20_000 });
+    const destroy = (id: string, owner = OWNER) =>
+      s().call<{ success: boolean }>('DestroyContainer', { container_id: id, owner_id: owner });
+    const list = async (owner = OWNER) =>
+      (await s().call<{ containers: ContainerState[] }>('ListContainers', { owner_id: owner })).containers;
+    const metrics = async (id: string, owner = OWNER) =>
+      (await s().call<{ metrics: Metrics }>('GetContainerMetrics', { container_id: id, owner_id: owner })).metrics;
+    const invokeReq = (id: string, payload: object, owner = OWNER) => ({
+      container_id: id,
+      owner_id: owner,
+      path: '',
+      payload: Buffer.from(JSON.stringify(payload)),
+      headers: {},
+      timeout_ms: 20_000,
+    });
     const invoke = (id: string, payload: object) => s().call<InvokeReply>('InvokeWorker', invokeReq(id, payload));
     const json = (r: InvokeReply): Record<string, unknown> => JSON.parse(r.body.toString('utf8')) as Record<string, unknown>;
     async function expectNoLeaks(what: string): Promise<void> {
@@ -135,7 +145,7 @@ export function conformanceSuite(runtime: string, startStack: () => Promise<Conf
       await expectNoLeaks('blank-image ensure');
     });
 
-    test('List: the caller\'s workers with RUNNING, names and Unix-second times; last_used_at follows invokes', async () => {
+    test("List: the caller's workers with RUNNING, names and Unix-second times; last_used_at follows invokes", async () => {
       const t0 = Math.floor(Date.now() / 1000);
       const w = await ensure({ function_name: 'conf-list' });
       const [c] = await list();
@@ -151,7 +161,10 @@ export function conformanceSuite(runtime: string, startStack: () => Promise<Conf
       await new Promise((r) => setTimeout(r, 1100));
       await invoke(w.id, { action: 'echo' });
       const later = (await list()).find((x) => x.container_id === w.id);
-      assert.ok(later && Number(later.last_used_at) > created, `last_used_at ${later?.last_used_at} did not move past created_at ${created}`);
+      assert.ok(
+        later && Number(later.last_used_at) > created,
+        `last_used_at ${later?.last_used_at} did not move past created_at ${created}`,
+      );
       await destroy(w.id);
     });
 
@@ -174,11 +187,17 @@ export function conformanceSuite(runtime: string, startStack: () => Promise<Conf
 
     test('OOM: a 64 MiB worker that allocates past its limit reads STOPPED, oom_events ≥ 1, exit 137', async () => {
       const w = await ensure({ function_name: 'conf-oom', env: { AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '64' } });
-      await s().call('InvokeWorker', invokeReq(w.id, { action: 'oom', limitMb: 4096 })).catch(() => undefined);
-      const m = await eventually('the OOM kill in metrics', async () => {
-        const x = await metrics(w.id);
-        return x.state === 'STOPPED' && BigInt(x.oom_events) >= 1n ? x : undefined;
-      }, 20_000);
+      await s()
+        .call('InvokeWorker', invokeReq(w.id, { action: 'oom', limitMb: 4096 }))
+        .catch(() => undefined);
+      const m = await eventually(
+        'the OOM kill in metrics',
+        async () => {
+          const x = await metrics(w.id);
+          return x.state === 'STOPPED' && BigInt(x.oom_events) >= 1n ? x : undefined;
+        },
+        20_000,
+      );
       assert.equal(m.exit_code, 137);
       assert.ok(Number(m.exit_time) > 0);
       assert.equal(m.memory_current, '0');
@@ -191,7 +210,8 @@ export function conformanceSuite(runtime: string, startStack: () => Promise<Conf
 
     test('worker sandbox: read-only image, a sized /tmp tmpfs, no CAP_NET_RAW, io_uring refused with EPERM', async () => {
       const w = await ensure({ function_name: 'conf-sandbox' });
-      const exec = async (argv: string[]): Promise<ExecResult> => json(await invoke(w.id, { action: 'exec', argv })) as unknown as ExecResult;
+      const exec = async (argv: string[]): Promise<ExecResult> =>
+        json(await invoke(w.id, { action: 'exec', argv })) as unknown as ExecResult;
       const sh = (script: string): Promise<ExecResult> => exec(['/bin/sh', '-c', script]);
       // The image is read-only everywhere (Lambda's model); /tmp is the one writable place.
       for (const p of ['/esb-probe', '/etc/esb-probe', '/var/esb-probe', '/worker/esb-probe']) {
@@ -253,8 +273,14 @@ export function conformanceSuite(runtime: string, startStack: () => Promise<Conf
     test('another owner: not listed, and Destroy / Metrics / Invoke → PERMISSION_DENIED without revealing the owner', async () => {
       const mine = await ensure({ function_name: 'conf-mine' });
       const theirs = await ensure({ function_name: 'conf-theirs', owner_id: OTHER });
-      assert.deepEqual((await list()).map((c) => c.container_id), [mine.id]);
-      assert.deepEqual((await list(OTHER)).map((c) => c.container_id), [theirs.id]);
+      assert.deepEqual(
+        (await list()).map((c) => c.container_id),
+        [mine.id],
+      );
+      assert.deepEqual(
+        (await list(OTHER)).map((c) => c.container_id),
+        [theirs.id],
+      );
       for (const [method, req] of [
         ['DestroyContainer', { container_id: theirs.id, owner_id: OWNER }],
         ['GetContainerMetrics', { container_id: theirs.id, owner_id: OWNER }],
@@ -278,7 +304,12 @@ export function conformanceSuite(runtime: string, startStack: () => Promise<Conf
     });
 
     test('image missing from the registry → NOT_FOUND; nothing left behind', async () => {
-      const e = await s().callError('EnsureContainer', { function_name: 'conf-missing', image: `${s().registryHost}/esb-test/does-not-exist:v1`, env: {}, owner_id: OWNER });
+      const e = await s().callError('EnsureContainer', {
+        function_name: 'conf-missing',
+        image: `${s().registryHost}/esb-test/does-not-exist:v1`,
+        env: {},
+        owner_id: OWNER,
+      });
       assert.equal(e.name, 'NOT_FOUND', e.details);
       assert.match(e.details, /not found|manifest unknown/i);
       assert.deepEqual(await list(), []);
@@ -286,12 +317,27 @@ export function conformanceSuite(runtime: string, startStack: () => Promise<Conf
     });
 
     test('bad env, bad memory size and a bad image reference → INVALID_ARGUMENT; nothing left behind', async () => {
-      const badKey = await s().callError('EnsureContainer', { function_name: 'conf-bad', image: s().images.worker, env: { 'A=B': '1' }, owner_id: OWNER });
+      const badKey = await s().callError('EnsureContainer', {
+        function_name: 'conf-bad',
+        image: s().images.worker,
+        env: { 'A=B': '1' },
+        owner_id: OWNER,
+      });
       assert.equal(badKey.name, 'INVALID_ARGUMENT', badKey.details);
-      const badMem = await s().callError('EnsureContainer', { function_name: 'conf-bad', image: s().images.worker, env: { AWS_LAMBDA_FUNCTION_MEMORY_SIZE: 'lots' }, owner_id: OWNER });
+      const badMem = await s().callError('EnsureContainer', {
+        function_name: 'conf-bad',
+        image: s().images.worker,
+        env: { AWS_LAMBDA_FUNCTION_MEMORY_SIZE: 'lots' },
+        owner_id: OWNER,
+      });
       assert.equal(badMem.name, 'INVALID_ARGUMENT', badMem.details);
       assert.match(badMem.details, /AWS_LAMBDA_FUNCTION_MEMORY_SIZE/);
-      const badRef = await s().callError('EnsureContainer', { function_name: 'conf-bad', image: 'UPPER/Case::bad', env: {}, owner_id: OWNER });
+      const badRef = await s().callError('EnsureContainer', {
+        function_name: 'conf-bad',
+        image: 'UPPER/Case::bad',
+        env: {},
+        owner_id: OWNER,
+      });
       assert.equal(badRef.name, 'INVALID_ARGUMENT', badRef.details);
       assert.deepEqual(await list(), []);
       await expectNoLeaks('refused ensures');

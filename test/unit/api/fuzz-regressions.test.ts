@@ -48,8 +48,19 @@ describe('InvokeWorker: malformed path and header values are refused by validati
   });
 
   test('an unknown container with a malformed path or header → INVALID_ARGUMENT, not NOT_FOUND', async () => {
-    const svc = createAgentService({ runtime: new FakeRuntime(), invokeDefaultTimeoutMs: 1000, invoker: { invoke: () => Promise.reject(new Error('must not be called')) } });
-    const base = { container_id: 'esb-default-nope-00000000', owner_id: 'gw', path: '', payload: Buffer.alloc(0), headers: {}, timeout_ms: 0 };
+    const svc = createAgentService({
+      runtime: new FakeRuntime(),
+      invokeDefaultTimeoutMs: 1000,
+      invoker: { invoke: () => Promise.reject(new Error('must not be called')) },
+    });
+    const base = {
+      container_id: 'esb-default-nope-00000000',
+      owner_id: 'gw',
+      path: '',
+      payload: Buffer.alloc(0),
+      headers: {},
+      timeout_ms: 0,
+    };
     await assert.rejects(svc.invokeWorker({ ...base, path: '/é' }, ctx()), isInvalid(/non-ASCII/));
     await assert.rejects(svc.invokeWorker({ ...base, headers: { 'X-A': '\u0001' } }, ctx()), isInvalid(/control character/));
   });

@@ -33,10 +33,20 @@ test('/metrics serves the registry with its content type; other paths 404, other
 });
 
 test('close() ends keep-alive connections and is idempotent; a busy port fails naming AGENT_METRICS_PORT', async (t) => {
-  const a = createMetricsServer({ registry: new AgentMetrics({ defaultMetrics: false }).registry, port: 0, host: '127.0.0.1', log: silentLogger() });
+  const a = createMetricsServer({
+    registry: new AgentMetrics({ defaultMetrics: false }).registry,
+    port: 0,
+    host: '127.0.0.1',
+    log: silentLogger(),
+  });
   t.after(() => a.close());
   const port = await a.listen();
-  const b = createMetricsServer({ registry: new AgentMetrics({ defaultMetrics: false }).registry, port, host: '127.0.0.1', log: silentLogger() });
+  const b = createMetricsServer({
+    registry: new AgentMetrics({ defaultMetrics: false }).registry,
+    port,
+    host: '127.0.0.1',
+    log: silentLogger(),
+  });
   await assert.rejects(b.listen(), /AGENT_METRICS_PORT.*EADDRINUSE/);
   await b.close();
   await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();

@@ -31,7 +31,10 @@ const MIB = 1024 * 1024;
 describe('message limits', () => {
   test('receive ≥ 16 MiB; send ≥ max response + 64 KiB and never below 16 MiB', () => {
     assert.ok(MAX_RECEIVE_MESSAGE_BYTES >= 16 * MIB);
-    const opts = grpcServerOptions({ invoke: { maxResponseBytes: 10 * MIB, defaultTimeoutMs: 30_000, maxQueue: 32 }, grpcMaxConcurrentStreams: 77 });
+    const opts = grpcServerOptions({
+      invoke: { maxResponseBytes: 10 * MIB, defaultTimeoutMs: 30_000, maxQueue: 32 },
+      grpcMaxConcurrentStreams: 77,
+    });
     assert.equal(opts['grpc.max_receive_message_length'], MAX_RECEIVE_MESSAGE_BYTES);
     assert.equal(opts['grpc.max_concurrent_streams'], 77);
     assert.ok(opts['grpc.max_send_message_length']! >= 10 * MIB + 64 * 1024);
@@ -48,7 +51,12 @@ describe('loadTlsMaterial: bad files stop start-up naming the variable', () => {
   const junk = path.join(dir, 'junk.pem');
   writeFileSync(junk, 'not a certificate\n');
   const cases: [string, { certPath: string; keyPath: string; caCertPath: string }, string, RegExp][] = [
-    ['missing cert', { certPath: path.join(dir, 'nope.crt'), keyPath: junk, caCertPath: junk }, 'AGENT_GRPC_CERT_PATH', /cannot read .*nope\.crt \(ENOENT\)/],
+    [
+      'missing cert',
+      { certPath: path.join(dir, 'nope.crt'), keyPath: junk, caCertPath: junk },
+      'AGENT_GRPC_CERT_PATH',
+      /cannot read .*nope\.crt \(ENOENT\)/,
+    ],
     ['missing key', { certPath: junk, keyPath: path.join(dir, 'nope.key'), caCertPath: junk }, 'AGENT_GRPC_KEY_PATH', /ENOENT/],
     ['missing CA', { certPath: junk, keyPath: junk, caCertPath: path.join(dir, 'nope.crt') }, 'AGENT_GRPC_CA_CERT_PATH', /ENOENT/],
     ['cert is a directory', { certPath: dir, keyPath: junk, caCertPath: junk }, 'AGENT_GRPC_CERT_PATH', /EISDIR/],
@@ -58,7 +66,8 @@ describe('loadTlsMaterial: bad files stop start-up naming the variable', () => {
     test(`${name} → ConfigError ${variable}`, () => {
       assert.throws(
         () => loadTlsMaterial(tls),
-        (err: unknown) => err instanceof ConfigError && err.variable === variable && message.test(err.message) && err.message.startsWith(`${variable}: `),
+        (err: unknown) =>
+          err instanceof ConfigError && err.variable === variable && message.test(err.message) && err.message.startsWith(`${variable}: `),
       );
     });
   }
@@ -77,7 +86,14 @@ async function startServer(t: TestContext, opts: { invoker?: Invoker; graceMs?: 
   const runtime = new FakeRuntime().add(fakeWorker({ id: 'w1', ownerId: 'gw' }));
   const capture = new LogCapture();
   const config = loadConfig({ PORT: '0', AGENT_GRPC_TLS_DISABLED: '1', AGENT_SHUTDOWN_GRACE_MS: String(opts.graceMs ?? 2000) });
-  const server = createAgentServer({ config, runtime, invoker: opts.invoker, log: captureLogger(capture), metrics: new AgentMetrics({ defaultMetrics: false }), healthPollMs: 50 });
+  const server = createAgentServer({
+    config,
+    runtime,
+    invoker: opts.invoker,
+    log: captureLogger(capture),
+    metrics: new AgentMetrics({ defaultMetrics: false }),
+    healthPollMs: 50,
+  });
   t.after(() => server.shutdown(0));
   const port = await server.listen();
   const address = `127.0.0.1:${port}`;
@@ -94,7 +110,10 @@ describe('AgentServer over a fake runtime', () => {
   test('serves the seven RPCs and logs one line per call', async (t) => {
     const { client, capture } = await startServer(t);
     const list = await unaryCall<{ containers: { container_id: string }[] }>(client, 'ListContainers', { owner_id: 'gw' });
-    assert.deepEqual(list.containers.map((c) => c.container_id), ['w1']);
+    assert.deepEqual(
+      list.containers.map((c) => c.container_id),
+      ['w1'],
+    );
     const ensured = await unaryCall<{ id: string; port: number }>(client, 'EnsureContainer', { function_name: 'f', owner_id: 'gw' });
     assert.equal(ensured.port, 8080);
     assert.equal((await unaryCall<{ success: boolean }>(client, 'PauseContainer', { container_id: 'w1', owner_id: 'gw' })).success, true);
@@ -115,7 +134,11 @@ describe('AgentServer over a fake runtime', () => {
       },
     };
     const { client } = await startServer(t, { invoker });
-    const res = await unaryCall<{ status_code: number }>(client, 'InvokeWorker', { container_id: 'w1', owner_id: 'gw', payload: Buffer.alloc(6_000_000, 1) });
+    const res = await unaryCall<{ status_code: number }>(client, 'InvokeWorker', {
+      container_id: 'w1',
+      owner_id: 'gw',
+      payload: Buffer.alloc(6_000_000, 1),
+    });
     assert.equal(res.status_code, 200);
     assert.deepEqual(seen, [6_000_000]);
     const err = await callError(client, 'InvokeWorker', { container_id: 'w1', owner_id: 'gw', payload: Buffer.alloc(20 * MIB) });

@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { AgentError, type ErrorCode } from '../../../src/errors.js';
-import { createAgentService, toContainerMetrics, toContainerState, type InvokeRequest, type InvokeTarget, type Invoker } from '../../../src/api/service.js';
+import {
+  createAgentService,
+  toContainerMetrics,
+  toContainerState,
+  type InvokeRequest,
+  type InvokeTarget,
+  type Invoker,
+} from '../../../src/api/service.js';
 import type { RpcContext } from '../../../src/api/status.js';
 import { DEFAULT_INVOKE_PATH } from '../../../src/api/validate.js';
 import { FakeRuntime, fakeWorker } from '../../helpers/fake-runtime.js';
@@ -69,8 +76,16 @@ describe('EnsureContainer', () => {
   });
   test('invalid → INVALID_ARGUMENT and the runtime is never called', async () => {
     const { runtime, svc } = setup();
-    await rejectsWith(svc.ensureContainer({ function_name: 'f', image: '', env: { 'A=B': 'x' }, owner_id: 'gw' }, ctx()), 'INVALID_ARGUMENT', /'='/);
-    await rejectsWith(svc.ensureContainer({ function_name: '', image: '', env: {}, owner_id: 'gw' }, ctx()), 'INVALID_ARGUMENT', /function_name is required/);
+    await rejectsWith(
+      svc.ensureContainer({ function_name: 'f', image: '', env: { 'A=B': 'x' }, owner_id: 'gw' }, ctx()),
+      'INVALID_ARGUMENT',
+      /'='/,
+    );
+    await rejectsWith(
+      svc.ensureContainer({ function_name: '', image: '', env: {}, owner_id: 'gw' }, ctx()),
+      'INVALID_ARGUMENT',
+      /function_name is required/,
+    );
     assert.equal(runtime.calls.length, 0);
   });
   test('runtime errors pass through with their code', async () => {
@@ -85,11 +100,19 @@ test('a runtime that cannot pause (docker): Pause/Resume → its UNIMPLEMENTED w
   runtime.canPause = false;
   runtime.onPause = () => Promise.reject(new AgentError('UNIMPLEMENTED', 'PauseContainer is not implemented by the docker runtime'));
   runtime.onResume = () => Promise.reject(new AgentError('UNIMPLEMENTED', 'ResumeContainer is not implemented by the docker runtime'));
-  for (const req of [{ container_id: 'w-a1', owner_id: A }, { container_id: 'nope', owner_id: A }, { container_id: 'w-b1', owner_id: A }, { container_id: '', owner_id: '' }]) {
+  for (const req of [
+    { container_id: 'w-a1', owner_id: A },
+    { container_id: 'nope', owner_id: A },
+    { container_id: 'w-b1', owner_id: A },
+    { container_id: '', owner_id: '' },
+  ]) {
     await rejectsWith(svc.pauseContainer(req, ctx()), 'UNIMPLEMENTED', /docker runtime/);
     await rejectsWith(svc.resumeContainer(req, ctx()), 'UNIMPLEMENTED', /docker runtime/);
   }
-  assert.deepEqual(runtime.calls.map((c) => c.method), Array.from({ length: 4 }, () => ['pause', 'resume']).flat());
+  assert.deepEqual(
+    runtime.calls.map((c) => c.method),
+    Array.from({ length: 4 }, () => ['pause', 'resume']).flat(),
+  );
 });
 
 describe('ownership (Pause, Resume, GetContainerMetrics, InvokeWorker)', () => {
@@ -97,27 +120,45 @@ describe('ownership (Pause, Resume, GetContainerMetrics, InvokeWorker)', () => {
   for (const rpc of rpcs) {
     test(`${rpc}: unknown id → NOT_FOUND "container <id> not found"`, async () => {
       const { runtime, svc } = setup(new FakeInvoker());
-      await rejectsWith(svc[rpc]({ container_id: 'nope', owner_id: A, path: '', payload: Buffer.alloc(0), headers: {}, timeout_ms: 0 }, ctx()), 'NOT_FOUND', /^container nope not found/);
+      await rejectsWith(
+        svc[rpc]({ container_id: 'nope', owner_id: A, path: '', payload: Buffer.alloc(0), headers: {}, timeout_ms: 0 }, ctx()),
+        'NOT_FOUND',
+        /^container nope not found/,
+      );
       assert.equal(runtime.calls.length, 0);
     });
     test(`${rpc}: another owner's container → PERMISSION_DENIED revealing nothing about it`, async () => {
       const { runtime, svc } = setup(new FakeInvoker());
-      const err = await rejectsWith(svc[rpc]({ container_id: 'w-b1', owner_id: A, path: '', payload: Buffer.alloc(0), headers: {}, timeout_ms: 0 }, ctx()), 'PERMISSION_DENIED');
+      const err = await rejectsWith(
+        svc[rpc]({ container_id: 'w-b1', owner_id: A, path: '', payload: Buffer.alloc(0), headers: {}, timeout_ms: 0 }, ctx()),
+        'PERMISSION_DENIED',
+      );
       assert.ok(!err.message.includes(B), 'the real owner is not named');
       assert.ok(!/RUNNING|10\.88|fn/.test(err.message), 'no state, address or function is revealed');
       assert.equal(runtime.calls.length, 0);
     });
     test(`${rpc}: blank owner → INVALID_ARGUMENT, blank id → INVALID_ARGUMENT`, async () => {
       const { svc } = setup(new FakeInvoker());
-      await rejectsWith(svc[rpc]({ container_id: 'w-a1', owner_id: '', path: '', payload: Buffer.alloc(0), headers: {}, timeout_ms: 0 }, ctx()), 'INVALID_ARGUMENT', /owner_id is required/);
-      await rejectsWith(svc[rpc]({ container_id: '', owner_id: A, path: '', payload: Buffer.alloc(0), headers: {}, timeout_ms: 0 }, ctx()), 'INVALID_ARGUMENT', /container_id is required/);
+      await rejectsWith(
+        svc[rpc]({ container_id: 'w-a1', owner_id: '', path: '', payload: Buffer.alloc(0), headers: {}, timeout_ms: 0 }, ctx()),
+        'INVALID_ARGUMENT',
+        /owner_id is required/,
+      );
+      await rejectsWith(
+        svc[rpc]({ container_id: '', owner_id: A, path: '', payload: Buffer.alloc(0), headers: {}, timeout_ms: 0 }, ctx()),
+        'INVALID_ARGUMENT',
+        /container_id is required/,
+      );
     });
   }
   test('Pause and Resume of an owned container call the runtime once and answer success', async () => {
     const { runtime, svc } = setup();
     assert.deepEqual(await svc.pauseContainer({ container_id: 'w-a1', owner_id: A }, ctx()), { success: true });
     assert.deepEqual(await svc.resumeContainer({ container_id: 'w-a1', owner_id: A }, ctx()), { success: true });
-    assert.deepEqual(runtime.calls.map((c) => `${c.method}:${c.id ?? ''}`), ['pause:w-a1', 'resume:w-a1']);
+    assert.deepEqual(
+      runtime.calls.map((c) => `${c.method}:${c.id ?? ''}`),
+      ['pause:w-a1', 'resume:w-a1'],
+    );
   });
   test('Pause of a stopped container: the runtime FAILED_PRECONDITION passes through', async () => {
     const { runtime, svc } = setup();
@@ -140,14 +181,27 @@ describe('DestroyContainer', () => {
   test('owned → runtime.destroy, success=true, the invoker forgets the worker; function_name is ignored', async () => {
     const invoker = new FakeInvoker();
     const { runtime, svc } = setup(invoker);
-    assert.deepEqual(await svc.destroyContainer({ function_name: 'something-else', container_id: 'w-a1', owner_id: A }, ctx()), { success: true });
-    assert.deepEqual(runtime.calls.map((c) => c.method), ['destroy']);
+    assert.deepEqual(await svc.destroyContainer({ function_name: 'something-else', container_id: 'w-a1', owner_id: A }, ctx()), {
+      success: true,
+    });
+    assert.deepEqual(
+      runtime.calls.map((c) => c.method),
+      ['destroy'],
+    );
     assert.deepEqual(invoker.closed, ['w-a1']);
   });
   test('blank id or owner → INVALID_ARGUMENT', async () => {
     const { svc } = setup();
-    await rejectsWith(svc.destroyContainer({ function_name: '', container_id: '', owner_id: A }, ctx()), 'INVALID_ARGUMENT', /container_id/);
-    await rejectsWith(svc.destroyContainer({ function_name: '', container_id: 'w-a1', owner_id: ' ' }, ctx()), 'INVALID_ARGUMENT', /owner_id/);
+    await rejectsWith(
+      svc.destroyContainer({ function_name: '', container_id: '', owner_id: A }, ctx()),
+      'INVALID_ARGUMENT',
+      /container_id/,
+    );
+    await rejectsWith(
+      svc.destroyContainer({ function_name: '', container_id: 'w-a1', owner_id: ' ' }, ctx()),
+      'INVALID_ARGUMENT',
+      /owner_id/,
+    );
   });
 });
 
@@ -232,7 +286,15 @@ describe('GetContainerMetrics', () => {
 });
 
 describe('InvokeWorker', () => {
-  const req = (over: Record<string, unknown> = {}) => ({ container_id: 'w-a1', owner_id: A, path: '', payload: Buffer.from('{}'), headers: {}, timeout_ms: 0, ...over });
+  const req = (over: Record<string, unknown> = {}) => ({
+    container_id: 'w-a1',
+    owner_id: A,
+    path: '',
+    payload: Buffer.from('{}'),
+    headers: {},
+    timeout_ms: 0,
+    ...over,
+  });
 
   test('without an invoker → UNIMPLEMENTED "InvokeWorker is not implemented yet" (after validation)', async () => {
     const { svc } = setup();

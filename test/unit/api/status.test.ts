@@ -4,7 +4,16 @@ import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { AgentError, type ErrorCode } from '../../../src/errors.js';
 import { AgentMetrics } from '../../../src/metrics.js';
-import { InflightTracker, MAX_DETAILS_CHARS, STATUS_BY_CODE, toAgentError, toServiceError, toStatus, unary, type RpcHandler } from '../../../src/api/status.js';
+import {
+  InflightTracker,
+  MAX_DETAILS_CHARS,
+  STATUS_BY_CODE,
+  toAgentError,
+  toServiceError,
+  toStatus,
+  unary,
+  type RpcHandler,
+} from '../../../src/api/status.js';
 import { LogCapture, captureLogger } from '../../helpers/logs.js';
 
 describe('toStatus: every AgentError code → its gRPC status (docs/errors.md#codes)', () => {
@@ -91,15 +100,19 @@ function setup() {
   const inflight = new InflightTracker();
   const deps = { log: captureLogger(capture), metrics, inflight };
   /** Runs `handler` through unary() for one fake call; resolves with every callback invocation. */
-  const run = async <Req, Res>(handler: RpcHandler<Req, Res>, call: FakeCall<Req>, during?: (call: FakeCall<Req>) => void): Promise<Answer[]> => {
+  const run = async <Req, Res>(
+    handler: RpcHandler<Req, Res>,
+    call: FakeCall<Req>,
+    during?: (call: FakeCall<Req>) => void,
+  ): Promise<Answer[]> => {
     const answers: Answer[] = [];
     let done!: () => void;
     const answered = new Promise<void>((r) => (done = r));
     const h = unary('TestMethod', handler, deps);
-    h(call as unknown as grpc.ServerUnaryCall<Req, Res>, ((err: Answer['err'], value: unknown) => {
+    h(call as unknown as grpc.ServerUnaryCall<Req, Res>, (err: Answer['err'], value: unknown) => {
       answers.push({ err, value });
       done();
-    }));
+    });
     during?.(call);
     await answered;
     // grpc-js 1.14 emits 'cancelled' after a normal completion too: it must change nothing.
@@ -117,7 +130,10 @@ function setup() {
 describe('unary()', () => {
   test('success: one answer, one log line with method/code/ms/ids, counted under OK', async () => {
     const { capture, run, counter, inflight } = setup();
-    const answers = await run(() => Promise.resolve({ ok: true }), new FakeCall({ container_id: 'c1', owner_id: 'gw', payload: Buffer.from('secret-payload') }));
+    const answers = await run(
+      () => Promise.resolve({ ok: true }),
+      new FakeCall({ container_id: 'c1', owner_id: 'gw', payload: Buffer.from('secret-payload') }),
+    );
     assert.equal(answers.length, 1);
     assert.equal(answers[0]!.err, null);
     assert.deepEqual(answers[0]!.value, { ok: true });
@@ -135,7 +151,10 @@ describe('unary()', () => {
 
   test('an AgentError → its status and message, logged once with the error text', async () => {
     const { capture, run, counter } = setup();
-    const answers = await run(() => Promise.reject(new AgentError('NOT_FOUND', 'container c1 not found')), new FakeCall({ container_id: 'c1' }));
+    const answers = await run(
+      () => Promise.reject(new AgentError('NOT_FOUND', 'container c1 not found')),
+      new FakeCall({ container_id: 'c1' }),
+    );
     assert.equal(answers.length, 1);
     assert.equal(answers[0]!.err?.code, grpc.status.NOT_FOUND);
     assert.equal(answers[0]!.err.details, 'container c1 not found');
@@ -251,10 +270,13 @@ describe('unary()', () => {
   test('an already-expired deadline → DEADLINE_EXCEEDED without running the handler', async () => {
     const { run } = setup();
     let ran = false;
-    const answers = await run(() => {
-      ran = true;
-      return Promise.resolve({});
-    }, new FakeCall({}, Date.now() - 1));
+    const answers = await run(
+      () => {
+        ran = true;
+        return Promise.resolve({});
+      },
+      new FakeCall({}, Date.now() - 1),
+    );
     assert.equal(ran, false);
     assert.equal(answers[0]!.err?.code, grpc.status.DEADLINE_EXCEEDED);
     assert.match(answers[0]!.err.details ?? '', /deadline had already passed/);
@@ -288,10 +310,13 @@ describe('unary()', () => {
 
   test('annotate() adds fields to the one log line', async () => {
     const { capture, run } = setup();
-    await run((_req, ctx) => {
-      ctx.annotate({ containerId: 'made-1', functionName: 'fn' });
-      return Promise.resolve({});
-    }, new FakeCall({ owner_id: 'gw' }));
+    await run(
+      (_req, ctx) => {
+        ctx.annotate({ containerId: 'made-1', functionName: 'fn' });
+        return Promise.resolve({});
+      },
+      new FakeCall({ owner_id: 'gw' }),
+    );
     assert.equal(capture.find('rpc', { containerId: 'made-1', functionName: 'fn', owner: 'gw' }).length, 1);
   });
 

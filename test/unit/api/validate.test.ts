@@ -34,7 +34,16 @@ const ensureReq = (over: Partial<{ function_name: string; image: string; env: Re
   ...over,
 });
 
-const invokeReq = (over: Partial<{ container_id: string; owner_id: string; path: string; payload: Buffer; headers: Record<string, string>; timeout_ms: number }> = {}) => ({
+const invokeReq = (
+  over: Partial<{
+    container_id: string;
+    owner_id: string;
+    path: string;
+    payload: Buffer;
+    headers: Record<string, string>;
+    timeout_ms: number;
+  }> = {},
+) => ({
   container_id: 'esb-default-hello-0a1b2c3d',
   owner_id: 'gw-1',
   path: '',
@@ -76,7 +85,10 @@ describe('container_id', () => {
     assert.deepEqual(validateContainerRef({ container_id: ' abc ', owner_id: ' gw ' }), { containerId: 'abc', ownerId: 'gw' });
   });
   test('over-long or with control characters → INVALID_ARGUMENT', () => {
-    rejects(() => validateContainerRef({ container_id: 'x'.repeat(LIMITS.containerIdChars + 1), owner_id: 'gw' }), /container_id is \d+ characters long/);
+    rejects(
+      () => validateContainerRef({ container_id: 'x'.repeat(LIMITS.containerIdChars + 1), owner_id: 'gw' }),
+      /container_id is \d+ characters long/,
+    );
     rejects(() => validateContainerRef({ container_id: 'a\nb', owner_id: 'gw' }), /container_id contains a control character/);
   });
 });
@@ -154,7 +166,10 @@ describe('env', () => {
   test('EnsureContainer passes env on and never echoes values in errors', () => {
     const out = validateEnsure(ensureReq({ env: { SECRET: 's3cr3t' } }));
     assert.deepEqual(out, { functionName: 'hello', image: '', env: { SECRET: 's3cr3t' }, ownerId: 'gw-1' });
-    assert.throws(() => validateEnv({ SECRET: 's3cr3t\u0000' }), (err: Error) => !err.message.includes('s3cr3t'));
+    assert.throws(
+      () => validateEnv({ SECRET: 's3cr3t\u0000' }),
+      (err: Error) => !err.message.includes('s3cr3t'),
+    );
   });
 });
 
@@ -236,10 +251,22 @@ describe('InvokeWorker timeout and payload', () => {
   test('payload over the limit → INVALID_ARGUMENT; at the limit → accepted', () => {
     const at = Buffer.alloc(LIMITS.invokePayloadBytes);
     assert.equal(validateInvoke(invokeReq({ payload: at }), { defaultTimeoutMs: 1000 }).payload, at);
-    rejects(() => validateInvoke(invokeReq({ payload: Buffer.alloc(LIMITS.invokePayloadBytes + 1) }), { defaultTimeoutMs: 1000 }), /payload is \d+ bytes; the limit is \d+ bytes/);
+    rejects(
+      () => validateInvoke(invokeReq({ payload: Buffer.alloc(LIMITS.invokePayloadBytes + 1) }), { defaultTimeoutMs: 1000 }),
+      /payload is \d+ bytes; the limit is \d+ bytes/,
+    );
   });
   test('a full request becomes the checked input', () => {
-    const out = validateInvoke(invokeReq({ path: 'x', headers: { 'X-A': '1' }, timeout_ms: 250, payload: Buffer.from('{}') }), { defaultTimeoutMs: 1000 });
-    assert.deepEqual(out, { containerId: 'esb-default-hello-0a1b2c3d', ownerId: 'gw-1', path: '/x', payload: Buffer.from('{}'), headers: { 'X-A': '1' }, timeoutMs: 250 });
+    const out = validateInvoke(invokeReq({ path: 'x', headers: { 'X-A': '1' }, timeout_ms: 250, payload: Buffer.from('{}') }), {
+      defaultTimeoutMs: 1000,
+    });
+    assert.deepEqual(out, {
+      containerId: 'esb-default-hello-0a1b2c3d',
+      ownerId: 'gw-1',
+      path: '/x',
+      payload: Buffer.from('{}'),
+      headers: { 'X-A': '1' },
+      timeoutMs: 250,
+    });
   });
 });

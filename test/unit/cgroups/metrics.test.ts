@@ -24,7 +24,9 @@ interface Fixture {
 
 function loadFixtures(): Map<string, Fixture> {
   const out = new Map<string, Fixture>();
-  for (const f of readdirSync(FIXTURES).filter((n) => n.endsWith('.json')).sort()) {
+  for (const f of readdirSync(FIXTURES)
+    .filter((n) => n.endsWith('.json'))
+    .sort()) {
     out.set(f, JSON.parse(readFileSync(path.join(FIXTURES, f), 'utf8')) as Fixture);
   }
   return out;
@@ -40,20 +42,17 @@ function asStrings(m: CgroupMetrics): Record<string, string> {
 }
 
 test('fixtures cover v1 running/unlimited/OOM, v2 running/unlimited/OOM and an unknown type', () => {
-  assert.deepEqual([...loadFixtures().keys()], [
-    'unknown-type.json',
-    'v1-oom.json',
-    'v1-running.json',
-    'v1-unlimited.json',
-    'v2-oom.json',
-    'v2-running.json',
-    'v2-unlimited.json',
-  ]);
+  assert.deepEqual(
+    [...loadFixtures().keys()],
+    ['unknown-type.json', 'v1-oom.json', 'v1-running.json', 'v1-unlimited.json', 'v2-oom.json', 'v2-running.json', 'v2-unlimited.json'],
+  );
 });
 
 test('decodeCgroupMetrics gives the expected numbers for every recorded and constructed payload', (t) => {
   const client = anyDecoder();
-  t.after(() => { client.close(); });
+  t.after(() => {
+    client.close();
+  });
   for (const [name, f] of loadFixtures()) {
     if (f.expected === null) continue;
     const decoded = client.decodeAny({ type_url: f.type_url, value: Buffer.from(f.value_base64, 'base64') });
@@ -65,7 +64,9 @@ test('decodeCgroupMetrics gives the expected numbers for every recorded and cons
 
 test('recorded v1 payloads: unlimited is PAGE_COUNTER_MAX bytes → 0, working set excludes inactive file cache', (t) => {
   const client = anyDecoder();
-  t.after(() => { client.close(); });
+  t.after(() => {
+    client.close();
+  });
   const fx = loadFixtures();
   const raw = (name: string): Record<string, unknown> => {
     const f = fx.get(name)!;
@@ -82,13 +83,19 @@ test('recorded v1 payloads: unlimited is PAGE_COUNTER_MAX bytes → 0, working s
 
 test('an unknown metrics type → UNIMPLEMENTED "metrics not implemented", naming the type', (t) => {
   const client = anyDecoder();
-  t.after(() => { client.close(); });
+  t.after(() => {
+    client.close();
+  });
   const f = loadFixtures().get('unknown-type.json')!;
   const decoded = client.decodeAny({ type_url: f.type_url, value: Buffer.from(f.value_base64, 'base64') })!;
   for (const type of [decoded.type, 'io.containerd.cgroups.v3.Metrics', '']) {
     assert.throws(
       () => decodeCgroupMetrics(type, decoded.value),
-      (e: unknown) => e instanceof AgentError && e.code === 'UNIMPLEMENTED' && e.message.includes('metrics not implemented') && e.message.includes(JSON.stringify(type)),
+      (e: unknown) =>
+        e instanceof AgentError &&
+        e.code === 'UNIMPLEMENTED' &&
+        e.message.includes('metrics not implemented') &&
+        e.message.includes(JSON.stringify(type)),
     );
   }
 });
@@ -104,8 +111,18 @@ interface Row {
 }
 
 const ROWS: readonly Row[] = [
-  { name: 'v1 empty sample → zeros, no pids', type: V1, value: {}, want: { memoryCurrentBytes: 0n, memoryMaxBytes: 0n, oomKills: 0n, cpuUsageNs: 0n, pidsCurrent: undefined } },
-  { name: 'v2 empty sample → zeros, no pids', type: V2, value: {}, want: { memoryCurrentBytes: 0n, memoryMaxBytes: 0n, oomKills: 0n, cpuUsageNs: 0n, pidsCurrent: undefined } },
+  {
+    name: 'v1 empty sample → zeros, no pids',
+    type: V1,
+    value: {},
+    want: { memoryCurrentBytes: 0n, memoryMaxBytes: 0n, oomKills: 0n, cpuUsageNs: 0n, pidsCurrent: undefined },
+  },
+  {
+    name: 'v2 empty sample → zeros, no pids',
+    type: V2,
+    value: {},
+    want: { memoryCurrentBytes: 0n, memoryMaxBytes: 0n, oomKills: 0n, cpuUsageNs: 0n, pidsCurrent: undefined },
+  },
   { name: 'present but empty pids message → 0', type: V2, value: { pids: {} }, want: { pidsCurrent: 0n } },
   {
     name: 'v1 inactive cache above usage (non-atomic read) clamps to 0',
@@ -131,7 +148,12 @@ const ROWS: readonly Row[] = [
     value: { memory: { usage: { limit: '9223372036854710272' } } },
     want: { memoryMaxBytes: 0n },
   },
-  { name: 'v1 limit just under 2^62 is a limit', type: V1, value: { memory: { usage: { limit: String(2n ** 62n - 1n) } } }, want: { memoryMaxBytes: 2n ** 62n - 1n } },
+  {
+    name: 'v1 limit just under 2^62 is a limit',
+    type: V1,
+    value: { memory: { usage: { limit: String(2n ** 62n - 1n) } } },
+    want: { memoryMaxBytes: 2n ** 62n - 1n },
+  },
   { name: 'v2 limit 2^64−1 → 0', type: V2, value: { memory: { usage_limit: '18446744073709551615' } }, want: { memoryMaxBytes: 0n } },
   {
     name: 'v1 cpu total above 2^53 keeps every digit',
@@ -139,7 +161,12 @@ const ROWS: readonly Row[] = [
     value: { cpu: { usage: { total: '18446744073709551001' } } },
     want: { cpuUsageNs: 18446744073709551001n },
   },
-  { name: 'v2 cpu usage_usec × 1000 above 2^53 is exact', type: V2, value: { cpu: { usage_usec: '9007199254740993' } }, want: { cpuUsageNs: 9007199254740993000n } },
+  {
+    name: 'v2 cpu usage_usec × 1000 above 2^53 is exact',
+    type: V2,
+    value: { cpu: { usage_usec: '9007199254740993' } },
+    want: { cpuUsageNs: 9007199254740993000n },
+  },
   {
     name: 'v2 counts oom_kill only (oom = limit hits without a kill)',
     type: V2,
@@ -147,8 +174,18 @@ const ROWS: readonly Row[] = [
     want: { oomKills: 0n },
   },
   { name: 'v1 oom_kill', type: V1, value: { memory_oom_control: { under_oom: '1', oom_kill: '3' } }, want: { oomKills: 3n } },
-  { name: 'numbers and bigints are accepted too', type: V2, value: { memory: { usage: 5000, inactive_file: 1000n }, pids: { current: 4 } }, want: { memoryCurrentBytes: 4000n, pidsCurrent: 4n } },
-  { name: 'a type URL prefix is ignored', type: `type.googleapis.com/${V2}`, value: { cpu: { usage_usec: '2' } }, want: { cpuUsageNs: 2000n } },
+  {
+    name: 'numbers and bigints are accepted too',
+    type: V2,
+    value: { memory: { usage: 5000, inactive_file: 1000n }, pids: { current: 4 } },
+    want: { memoryCurrentBytes: 4000n, pidsCurrent: 4n },
+  },
+  {
+    name: 'a type URL prefix is ignored',
+    type: `type.googleapis.com/${V2}`,
+    value: { cpu: { usage_usec: '2' } },
+    want: { cpuUsageNs: 2000n },
+  },
 ];
 
 test('decodeCgroupMetrics edge cases', () => {
@@ -157,7 +194,8 @@ test('decodeCgroupMetrics edge cases', () => {
     for (const [k, v] of Object.entries(row.want)) {
       assert.equal(got[k as keyof CgroupMetrics], v, `${row.name}: ${k}`);
     }
-    if ('pidsCurrent' in row.want && row.want.pidsCurrent === undefined) assert.ok(!('pidsCurrent' in got), `${row.name}: no pidsCurrent key`);
+    if ('pidsCurrent' in row.want && row.want.pidsCurrent === undefined)
+      assert.ok(!('pidsCurrent' in got), `${row.name}: no pidsCurrent key`);
   }
 });
 

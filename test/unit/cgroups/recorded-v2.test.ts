@@ -37,7 +37,9 @@ function load(name: string): unknown {
 /** The production decoders; the socket is never dialled (channels are lazy). */
 function client(t: { after: (fn: () => void) => void }): ContainerdClient {
   const c = new ContainerdClient({ socket: '/nonexistent/esb-unit-test.sock', namespace: 'unit' });
-  t.after(() => { c.close(); });
+  t.after(() => {
+    c.close();
+  });
   return c;
 }
 
@@ -118,14 +120,19 @@ function crossCheck(name: string, f: MetricsFixture, m: CgroupMetrics): ReturnTy
 }
 
 test('recorded v2 fixtures: four task states, the cgroup-gone response and the events', () => {
-  assert.deepEqual(readdirSync(DIR).filter((n) => n.endsWith('.json')).sort(), [
-    'v2-rec-cgroup-gone.json',
-    'v2-rec-events.json',
-    'v2-rec-oom.json',
-    'v2-rec-paused.json',
-    'v2-rec-running.json',
-    'v2-rec-unlimited.json',
-  ]);
+  assert.deepEqual(
+    readdirSync(DIR)
+      .filter((n) => n.endsWith('.json'))
+      .sort(),
+    [
+      'v2-rec-cgroup-gone.json',
+      'v2-rec-events.json',
+      'v2-rec-oom.json',
+      'v2-rec-paused.json',
+      'v2-rec-running.json',
+      'v2-rec-unlimited.json',
+    ],
+  );
 });
 
 test('running task: decoded metrics match memory.current − inactive_file, memory.max, cpu.stat and pids.current', (t) => {
@@ -186,7 +193,7 @@ test('task whose cgroup is gone: containerd answers with no sample, which decode
   assert.deepEqual(res.metrics, []);
 });
 
-test('recorded /tasks/oom and /tasks/exit envelopes decode to the agent\'s task events', (t) => {
+test("recorded /tasks/oom and /tasks/exit envelopes decode to the agent's task events", (t) => {
   const c = client(t);
   const f = load('v2-rec-events.json') as { oom_base64: string; exit_base64: string };
   const decode = deserializer(c.svc.events, 'Subscribe');

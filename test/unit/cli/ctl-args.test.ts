@@ -18,7 +18,10 @@ function call(argv: string[], env: Record<string, string> = {}) {
 }
 
 function usageError(argv: string[], message: RegExp, env: Record<string, string> = {}): void {
-  assert.throws(() => parseCtl(argv, env), (err: unknown) => err instanceof UsageError && message.test(err.message));
+  assert.throws(
+    () => parseCtl(argv, env),
+    (err: unknown) => err instanceof UsageError && message.test(err.message),
+  );
 }
 
 describe('parseCtl', () => {
@@ -36,7 +39,13 @@ describe('parseCtl', () => {
     assert.equal(d.settings.address, DEFAULT_AGENT_ADDRESS);
     assert.equal(d.settings.output, 'table');
     assert.equal(d.settings.deadlineMs, 11 * 60_000);
-    const e = call(['metrics', 'w1'], { ESB_AGENT_ADDR: 'agent:1', ESB_AGENT_OWNER: 'gw', ESB_AGENT_CA: '/ca', ESB_AGENT_CERT: '/c', ESB_AGENT_KEY: '/k' });
+    const e = call(['metrics', 'w1'], {
+      ESB_AGENT_ADDR: 'agent:1',
+      ESB_AGENT_OWNER: 'gw',
+      ESB_AGENT_CA: '/ca',
+      ESB_AGENT_CERT: '/c',
+      ESB_AGENT_KEY: '/k',
+    });
     assert.equal(e.settings.address, 'agent:1');
     assert.equal(e.settings.owner, 'gw');
     assert.deepEqual(e.settings.credentials, { kind: 'tls', caPath: '/ca', certPath: '/c', keyPath: '/k', serverName: undefined });
@@ -46,8 +55,31 @@ describe('parseCtl', () => {
   });
 
   test('mTLS flags with a server name; -o json; --deadline', () => {
-    const t = call(['--owner', 'o', '--ca', 'ca.pem', '--cert', 'c.pem', '--key', 'k.pem', '--server-name', 'agent.local', '-o', 'json', '--deadline', '1500ms', 'pause', 'w']);
-    assert.deepEqual(t.settings.credentials, { kind: 'tls', caPath: 'ca.pem', certPath: 'c.pem', keyPath: 'k.pem', serverName: 'agent.local' });
+    const t = call([
+      '--owner',
+      'o',
+      '--ca',
+      'ca.pem',
+      '--cert',
+      'c.pem',
+      '--key',
+      'k.pem',
+      '--server-name',
+      'agent.local',
+      '-o',
+      'json',
+      '--deadline',
+      '1500ms',
+      'pause',
+      'w',
+    ]);
+    assert.deepEqual(t.settings.credentials, {
+      kind: 'tls',
+      caPath: 'ca.pem',
+      certPath: 'c.pem',
+      keyPath: 'k.pem',
+      serverName: 'agent.local',
+    });
     assert.equal(t.settings.output, 'json');
     assert.equal(t.settings.deadlineMs, 1500);
   });
@@ -92,7 +124,10 @@ describe('request building', () => {
 
   test('invoke: headers as "K: V", JSON content type unless given', () => {
     assert.deepEqual(invokeHeaders(call([...BASE, 'invoke', 'w']).values), { 'Content-Type': 'application/json' });
-    assert.deepEqual(invokeHeaders(call([...BASE, 'invoke', 'w', '--header', 'content-type: text/plain', '--header', 'X-A: b: c']).values), { 'content-type': 'text/plain', 'X-A': 'b: c' });
+    assert.deepEqual(
+      invokeHeaders(call([...BASE, 'invoke', 'w', '--header', 'content-type: text/plain', '--header', 'X-A: b: c']).values),
+      { 'content-type': 'text/plain', 'X-A': 'b: c' },
+    );
   });
 });
 
@@ -131,7 +166,12 @@ describe('exit codes', () => {
   test('runCtl: a usage error exits 64 with the message and usage on stderr', async () => {
     let err = '';
     let out = '';
-    const io: CliIo = { env: {}, out: (d) => (out += String(d)), err: (t) => (err += t), readStdin: () => Promise.resolve(Buffer.alloc(0)) };
+    const io: CliIo = {
+      env: {},
+      out: (d) => (out += String(d)),
+      err: (t) => (err += t),
+      readStdin: () => Promise.resolve(Buffer.alloc(0)),
+    };
     assert.equal(await runCtl(['list'], io), 64);
     assert.match(err, /^esb-agent ctl: --owner is required/);
     assert.match(err, /usage: esb-agent ctl/);

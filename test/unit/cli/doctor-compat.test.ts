@@ -11,7 +11,8 @@ test('majorMinor reads distribution version strings', () => {
 });
 
 test('the compatibility matrix: tested, audited only, untested, unsupported', () => {
-  const c = (cgroupVersion: 1 | 2, containerd: string | undefined, runc: string | undefined): string => classify({ cgroupVersion, containerd, runc }).status;
+  const c = (cgroupVersion: 1 | 2, containerd: string | undefined, runc: string | undefined): string =>
+    classify({ cgroupVersion, containerd, runc }).status;
   // Tested in CI: the host and the two guest configurations.
   assert.equal(c(1, '1.6.20~ds1', '1.1.5+ds1'), 'tested');
   assert.equal(c(2, '1.7.24~ds1', '1.1.15+ds1'), 'tested');

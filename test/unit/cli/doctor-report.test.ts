@@ -13,7 +13,10 @@ describe('doctor report', () => {
       { name: 'cni', status: 'FAIL', message: 'bridge missing', fix: 'install it' },
       { name: 'tls', status: 'WARN', message: 'plaintext', fix: 'turn TLS on' },
     ]);
-    assert.equal(text, 'OK    config  fine\nFAIL  cni     bridge missing\n              fix: install it\nWARN  tls     plaintext\n              fix: turn TLS on\n\n1 failed, 1 warning(s), 1 ok\n');
+    assert.equal(
+      text,
+      'OK    config  fine\nFAIL  cni     bridge missing\n              fix: install it\nWARN  tls     plaintext\n              fix: turn TLS on\n\n1 failed, 1 warning(s), 1 ok\n',
+    );
   });
 
   test('TLS disabled is a warning; unreadable files fail naming the variable', () => {

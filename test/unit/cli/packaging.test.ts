@@ -19,8 +19,16 @@ describe('packaging/env.example', () => {
   test('lists every configuration variable once, and only real ones', () => {
     const names = [...ENV_EXAMPLE.matchAll(/^#?([A-Z][A-Z0-9_]*)=/gm)].map((m) => m[1]!);
     const known = new Set<string>(CONFIG_VARIABLES);
-    assert.deepEqual(CONFIG_VARIABLES.filter((v) => !names.includes(v)), [], 'variables missing from env.example');
-    assert.deepEqual(names.filter((v) => !known.has(v)), [], 'env.example names that are not configuration variables');
+    assert.deepEqual(
+      CONFIG_VARIABLES.filter((v) => !names.includes(v)),
+      [],
+      'variables missing from env.example',
+    );
+    assert.deepEqual(
+      names.filter((v) => !known.has(v)),
+      [],
+      'env.example names that are not configuration variables',
+    );
     assert.equal(new Set(names).size, names.length, 'each variable once');
   });
 

@@ -7,7 +7,14 @@ import { AgentError, type ErrorCode } from '../../../src/errors.js';
 import { cniVersionAtLeast, loadNetworkList, parseNetworkList } from '../../../src/cni/conflist.js';
 import { defaultConflist, defaultNetworkName, ensureConflist } from '../../../src/network/default-conflist.js';
 
-const CFG = { name: 'esb-net', subnet: '10.88.0.0/16', bridge: 'esb0', gatewayIp: '10.88.0.1', dnsServer: '10.88.0.1', netDir: '/var/lib/cni/networks' };
+const CFG = {
+  name: 'esb-net',
+  subnet: '10.88.0.0/16',
+  bridge: 'esb0',
+  gatewayIp: '10.88.0.1',
+  dnsServer: '10.88.0.1',
+  netDir: '/var/lib/cni/networks',
+};
 
 function isAgentError(code: ErrorCode, re: RegExp): (err: unknown) => boolean {
   return (err: unknown) => err instanceof AgentError && err.code === code && re.test(err.message);
@@ -21,13 +28,24 @@ async function tempDir(t: { after: (fn: () => Promise<void>) => void }): Promise
 
 test('parseNetworkList reads a conflist and keeps each plugin config as written', () => {
   const list = parseNetworkList(
-    JSON.stringify({ cniVersion: '1.0.0', name: 'net1', disableCheck: true, plugins: [{ type: 'bridge', bridge: 'b0', ipam: { type: 'host-local' } }, { type: 'portmap', capabilities: { portMappings: true } }] }),
+    JSON.stringify({
+      cniVersion: '1.0.0',
+      name: 'net1',
+      disableCheck: true,
+      plugins: [
+        { type: 'bridge', bridge: 'b0', ipam: { type: 'host-local' } },
+        { type: 'portmap', capabilities: { portMappings: true } },
+      ],
+    }),
     '/etc/cni/net.d/10-x.conflist',
   );
   assert.equal(list.name, 'net1');
   assert.equal(list.cniVersion, '1.0.0');
   assert.equal(list.disableCheck, true);
-  assert.deepEqual(list.plugins.map((p) => p.type), ['bridge', 'portmap']);
+  assert.deepEqual(
+    list.plugins.map((p) => p.type),
+    ['bridge', 'portmap'],
+  );
   assert.equal(list.plugins[0]?.['bridge'], 'b0');
   assert.equal(list.source, '/etc/cni/net.d/10-x.conflist');
   assert.equal((JSON.parse(list.bytes.toString()) as { name: string }).name, 'net1');
@@ -52,18 +70,34 @@ test('parseNetworkList rejects bad lists → INVALID_ARGUMENT naming the file', 
     [JSON.stringify({ cniVersion: '0.2.0', name: 'n', plugins: [{ type: 'bridge' }] }), /cniVersion "0\.2\.0" is not supported/],
     [JSON.stringify({ cniVersion: '1.0.0', plugins: [{ type: 'bridge' }] }), /name undefined is invalid/],
     [JSON.stringify({ cniVersion: '1.0.0', name: '-bad', plugins: [{ type: 'bridge' }] }), /name "-bad" is invalid/],
-    [JSON.stringify({ cniVersion: '1.0.0', name: 'n', disableCheck: 'yes', plugins: [{ type: 'bridge' }] }), /disableCheck must be true or false/],
+    [
+      JSON.stringify({ cniVersion: '1.0.0', name: 'n', disableCheck: 'yes', plugins: [{ type: 'bridge' }] }),
+      /disableCheck must be true or false/,
+    ],
     [JSON.stringify({ cniVersion: '1.0.0', name: 'n' }), /neither "plugins".*nor "type"/],
     [JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [] }), /plugins must be a non-empty list/],
     [JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: ['bridge'] }), /plugins\[0\] is not an object/],
     [JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [{ bridge: 'b' }] }), /plugins\[0\]\.type undefined/],
-    [JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [{ type: '../bin/sh' }] }), /plugins\[0\]\.type "\.\.\/bin\/sh" is not a plugin binary name/],
-    [JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [{ type: 'portmap', capabilities: { portMappings: 'yes' } }] }), /capabilities must map/],
-    [JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [{ type: 'bridge', ipam: 'host-local' }] }), /\(bridge\)\.ipam must be an object/],
+    [
+      JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [{ type: '../bin/sh' }] }),
+      /plugins\[0\]\.type "\.\.\/bin\/sh" is not a plugin binary name/,
+    ],
+    [
+      JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [{ type: 'portmap', capabilities: { portMappings: 'yes' } }] }),
+      /capabilities must map/,
+    ],
+    [
+      JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [{ type: 'bridge', ipam: 'host-local' }] }),
+      /\(bridge\)\.ipam must be an object/,
+    ],
     [JSON.stringify({ cniVersion: '1.0.0', name: 'n', plugins: [{ type: 'bridge', ipam: {} }] }), /ipam must be an object whose "type"/],
   ];
   for (const [text, re] of cases) {
-    assert.throws(() => parseNetworkList(text, '/etc/cni/net.d/bad.conflist'), isAgentError('INVALID_ARGUMENT', new RegExp(`^CNI network config /etc/cni/net\\.d/bad\\.conflist: .*${re.source}`)), text);
+    assert.throws(
+      () => parseNetworkList(text, '/etc/cni/net.d/bad.conflist'),
+      isAgentError('INVALID_ARGUMENT', new RegExp(`^CNI network config /etc/cni/net\\.d/bad\\.conflist: .*${re.source}`)),
+      text,
+    );
   }
 });
 
@@ -132,7 +166,10 @@ test('defaultConflist: ipMasq option, gateway at the top end, subnet normalised'
 
 test('defaultConflist rejects an unusable subnet or gateway → INVALID_ARGUMENT', () => {
   assert.throws(() => defaultConflist({ ...CFG, subnet: '10.88.0.0/33' }), isAgentError('INVALID_ARGUMENT', /CNI_SUBNET/));
-  assert.throws(() => defaultConflist({ ...CFG, gatewayIp: '10.89.0.1' }), isAgentError('INVALID_ARGUMENT', /not a host address in 10\.88\.0\.0\/16/));
+  assert.throws(
+    () => defaultConflist({ ...CFG, gatewayIp: '10.89.0.1' }),
+    isAgentError('INVALID_ARGUMENT', /not a host address in 10\.88\.0\.0\/16/),
+  );
   assert.throws(() => defaultConflist({ ...CFG, gatewayIp: '10.88.0.0' }), isAgentError('INVALID_ARGUMENT', /not a host address/));
   assert.throws(() => defaultConflist({ ...CFG, name: 'bad name' }), isAgentError('INVALID_ARGUMENT', /network name/));
 });
@@ -172,8 +209,17 @@ test('ensureConflist: an unwritable place → FAILED_PRECONDITION naming the fil
 test('CNI 1.1.0: cniVersion 1.1.0 parses; cniVersions picks the highest supported', () => {
   const one = parseNetworkList(JSON.stringify({ cniVersion: '1.1.0', name: 'n', plugins: [{ type: 'bridge' }] }), 'x');
   assert.equal(one.cniVersion, '1.1.0');
-  const many = parseNetworkList(JSON.stringify({ cniVersion: '0.4.0', cniVersions: ['0.4.0', '1.0.0', '1.1.0', '9.0.0'], name: 'n', plugins: [{ type: 'bridge' }] }), 'x');
+  const many = parseNetworkList(
+    JSON.stringify({ cniVersion: '0.4.0', cniVersions: ['0.4.0', '1.0.0', '1.1.0', '9.0.0'], name: 'n', plugins: [{ type: 'bridge' }] }),
+    'x',
+  );
   assert.equal(many.cniVersion, '1.1.0');
-  assert.throws(() => parseNetworkList(JSON.stringify({ cniVersions: ['9.0.0'], name: 'n', plugins: [{ type: 'bridge' }] }), 'x'), /none of cniVersions is supported/);
-  assert.throws(() => parseNetworkList(JSON.stringify({ cniVersions: '1.1.0', name: 'n', plugins: [{ type: 'bridge' }] }), 'x'), /cniVersions must be a list/);
+  assert.throws(
+    () => parseNetworkList(JSON.stringify({ cniVersions: ['9.0.0'], name: 'n', plugins: [{ type: 'bridge' }] }), 'x'),
+    /none of cniVersions is supported/,
+  );
+  assert.throws(
+    () => parseNetworkList(JSON.stringify({ cniVersions: '1.1.0', name: 'n', plugins: [{ type: 'bridge' }] }), 'x'),
+    /cniVersions must be a list/,
+  );
 });

@@ -12,9 +12,13 @@ test('netns names: worker ids (up to 76 chars) pass; path-like or odd names → 
   assert.equal(netnsPath(id76), `${NETNS_RUN_DIR}/${id76}`);
   for (const ok of ['w1', 'A.b_c-d', 'x'.repeat(254)]) checkNetnsName(ok);
   for (const bad of ['', '.', '..', '../etc', 'a/b', '-x', '.hidden', 'a b', 'x'.repeat(255), 'ä']) {
-    assert.throws(() => {
-      checkNetnsName(bad);
-    }, (err: unknown) => err instanceof AgentError && err.code === 'INVALID_ARGUMENT', bad);
+    assert.throws(
+      () => {
+        checkNetnsName(bad);
+      },
+      (err: unknown) => err instanceof AgentError && err.code === 'INVALID_ARGUMENT',
+      bad,
+    );
   }
 });
 

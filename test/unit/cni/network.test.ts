@@ -24,7 +24,11 @@ function loopbackFirst(calls: string[]): string[] {
 /** A real netns handle that the fakes never touch: this process's own. */
 const NETNS = '/proc/self/ns/net';
 const ENV_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
-const RESULT_A = { cniVersion: '1.0.0', interfaces: [{ name: 'br' }, { name: 'eth0', sandbox: NETNS }], ips: [{ address: '10.9.0.7/24', gateway: '10.9.0.1', interface: 1 }] };
+const RESULT_A = {
+  cniVersion: '1.0.0',
+  interfaces: [{ name: 'br' }, { name: 'eth0', sandbox: NETNS }],
+  ips: [{ address: '10.9.0.7/24', gateway: '10.9.0.1', interface: 1 }],
+};
 const RESULT_B = { ...RESULT_A, dns: { nameservers: ['10.9.0.1'] } };
 const RESULT_LO = { cniVersion: '1.0.0', interfaces: [{ name: 'lo', sandbox: NETNS }], ips: [{ address: '127.0.0.1/8', interface: 0 }] };
 const PORTS = [{ hostPort: 18080, containerPort: 8080, protocol: 'tcp' }];
@@ -38,7 +42,6 @@ interface Setup {
   readonly logs: Record<string, unknown>[];
   network(over?: Partial<CniNetworkOptions>): Promise<CniNetwork>;
 }
-
 
 async function setup(t: { after: (fn: () => Promise<void>) => void }, list: Record<string, unknown> = {}): Promise<Setup> {
   const fakes = await FakePlugins.create(['loopback', 'plug-a', 'plug-b', 'ipam-x']);
@@ -56,7 +59,10 @@ async function setup(t: { after: (fn: () => Promise<void>) => void }, list: Reco
     JSON.stringify({
       cniVersion: '1.0.0',
       name: 'testnet',
-      plugins: [{ type: 'plug-a', ipam: { type: 'ipam-x' } }, { type: 'plug-b', capabilities: { portMappings: true } }],
+      plugins: [
+        { type: 'plug-a', ipam: { type: 'ipam-x' } },
+        { type: 'plug-b', capabilities: { portMappings: true } },
+      ],
       ...list,
     }),
   );
@@ -115,15 +121,21 @@ test('load(): a missing plugin, IPAM plugin or loopback → FAILED_PRECONDITION 
   await assert.rejects(s.network(), isAgentError('FAILED_PRECONDITION', /CNI plugin loopback not found/));
 });
 
-test('load(): a plugin that does not speak the list\'s cniVersion → FAILED_PRECONDITION', async (t) => {
+test("load(): a plugin that does not speak the list's cniVersion → FAILED_PRECONDITION", async (t) => {
   const s = await setup(t);
   await s.fakes.set('plug-b', 'version', { cniVersion: '0.4.0', supportedVersions: ['0.3.1', '0.4.0'] });
-  await assert.rejects(s.network(), isAgentError('FAILED_PRECONDITION', /CNI plugin plug-b does not support cniVersion 1\.0\.0 .*\(it supports 0\.3\.1, 0\.4\.0\)/));
+  await assert.rejects(
+    s.network(),
+    isAgentError('FAILED_PRECONDITION', /CNI plugin plug-b does not support cniVersion 1\.0\.0 .*\(it supports 0\.3\.1, 0\.4\.0\)/),
+  );
 });
 
 test('load(): missing conflist → FAILED_PRECONDITION; the reserved loopback name → INVALID_ARGUMENT', async (t) => {
   const s = await setup(t);
-  await assert.rejects(s.network({ confFile: path.join(s.dir, 'none.conflist') }), isAgentError('FAILED_PRECONDITION', /none\.conflist does not exist/));
+  await assert.rejects(
+    s.network({ confFile: path.join(s.dir, 'none.conflist') }),
+    isAgentError('FAILED_PRECONDITION', /none\.conflist does not exist/),
+  );
   await fs.writeFile(s.confFile, JSON.stringify({ cniVersion: '1.0.0', name: 'cni-loopback', plugins: [{ type: 'plug-a' }] }));
   await assert.rejects(s.network(), isAgentError('INVALID_ARGUMENT', /reserved/));
 });
@@ -131,7 +143,10 @@ test('load(): missing conflist → FAILED_PRECONDITION; the reserved loopback na
 test('add(): loopback (ifname lo) alongside the list, the list in order in order with prevResult chaining and filtered runtimeConfig', async (t) => {
   const s = await setup(t);
   const n = await s.network();
-  const result = await n.add({ containerId: 'w1', netns: NETNS }, { cniArgs: [['IgnoreUnknown', '1']], capabilityArgs: { portMappings: PORTS, bandwidth: { rate: 1 } } });
+  const result = await n.add(
+    { containerId: 'w1', netns: NETNS },
+    { cniArgs: [['IgnoreUnknown', '1']], capabilityArgs: { portMappings: PORTS, bandwidth: { rate: 1 } } },
+  );
   assert.deepEqual(result.ips, RESULT_B.ips);
   assert.deepEqual(result.dns, RESULT_B.dns);
 
@@ -145,7 +160,13 @@ test('add(): loopback (ifname lo) alongside the list, the list in order in order
   const [lo, a, b] = [byType('loopback'), byType('plug-a'), byType('plug-b')];
   assert.deepEqual(lo.stdin, { cniVersion: '1.0.0', name: 'cni-loopback', type: 'loopback' });
   assert.deepEqual(a.stdin, { cniVersion: '1.0.0', name: 'testnet', type: 'plug-a', ipam: { type: 'ipam-x' } });
-  assert.deepEqual(b.stdin, { cniVersion: '1.0.0', name: 'testnet', type: 'plug-b', runtimeConfig: { portMappings: PORTS }, prevResult: RESULT_A });
+  assert.deepEqual(b.stdin, {
+    cniVersion: '1.0.0',
+    name: 'testnet',
+    type: 'plug-b',
+    runtimeConfig: { portMappings: PORTS },
+    prevResult: RESULT_A,
+  });
   for (const c of calls) {
     assert.equal(c.containerId, 'w1');
     assert.equal(c.netns, NETNS);
@@ -187,7 +208,10 @@ test('check(): every plugin, in order, with the cached result as prevResult', as
   assert.deepEqual(calls[1]?.stdin?.['prevResult'], RESULT_B);
   assert.deepEqual(calls[2]?.stdin?.['prevResult'], RESULT_B);
   await s.fakes.set('plug-a', 'CHECK.error', { code: 100, msg: 'eth0 missing' });
-  await assert.rejects(n.check({ containerId: 'w1', netns: NETNS }), isAgentError('INTERNAL', /CNI plugin plug-a CHECK failed: plugin error \(CNI error code 100;/, 'eth0 missing'));
+  await assert.rejects(
+    n.check({ containerId: 'w1', netns: NETNS }),
+    isAgentError('INTERNAL', /CNI plugin plug-a CHECK failed: plugin error \(CNI error code 100;/, 'eth0 missing'),
+  );
   assert.deepEqual(await cniErrors(s.metrics), { CHECK: 1 });
 });
 
@@ -210,7 +234,13 @@ test('del(): reverse order, main network then loopback, cached result as prevRes
   const calls = await s.fakes.calls();
   assert.deepEqual(summary(calls), ['plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo']);
   const [b, a, lo] = calls as [FakeCall, FakeCall, FakeCall];
-  assert.deepEqual(b.stdin, { cniVersion: '1.0.0', name: 'testnet', type: 'plug-b', runtimeConfig: { portMappings: PORTS }, prevResult: RESULT_B });
+  assert.deepEqual(b.stdin, {
+    cniVersion: '1.0.0',
+    name: 'testnet',
+    type: 'plug-b',
+    runtimeConfig: { portMappings: PORTS },
+    prevResult: RESULT_B,
+  });
   assert.deepEqual(a.stdin?.['prevResult'], RESULT_B);
   assert.deepEqual(lo.stdin?.['prevResult'], RESULT_LO);
   for (const c of calls) {
@@ -231,7 +261,14 @@ test('del() is idempotent: twice, or for an id never added, every plugin still r
   await n.del({ containerId: 'w1', netns: NETNS });
   await n.del({ containerId: 'never', netns: NETNS });
   const calls = await s.fakes.calls();
-  assert.deepEqual(summary(calls), ['plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo', 'plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo']);
+  assert.deepEqual(summary(calls), [
+    'plug-b DEL eth0',
+    'plug-a DEL eth0',
+    'loopback DEL lo',
+    'plug-b DEL eth0',
+    'plug-a DEL eth0',
+    'loopback DEL lo',
+  ]);
   for (const c of calls) assert.equal(hasPrev(c), false);
 });
 
@@ -268,7 +305,10 @@ test('del(): a failing plugin → INTERNAL, the cache entry stays for a retry, l
   await n.add({ containerId: 'w1', netns: NETNS });
   await s.fakes.set('plug-b', 'DEL.error', { code: 100, msg: 'iptables locked' });
   await s.fakes.clearCalls();
-  await assert.rejects(n.del({ containerId: 'w1', netns: NETNS }), isAgentError('INTERNAL', /CNI plugin plug-b DEL failed: plugin error \(CNI error code 100;/, 'iptables locked'));
+  await assert.rejects(
+    n.del({ containerId: 'w1', netns: NETNS }),
+    isAgentError('INTERNAL', /CNI plugin plug-b DEL failed: plugin error \(CNI error code 100;/, 'iptables locked'),
+  );
   assert.deepEqual(summary(await s.fakes.calls()), ['plug-b DEL eth0', 'loopback DEL lo']);
   assert.deepEqual(await n.listCachedAttachments(), [{ containerId: 'w1', netns: NETNS }]);
   assert.deepEqual(await cniErrors(s.metrics), { DEL: 1 });
@@ -277,13 +317,27 @@ test('del(): a failing plugin → INTERNAL, the cache entry stays for a retry, l
   assert.deepEqual(await n.listCachedAttachments(), []);
 });
 
-test('add() failing mid-chain runs DEL for every plugin in reverse, leaves no cache, and throws the plugin\'s error', async (t) => {
+test("add() failing mid-chain runs DEL for every plugin in reverse, leaves no cache, and throws the plugin's error", async (t) => {
   const s = await setup(t);
   const n = await s.network();
   await s.fakes.set('plug-b', 'ADD.error', { cniVersion: '1.0.0', code: 7, msg: 'invalid network config', details: 'bad ipam' });
-  await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('INTERNAL', /^CNI plugin plug-b ADD failed: plugin error \(CNI error code 7; the plugin's message is in the agent log at debug level\)$/, 'invalid network config: bad ipam'));
+  await assert.rejects(
+    n.add({ containerId: 'w1', netns: NETNS }),
+    isAgentError(
+      'INTERNAL',
+      /^CNI plugin plug-b ADD failed: plugin error \(CNI error code 7; the plugin's message is in the agent log at debug level\)$/,
+      'invalid network config: bad ipam',
+    ),
+  );
   const calls = await s.fakes.calls();
-  assert.deepEqual(loopbackFirst(summary(calls)), ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b ADD eth0', 'plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo']);
+  assert.deepEqual(loopbackFirst(summary(calls)), [
+    'loopback ADD lo',
+    'plug-a ADD eth0',
+    'plug-b ADD eth0',
+    'plug-b DEL eth0',
+    'plug-a DEL eth0',
+    'loopback DEL lo',
+  ]);
   for (const c of calls.filter((x) => x.command === 'DEL')) assert.equal(hasPrev(c), false);
   assert.deepEqual(await fs.readdir(path.join(s.cacheDir, 'results')), []);
   assert.deepEqual(await cniErrors(s.metrics), { ADD: 1 });
@@ -302,10 +356,16 @@ test('add(): a plugin printing an invalid result stops the chain → INTERNAL, u
   const n = await s.network();
   await s.fakes.set('plug-a', 'result', { cniVersion: '1.0.0', ips: [{ address: 'nope' }] });
   await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('INTERNAL', /plug-a ADD returned an invalid CNI result/));
-  assert.deepEqual(loopbackFirst(summary(await s.fakes.calls())), ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo']);
+  assert.deepEqual(loopbackFirst(summary(await s.fakes.calls())), [
+    'loopback ADD lo',
+    'plug-a ADD eth0',
+    'plug-b DEL eth0',
+    'plug-a DEL eth0',
+    'loopback DEL lo',
+  ]);
 });
 
-test('add() aborted mid-chain: the running plugin is killed, everything is undone without the caller\'s signal → CANCELLED', async (t) => {
+test("add() aborted mid-chain: the running plugin is killed, everything is undone without the caller's signal → CANCELLED", async (t) => {
   const s = await setup(t);
   const n = await s.network();
   await s.fakes.set('plug-b', 'ADD.sleep', '30');
@@ -317,7 +377,14 @@ test('add() aborted mid-chain: the running plugin is killed, everything is undon
   await assert.rejects(p, isAgentError('CANCELLED', /cancelled/));
   assert.ok(Date.now() - t0 < 5000);
   const calls = await s.fakes.calls();
-  assert.deepEqual(loopbackFirst(summary(calls)), ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b ADD eth0', 'plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo']);
+  assert.deepEqual(loopbackFirst(summary(calls)), [
+    'loopback ADD lo',
+    'plug-a ADD eth0',
+    'plug-b ADD eth0',
+    'plug-b DEL eth0',
+    'plug-a DEL eth0',
+    'loopback DEL lo',
+  ]);
   assert.throws(() => process.kill(calls[2]!.pid, 0)); // the sleeping plugin is gone
   assert.deepEqual(await fs.readdir(path.join(s.cacheDir, 'results')), []);
   assert.deepEqual(await cniErrors(s.metrics), {}); // a cancel is not a plugin failure
@@ -347,13 +414,26 @@ test('add(): bad input is refused before any plugin runs', async (t) => {
   await n.add({ containerId: 'w1', netns: NETNS });
   await s.fakes.clearCalls();
   await assert.rejects(n.add({ containerId: 'w1', netns: NETNS }), isAgentError('ALREADY_EXISTS', /w1 is already on network testnet/));
-  await assert.rejects(n.add({ containerId: 'w2', netns: '/run/netns/esb-test-none' }), isAgentError('FAILED_PRECONDITION', /^the netns of w2 does not exist$/));
+  await assert.rejects(
+    n.add({ containerId: 'w2', netns: '/run/netns/esb-test-none' }),
+    isAgentError('FAILED_PRECONDITION', /^the netns of w2 does not exist$/),
+  );
   await assert.rejects(n.add({ containerId: '-x', netns: NETNS }), isAgentError('INVALID_ARGUMENT', /container id/));
   await assert.rejects(n.add({ containerId: 'w3', netns: 'relative' }), isAgentError('INVALID_ARGUMENT', /absolute path/));
   await assert.rejects(n.add({ containerId: 'w3', netns: NETNS }, { cniArgs: [['A', 'b;c']] }), isAgentError('INVALID_ARGUMENT'));
   await assert.rejects(n.add({ containerId: 'w3', netns: NETNS }, { signal: AbortSignal.abort() }), isAgentError('CANCELLED'));
   assert.deepEqual(await s.fakes.calls(), []);
-  assert.throws(() => new CniNetwork({ confFile: s.confFile, binDirs: [s.fakes.dir], cacheDir: s.cacheDir, log: silentLogger(), ifName: 'a-very-long-interface' }), isAgentError('INVALID_ARGUMENT'));
+  assert.throws(
+    () =>
+      new CniNetwork({
+        confFile: s.confFile,
+        binDirs: [s.fakes.dir],
+        cacheDir: s.cacheDir,
+        log: silentLogger(),
+        ifName: 'a-very-long-interface',
+      }),
+    isAgentError('INVALID_ARGUMENT'),
+  );
 });
 
 test('calls for one container id run one after another; different ids run in parallel up to the exec cap', async (t) => {
@@ -378,10 +458,14 @@ test('calls for one container id run one after another; different ids run in par
   // ADD then DEL of one id, started together: the DEL waits for the whole ADD.
   await s.fakes.clearCalls();
   await Promise.all([n.add({ containerId: 'w5', netns: NETNS }), n.del({ containerId: 'w5', netns: NETNS })]);
-  assert.deepEqual(
-    loopbackFirst(summary(await s.fakes.calls())),
-    ['loopback ADD lo', 'plug-a ADD eth0', 'plug-b ADD eth0', 'plug-b DEL eth0', 'plug-a DEL eth0', 'loopback DEL lo'],
-  );
+  assert.deepEqual(loopbackFirst(summary(await s.fakes.calls())), [
+    'loopback ADD lo',
+    'plug-a ADD eth0',
+    'plug-b ADD eth0',
+    'plug-b DEL eth0',
+    'plug-a DEL eth0',
+    'loopback DEL lo',
+  ]);
 });
 
 test('a 0.3.1 network: DEL gets no prevResult (it came with 0.4.0), CHECK → UNIMPLEMENTED', async (t) => {
@@ -409,7 +493,10 @@ test('listCachedAttachments: one per id, loopback-only entries count, foreign an
   await fs.copyFile(path.join(results, 'cni-loopback-w2-lo'), path.join(results, 'cni-loopback-w1-lo'));
   const lo = JSON.parse(await fs.readFile(path.join(results, 'cni-loopback-w1-lo'), 'utf8')) as Record<string, unknown>;
   await fs.writeFile(path.join(results, 'cni-loopback-w1-lo'), JSON.stringify({ ...lo, containerId: 'w1', netns: '/run/netns/w1' }));
-  await fs.writeFile(path.join(results, 'othernet-w3-eth0'), JSON.stringify({ ...lo, containerId: 'w3', networkName: 'othernet', ifName: 'eth0' }));
+  await fs.writeFile(
+    path.join(results, 'othernet-w3-eth0'),
+    JSON.stringify({ ...lo, containerId: 'w3', networkName: 'othernet', ifName: 'eth0' }),
+  );
   await fs.writeFile(path.join(results, 'garbage'), '{');
   await fs.writeFile(path.join(results, '.testnet-w4-eth0.123.tmp'), '{');
   assert.deepEqual(await n.listCachedAttachments(), [

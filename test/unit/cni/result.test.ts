@@ -60,7 +60,10 @@ test('parseResult rejects broken results → INTERNAL naming the plugin', () => 
     [{ cniVersion: '1.0.0', interfaces: [{ mac: 'x' }] }, /interfaces\[0\]\.name missing/],
     [{ cniVersion: '1.0.0', ips: [{ address: '10.0.0.2' }] }, /ips\[0\]\.address is not an IP\/prefix/],
     [{ cniVersion: '1.0.0', ips: [{ address: '10.0.0.2/33' }] }, /not an IP\/prefix/],
-    [{ cniVersion: '1.0.0', ips: [{ address: '10.0.0.2/24', interface: 0 }] }, /ips\[0\]\.interface 0 is not an index into interfaces \(0\)/],
+    [
+      { cniVersion: '1.0.0', ips: [{ address: '10.0.0.2/24', interface: 0 }] },
+      /ips\[0\]\.interface 0 is not an index into interfaces \(0\)/,
+    ],
     [{ cniVersion: '1.0.0', ips: [{ address: '10.0.0.2/24', gateway: 'nope' }] }, /ips\[0\]\.gateway is not an IP/],
     [{ cniVersion: '0.4.0', ips: [{ version: '6', address: '10.0.0.2/24' }] }, /ips\[0\]\.version does not match its address/],
     [{ cniVersion: '1.0.0', routes: [{ gw: '10.0.0.1' }] }, /routes\[0\]\.dst/],
@@ -69,7 +72,11 @@ test('parseResult rejects broken results → INTERNAL naming the plugin', () => 
   for (const [input, re] of cases) {
     assert.throws(
       () => parseResult(input, 'CNI plugin fake ADD'),
-      (err: unknown) => err instanceof AgentError && err.code === 'INTERNAL' && err.message.startsWith('CNI plugin fake ADD returned an invalid CNI result') && re.test(err.message),
+      (err: unknown) =>
+        err instanceof AgentError &&
+        err.code === 'INTERNAL' &&
+        err.message.startsWith('CNI plugin fake ADD returned an invalid CNI result') &&
+        re.test(err.message),
       JSON.stringify(input),
     );
   }
@@ -101,6 +108,9 @@ test('containerIpv4 with no IPv4 on that sandbox interface → INTERNAL', () => 
   const ipam = parseResult({ cniVersion: '1.0.0', ips: [{ address: '10.88.0.5/16' }] }, 'test');
   assert.throws(() => containerIpv4(ipam, 'eth0'), AgentError);
   // The name matches but the interface is on the host (no sandbox).
-  const host = parseResult({ cniVersion: '1.0.0', interfaces: [{ name: 'eth0' }], ips: [{ address: '10.88.0.5/16', interface: 0 }] }, 'test');
+  const host = parseResult(
+    { cniVersion: '1.0.0', interfaces: [{ name: 'eth0' }], ips: [{ address: '10.88.0.5/16', interface: 0 }] },
+    'test',
+  );
   assert.throws(() => containerIpv4(host, 'eth0'), AgentError);
 });

@@ -8,13 +8,15 @@ const tick = (ms = 5): Promise<void> => new Promise((r) => setTimeout(r, ms));
 test('KeyedLock: one key runs one call at a time in order, even after a failure; other keys run alongside', async () => {
   const lock = new KeyedLock('worker');
   const log: string[] = [];
-  const job = (name: string, fail = false) => async (): Promise<string> => {
-    log.push(`${name} start`);
-    await tick();
-    log.push(`${name} end`);
-    if (fail) throw new Error(name);
-    return name;
-  };
+  const job =
+    (name: string, fail = false) =>
+    async (): Promise<string> => {
+      log.push(`${name} start`);
+      await tick();
+      log.push(`${name} end`);
+      if (fail) throw new Error(name);
+      return name;
+    };
   const a1 = lock.run('a', undefined, job('a1', true));
   const a2 = lock.run('a', undefined, job('a2'));
   const b1 = lock.run('b', undefined, job('b1'));

@@ -8,7 +8,11 @@ test('SerialQueue serves waiters one at a time in arrival order', async () => {
   const signal = new AbortController().signal;
   const order: number[] = [];
   await q.acquire(signal);
-  const waits = [1, 2, 3].map((n) => q.acquire(signal).then(() => { order.push(n); }));
+  const waits = [1, 2, 3].map((n) =>
+    q.acquire(signal).then(() => {
+      order.push(n);
+    }),
+  );
   assert.equal(q.waiting, 3);
   for (let i = 0; i < 3; i++) {
     q.release();

@@ -36,7 +36,10 @@ test('PullLimiter: at most max run, the next ones queue up to the bound, beyond 
   await new Promise((r) => setImmediate(r));
   assert.equal(l.running, 2);
   assert.equal(l.queued, 1);
-  await assert.rejects(l.run('pull d', signal, job(0)), (e: unknown) => e instanceof AgentError && e.code === 'RESOURCE_EXHAUSTED' && e.message.includes('AGENT_MAX_CONCURRENT_PULLS=2'));
+  await assert.rejects(
+    l.run('pull d', signal, job(0)),
+    (e: unknown) => e instanceof AgentError && e.code === 'RESOURCE_EXHAUSTED' && e.message.includes('AGENT_MAX_CONCURRENT_PULLS=2'),
+  );
   assert.equal(refused, 1);
   gates[0]!.resolve();
   assert.equal(await p0, 0);
@@ -73,13 +76,22 @@ test('PullLimiter: a waiter whose signal fires leaves the queue with its abort c
 });
 
 const layer = (size: number, i: number) => ({ mediaType: MediaType.ociLayerGzip, digest: `sha256:${String(i).padStart(64, '0')}`, size });
-const manifest = (sizes: number[]): ImageManifest => ({ mediaType: MediaType.ociManifest, config: { mediaType: MediaType.ociConfig, digest: `sha256:${'c'.repeat(64)}`, size: 10 }, layers: sizes.map(layer) });
+const manifest = (sizes: number[]): ImageManifest => ({
+  mediaType: MediaType.ociManifest,
+  config: { mediaType: MediaType.ociConfig, digest: `sha256:${'c'.repeat(64)}`, size: 10 },
+  layers: sizes.map(layer),
+});
 const LIMITS = { maxLayers: 3, maxLayerBytes: 100, maxImageBytes: 200 };
 
 test('checkImageLimits: layer count, one layer, the whole image (config included) → INVALID_ARGUMENT naming the variable', () => {
   checkImageLimits('img', manifest([100, 50, 40]), LIMITS);
   const refused = (sizes: number[], reason: string, variable: string): void => {
-    assert.throws(() => { checkImageLimits('img', manifest(sizes), LIMITS); }, (e: unknown) => e instanceof ImageLimitError && e.code === 'INVALID_ARGUMENT' && e.reason === reason && e.message.includes(variable));
+    assert.throws(
+      () => {
+        checkImageLimits('img', manifest(sizes), LIMITS);
+      },
+      (e: unknown) => e instanceof ImageLimitError && e.code === 'INVALID_ARGUMENT' && e.reason === reason && e.message.includes(variable),
+    );
   };
   refused([1, 1, 1, 1], 'layers', 'AGENT_IMAGE_MAX_LAYERS=3');
   refused([101], 'layer_bytes', 'AGENT_IMAGE_MAX_LAYER_BYTES=100');

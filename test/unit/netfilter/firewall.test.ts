@@ -10,7 +10,10 @@ import type { Family } from '../../../src/netfilter/rules.js';
  * declarations flush, -A, -I <parent> 1, -D, -X): enough to check the firewall's decisions.
  */
 class FakeTable implements Iptables {
-  readonly chains = new Map<string, string[]>([['INPUT', []], ['FORWARD', []]]);
+  readonly chains = new Map<string, string[]>([
+    ['INPUT', []],
+    ['FORWARD', []],
+  ]);
   readonly scripts: string[] = [];
   lists = 0;
 

@@ -6,10 +6,18 @@ import { checkPath, requestHeaders, responseHeaders } from '../../../src/proxy/h
 
 test('checkPath accepts origin-form paths only → INVALID_ARGUMENT otherwise', () => {
   for (const ok of ['/', '/2015-03-31/functions/function/invocations', '/a?b=c&d=%20', '/a/b;c']) {
-    assert.doesNotThrow(() => { checkPath(ok); }, ok);
+    assert.doesNotThrow(() => {
+      checkPath(ok);
+    }, ok);
   }
   for (const bad of ['', 'a', 'http://x/', '//x/y', '/a b', '/a\r\nHost: x', '/a#frag', '/é', '/\t']) {
-    assert.throws(() => { checkPath(bad); }, (e: unknown) => e instanceof AgentError && e.code === 'INVALID_ARGUMENT', JSON.stringify(bad));
+    assert.throws(
+      () => {
+        checkPath(bad);
+      },
+      (e: unknown) => e instanceof AgentError && e.code === 'INVALID_ARGUMENT',
+      JSON.stringify(bad),
+    );
   }
 });
 
@@ -44,9 +52,21 @@ test('requestHeaders keeps a __proto__ header as an own key', () => {
 });
 
 test('requestHeaders refuses names that are not tokens and values with CR/LF/NUL → INVALID_ARGUMENT', () => {
-  const cases: Record<string, string>[] = [{ '': 'v' }, { 'a b': 'v' }, { 'a:b': 'v' }, { 'x-a': 'v\r\nx: y' }, { 'x-a': 'v\nx' }, { 'x-a': 'v\0' }, { 'x-a': '日本' }];
+  const cases: Record<string, string>[] = [
+    { '': 'v' },
+    { 'a b': 'v' },
+    { 'a:b': 'v' },
+    { 'x-a': 'v\r\nx: y' },
+    { 'x-a': 'v\nx' },
+    { 'x-a': 'v\0' },
+    { 'x-a': '日本' },
+  ];
   for (const h of cases) {
-    assert.throws(() => requestHeaders(h), (e: unknown) => e instanceof AgentError && e.code === 'INVALID_ARGUMENT', JSON.stringify(h));
+    assert.throws(
+      () => requestHeaders(h),
+      (e: unknown) => e instanceof AgentError && e.code === 'INVALID_ARGUMENT',
+      JSON.stringify(h),
+    );
   }
   // Latin-1 and tabs are valid header bytes.
   assert.deepEqual(requestHeaders({ 'x-a': 'caf\u00e9\tok' }), { 'x-a': 'caf\u00e9\tok' });

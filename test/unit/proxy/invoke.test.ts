@@ -37,7 +37,11 @@ type Handler = (req: http.IncomingMessage, res: http.ServerResponse, body: Buffe
 let nextId = 0;
 
 /** Starts a worker; `handler` runs once the request body is read. Closed after the test. */
-async function startWorker(t: TestContext, handler: Handler, { port = 0, keepAliveTimeoutMs }: { port?: number; keepAliveTimeoutMs?: number } = {}): Promise<Worker> {
+async function startWorker(
+  t: TestContext,
+  handler: Handler,
+  { port = 0, keepAliveTimeoutMs }: { port?: number; keepAliveTimeoutMs?: number } = {},
+): Promise<Worker> {
   const server = http.createServer();
   if (keepAliveTimeoutMs !== undefined) server.keepAliveTimeout = keepAliveTimeoutMs;
   let active = 0;
@@ -52,7 +56,11 @@ async function startWorker(t: TestContext, handler: Handler, { port = 0, keepAli
     closedEvents: new EventTarget(),
     close: async () => {
       server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => { resolve(); }));
+      await new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      );
     },
   };
   t.after(() => w.close());
@@ -80,7 +88,9 @@ async function startWorker(t: TestContext, handler: Handler, { port = 0, keepAli
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => { resolve(); });
+    server.listen(port, '127.0.0.1', () => {
+      resolve();
+    });
   });
   const actual = (server.address() as AddressInfo).port;
   Object.assign(w, { port: actual, target: { ...w.target, port: actual } });
@@ -90,7 +100,13 @@ async function startWorker(t: TestContext, handler: Handler, { port = 0, keepAli
 /** Resolves when the worker next sees a request's connection close unanswered. */
 function nextAbort(w: Worker): Promise<void> {
   return new Promise((resolve) => {
-    w.closedEvents.addEventListener('aborted', () => { resolve(); }, { once: true });
+    w.closedEvents.addEventListener(
+      'aborted',
+      () => {
+        resolve();
+      },
+      { once: true },
+    );
   });
 }
 
@@ -190,7 +206,9 @@ test('an endless chunked response stops being read at the cap → RESOURCE_EXHAU
     res.writeHead(200);
     const chunk = Buffer.alloc(16 * 1024, 7);
     const timer = setInterval(() => res.write(chunk), 1);
-    res.on('close', () => { clearInterval(timer); });
+    res.on('close', () => {
+      clearInterval(timer);
+    });
   });
   const inv = makeInvoker(t, { maxResponseBytes: 100 * 1024 });
   const closed = nextAbort(w);
@@ -207,7 +225,11 @@ test('a worker slower than timeout_ms → DEADLINE_EXCEEDED on time, and the req
   const inv = makeInvoker(t);
   const closed = nextAbort(w);
   const started = performance.now();
-  await rejectsWith(inv.invoke(w.target, request('x', { timeoutMs: 300 }), noSignal()), 'DEADLINE_EXCEEDED', /no complete response .* 300 ms/);
+  await rejectsWith(
+    inv.invoke(w.target, request('x', { timeoutMs: 300 }), noSignal()),
+    'DEADLINE_EXCEEDED',
+    /no complete response .* 300 ms/,
+  );
   const elapsed = performance.now() - started;
   assert.ok(elapsed >= 295 && elapsed < 450, `elapsed ${elapsed} ms`);
   await closed;
@@ -232,7 +254,9 @@ test('client cancel → CANCELLED and the worker sees its connection close', asy
   const inv = makeInvoker(t);
   const ac = new AbortController();
   const closed = nextAbort(w);
-  setTimeout(() => { ac.abort(); }, 100);
+  setTimeout(() => {
+    ac.abort();
+  }, 100);
   const started = performance.now();
   await rejectsWith(inv.invoke(w.target, request('x', { timeoutMs: 5_000 }), { signal: ac.signal }), 'CANCELLED');
   assert.ok(performance.now() - started < 300);
@@ -263,9 +287,15 @@ test('10 concurrent invokes to one worker run one at a time, in order, and all s
   });
   const inv = makeInvoker(t);
   const results = await Promise.all(Array.from({ length: 10 }, (_, i) => inv.invoke(w.target, request(`payload-${i}`), noSignal())));
-  assert.deepEqual(results.map((r) => r.body.toString()), Array.from({ length: 10 }, (_, i) => `payload-${i}`));
+  assert.deepEqual(
+    results.map((r) => r.body.toString()),
+    Array.from({ length: 10 }, (_, i) => `payload-${i}`),
+  );
   assert.equal(w.maxConcurrent, 1);
-  assert.deepEqual(w.received.map(String), Array.from({ length: 10 }, (_, i) => `payload-${i}`));
+  assert.deepEqual(
+    w.received.map(String),
+    Array.from({ length: 10 }, (_, i) => `payload-${i}`),
+  );
 });
 
 test('different workers are not serialised against each other', async (t) => {
@@ -288,7 +318,11 @@ test('a queued request whose timeout passes fails DEADLINE_EXCEEDED and is never
   const first = inv.invoke(w.target, request('first', { timeoutMs: 2_000 }), noSignal());
   await delay(20);
   const started = performance.now();
-  await rejectsWith(inv.invoke(w.target, request('second', { timeoutMs: 100 }), noSignal()), 'DEADLINE_EXCEEDED', /waiting behind an earlier invocation .*not sent/);
+  await rejectsWith(
+    inv.invoke(w.target, request('second', { timeoutMs: 100 }), noSignal()),
+    'DEADLINE_EXCEEDED',
+    /waiting behind an earlier invocation .*not sent/,
+  );
   const elapsed = performance.now() - started;
   assert.ok(elapsed >= 95 && elapsed < 250, `elapsed ${elapsed} ms`);
   // A queued call cancelled by its client leaves the queue too.
@@ -347,7 +381,17 @@ test('hop-by-hop headers are dropped both ways; Host/Content-Length are the agen
   assert.equal(sent.host, `127.0.0.1:${w.port}`);
   assert.equal(sent['content-length'], '7');
   assert.equal(sent.connection, 'keep-alive'); // undici's own, not the request's
-  for (const h of ['x-req-hop', 'keep-alive', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect']) {
+  for (const h of [
+    'x-req-hop',
+    'keep-alive',
+    'proxy-authorization',
+    'proxy-connection',
+    'te',
+    'trailer',
+    'transfer-encoding',
+    'upgrade',
+    'expect',
+  ]) {
     assert.equal(sent[h], undefined, `request header ${h} must be dropped`);
   }
   assert.equal(res.statusCode, 200);
@@ -379,9 +423,17 @@ test('4xx and 5xx answers are normal results with their status, headers and body
 test('readiness: a worker that starts listening 300 ms after the invoke began is reached', async (t) => {
   // Reserve a port, free it, and listen on it later: connections are refused meanwhile.
   const probe = http.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', () => { resolve(); }));
+  await new Promise<void>((resolve) =>
+    probe.listen(0, '127.0.0.1', () => {
+      resolve();
+    }),
+  );
   const port = (probe.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => probe.close(() => { resolve(); }));
+  await new Promise<void>((resolve) =>
+    probe.close(() => {
+      resolve();
+    }),
+  );
 
   const inv = makeInvoker(t);
   const started = performance.now();
@@ -397,9 +449,17 @@ test('readiness: a worker that starts listening 300 ms after the invoke began is
 
 test('readiness: a worker that never listens → DEADLINE_EXCEEDED saying the request was not sent', async (t) => {
   const probe = http.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', () => { resolve(); }));
+  await new Promise<void>((resolve) =>
+    probe.listen(0, '127.0.0.1', () => {
+      resolve();
+    }),
+  );
   const port = (probe.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => probe.close(() => { resolve(); }));
+  await new Promise<void>((resolve) =>
+    probe.close(() => {
+      resolve();
+    }),
+  );
   const inv = makeInvoker(t);
   const started = performance.now();
   const err = await rejectsWith(
@@ -419,7 +479,11 @@ test('a worker that drops the connection after reading the request → INTERNAL,
     else res.end(body);
   });
   const inv = makeInvoker(t);
-  const err = await rejectsWith(inv.invoke(w.target, request('once', { timeoutMs: 1_000 }), noSignal()), 'INTERNAL', /after the request was sent/);
+  const err = await rejectsWith(
+    inv.invoke(w.target, request('once', { timeoutMs: 1_000 }), noSignal()),
+    'INTERNAL',
+    /after the request was sent/,
+  );
   assert.notEqual(err.code, 'UNAVAILABLE');
   assert.notEqual(err.code, 'DEADLINE_EXCEEDED');
   await delay(200);
@@ -453,8 +517,12 @@ function slowConnectFactory(ms: number): (origin: string) => Client {
       connect: (opts, cb) => {
         setTimeout(() => {
           const socket = net.connect(Number(opts.port), opts.hostname);
-          socket.once('connect', () => { cb(null, socket); });
-          socket.once('error', (err) => { cb(err, null); });
+          socket.once('connect', () => {
+            cb(null, socket);
+          });
+          socket.once('error', (err) => {
+            cb(err, null);
+          });
         }, ms);
       },
     });
@@ -500,7 +568,10 @@ test('closeWorker fails the running and queued calls FAILED_PRECONDITION and clo
   const queued = inv.invoke(w.target, request('queued', { timeoutMs: 5_000 }), noSignal());
   await delay(20);
   const closed = nextAbort(w);
-  const outcomes = [rejectsWith(running, 'FAILED_PRECONDITION', /worker destroyed/), rejectsWith(queued, 'FAILED_PRECONDITION', /worker destroyed/)];
+  const outcomes = [
+    rejectsWith(running, 'FAILED_PRECONDITION', /worker destroyed/),
+    rejectsWith(queued, 'FAILED_PRECONDITION', /worker destroyed/),
+  ];
   const started = performance.now();
   await inv.closeWorker(w.target.id);
   await Promise.all(outcomes);
@@ -572,7 +643,9 @@ class FakeClock implements InvokerClock {
   setTimer(fn: () => void, ms: number): () => void {
     const timer = { at: this.#now + ms, fn };
     this.#timers.add(timer);
-    return () => { this.#timers.delete(timer); };
+    return () => {
+      this.#timers.delete(timer);
+    };
   }
   get pending(): number {
     return this.#timers.size;
@@ -600,11 +673,23 @@ test('with an injected clock, 30 s deadlines fire without real waiting (after se
   await sentOutcome;
 
   const probe = http.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', () => { resolve(); }));
+  await new Promise<void>((resolve) =>
+    probe.listen(0, '127.0.0.1', () => {
+      resolve();
+    }),
+  );
   const port = (probe.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => probe.close(() => { resolve(); }));
+  await new Promise<void>((resolve) =>
+    probe.close(() => {
+      resolve();
+    }),
+  );
   const refused = inv.invoke({ id: 'fake-clock-refused', ipAddress: '127.0.0.1', port }, request('x', { timeoutMs: 30_000 }), noSignal());
-  const refusedOutcome = rejectsWith(refused, 'DEADLINE_EXCEEDED', /did not accept the request within 30000 ms \(1 connection attempt; last error: .*ECONNREFUSED/);
+  const refusedOutcome = rejectsWith(
+    refused,
+    'DEADLINE_EXCEEDED',
+    /did not accept the request within 30000 ms \(1 connection attempt; last error: .*ECONNREFUSED/,
+  );
   while (clock.pending < 2) await delay(5); // the deadline + the first backoff sleep
   clock.advance(30_000);
   await refusedOutcome;

@@ -5,20 +5,33 @@ import { Authorizer, MAX_CACHED_TOKENS, bearerError, parseWwwAuthenticate, pullS
 import { DockerCredentials } from '../../../src/registry/docker-config.js';
 
 test('parseWwwAuthenticate: Bearer with quoted params', () => {
-  assert.deepEqual(parseWwwAuthenticate('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:samalba/my-app:pull,push"'), [
-    { scheme: 'bearer', params: { realm: 'https://auth.docker.io/token', service: 'registry.docker.io', scope: 'repository:samalba/my-app:pull,push' } },
-  ]);
+  assert.deepEqual(
+    parseWwwAuthenticate(
+      'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:samalba/my-app:pull,push"',
+    ),
+    [
+      {
+        scheme: 'bearer',
+        params: { realm: 'https://auth.docker.io/token', service: 'registry.docker.io', scope: 'repository:samalba/my-app:pull,push' },
+      },
+    ],
+  );
 });
 
 test('parseWwwAuthenticate: Basic, token values, escapes, spacing and several challenges', () => {
   assert.deepEqual(parseWwwAuthenticate('Basic realm="Registry Realm"'), [{ scheme: 'basic', params: { realm: 'Registry Realm' } }]);
   assert.deepEqual(parseWwwAuthenticate('BASIC Realm=simple'), [{ scheme: 'basic', params: { realm: 'simple' } }]);
-  assert.deepEqual(parseWwwAuthenticate('Bearer realm="a\\"b" , error="invalid_token"'), [{ scheme: 'bearer', params: { realm: 'a"b', error: 'invalid_token' } }]);
+  assert.deepEqual(parseWwwAuthenticate('Bearer realm="a\\"b" , error="invalid_token"'), [
+    { scheme: 'bearer', params: { realm: 'a"b', error: 'invalid_token' } },
+  ]);
   assert.deepEqual(parseWwwAuthenticate('Basic realm="x", Bearer realm="y",service="s"'), [
     { scheme: 'basic', params: { realm: 'x' } },
     { scheme: 'bearer', params: { realm: 'y', service: 's' } },
   ]);
-  assert.deepEqual(parseWwwAuthenticate(['Basic realm="x"', 'Bearer realm="y"']).map((c) => c.scheme), ['basic', 'bearer']);
+  assert.deepEqual(
+    parseWwwAuthenticate(['Basic realm="x"', 'Bearer realm="y"']).map((c) => c.scheme),
+    ['basic', 'bearer'],
+  );
   assert.deepEqual(parseWwwAuthenticate('Negotiate'), [{ scheme: 'negotiate', params: {} }]);
   assert.deepEqual(parseWwwAuthenticate(''), []);
   assert.deepEqual(parseWwwAuthenticate(undefined), []);
@@ -42,7 +55,10 @@ function fakeHttp(answer: (c: Call) => { status: number; body?: unknown }): { ht
   return { http, calls };
 }
 
-const creds = (auths: Record<string, unknown>): (() => Promise<DockerCredentials>) => () => Promise.resolve(DockerCredentials.parse(JSON.stringify({ auths }), '/cfg/config.json'));
+const creds =
+  (auths: Record<string, unknown>): (() => Promise<DockerCredentials>) =>
+  () =>
+    Promise.resolve(DockerCredentials.parse(JSON.stringify({ auths }), '/cfg/config.json'));
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 const signal = new AbortController().signal;
 const REG = '127.0.0.1:5000';
@@ -71,7 +87,10 @@ test('Bearer: POST answered 404/401/400 falls back to GET with Basic', async () 
     const { http, calls } = fakeHttp((c) => (c.method === 'POST' ? { status } : { status: 200, body: { token: 'T2' } }));
     const a = new Authorizer({ credentials: creds({ [REG]: { username: 'bob', password: 'pw' } }), http });
     await a.handleChallenge(REG, SCOPE, bearer, signal);
-    assert.deepEqual(calls.map((c) => c.method), ['POST', 'GET']);
+    assert.deepEqual(
+      calls.map((c) => c.method),
+      ['POST', 'GET'],
+    );
     const u = new URL(calls[1]!.url);
     assert.equal(u.searchParams.get('service'), 'reg');
     assert.deepEqual(u.searchParams.getAll('scope'), ['repository:esb/fn:pull']);
@@ -85,7 +104,10 @@ test('Bearer without credentials: anonymous GET; token expiry honoured', async (
   const { http, calls } = fakeHttp(() => ({ status: 200, body: { token: 'ANON', expires_in: 60 } }));
   const a = new Authorizer({ credentials: creds({}), http, now: () => now });
   await a.handleChallenge(REG, SCOPE, bearer, signal);
-  assert.deepEqual(calls.map((c) => c.method), ['GET']);
+  assert.deepEqual(
+    calls.map((c) => c.method),
+    ['GET'],
+  );
   assert.equal(calls[0]!.headers['authorization'], undefined);
   assert.equal(a.authorization(REG, SCOPE), 'Bearer ANON');
   now += 60_000;
@@ -97,7 +119,12 @@ test('Bearer: token server refusing the credentials → PERMISSION_DENIED naming
   const a = new Authorizer({ credentials: creds({ [REG]: { auth: b64('alice:wrong') } }), http });
   await assert.rejects(
     a.handleChallenge(REG, SCOPE, bearer, signal),
-    (e: unknown) => e instanceof AgentError && e.code === 'PERMISSION_DENIED' && e.message.includes('DOCKER_CONFIG') && !e.message.includes('alice') && !e.message.includes('/cfg'),
+    (e: unknown) =>
+      e instanceof AgentError &&
+      e.code === 'PERMISSION_DENIED' &&
+      e.message.includes('DOCKER_CONFIG') &&
+      !e.message.includes('alice') &&
+      !e.message.includes('/cfg'),
   );
 });
 
@@ -154,13 +181,22 @@ test('Basic challenge: credentials → Basic header; none → PERMISSION_DENIED'
   assert.equal(calls.length, 0, 'no token server involved');
   assert.equal(a.authorization(REG, SCOPE), `Basic ${b64('u:p')}`);
   const none = new Authorizer({ credentials: creds({}), http });
-  await assert.rejects(none.handleChallenge(REG, SCOPE, basic, signal), (e: unknown) => e instanceof AgentError && e.code === 'PERMISSION_DENIED' && e.message.includes('no credentials'));
+  await assert.rejects(
+    none.handleChallenge(REG, SCOPE, basic, signal),
+    (e: unknown) => e instanceof AgentError && e.code === 'PERMISSION_DENIED' && e.message.includes('no credentials'),
+  );
 });
 
 test('401 without a usable challenge → PERMISSION_DENIED', async () => {
   const a = new Authorizer({ credentials: creds({}), http: fakeHttp(() => ({ status: 200 })).http });
-  await assert.rejects(a.handleChallenge(REG, SCOPE, [], signal), (e: unknown) => e instanceof AgentError && e.code === 'PERMISSION_DENIED');
-  await assert.rejects(a.handleChallenge(REG, SCOPE, [{ scheme: 'negotiate', params: {} }], signal), (e: unknown) => e instanceof AgentError && e.message.includes('negotiate'));
+  await assert.rejects(
+    a.handleChallenge(REG, SCOPE, [], signal),
+    (e: unknown) => e instanceof AgentError && e.code === 'PERMISSION_DENIED',
+  );
+  await assert.rejects(
+    a.handleChallenge(REG, SCOPE, [{ scheme: 'negotiate', params: {} }], signal),
+    (e: unknown) => e instanceof AgentError && e.message.includes('negotiate'),
+  );
   await assert.rejects(
     a.handleChallenge(REG, SCOPE, [{ scheme: 'bearer', params: { realm: 'ftp://x' } }], signal),
     (e: unknown) => e instanceof AgentError && e.code === 'PERMISSION_DENIED' && e.message.includes('realm'),

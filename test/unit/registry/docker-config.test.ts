@@ -40,7 +40,11 @@ test('lookup finds credentials by host however the key is written', () => {
 });
 
 test('malformed config.json or auth entry → FAILED_PRECONDITION naming DOCKER_CONFIG, not the path', () => {
-  assert.throws(() => DockerCredentials.parse('{nope', '/c/config.json'), (e: unknown) => e instanceof AgentError && e.code === 'FAILED_PRECONDITION' && e.message.includes('DOCKER_CONFIG') && !e.message.includes('/c/'));
+  assert.throws(
+    () => DockerCredentials.parse('{nope', '/c/config.json'),
+    (e: unknown) =>
+      e instanceof AgentError && e.code === 'FAILED_PRECONDITION' && e.message.includes('DOCKER_CONFIG') && !e.message.includes('/c/'),
+  );
   assert.throws(
     () => DockerCredentials.parse(JSON.stringify({ auths: { r: { auth: b64('nocolon') } } }), '/c/config.json'),
     (e: unknown) => e instanceof AgentError && e.code === 'FAILED_PRECONDITION' && e.message.includes('user:password'),

@@ -23,7 +23,11 @@ test('hostPlatform maps node arch names to OCI', () => {
 test('normalizePlatform folds aliases and default variants', () => {
   assert.deepEqual(normalizePlatform({ os: 'Linux', architecture: 'x86_64' }), { os: 'linux', architecture: 'amd64', variant: undefined });
   assert.deepEqual(normalizePlatform({ os: 'linux', architecture: 'aarch64' }), { os: 'linux', architecture: 'arm64', variant: 'v8' });
-  assert.deepEqual(normalizePlatform({ os: 'linux', architecture: 'amd64', variant: 'v1' }), { os: 'linux', architecture: 'amd64', variant: undefined });
+  assert.deepEqual(normalizePlatform({ os: 'linux', architecture: 'amd64', variant: 'v1' }), {
+    os: 'linux',
+    architecture: 'amd64',
+    variant: undefined,
+  });
   assert.ok(platformMatches({ os: 'linux', architecture: 'arm64' }, { os: 'linux', architecture: 'arm64', variant: 'v8' }));
   assert.ok(!platformMatches({ os: 'linux', architecture: 'amd64', variant: 'v3' }, { os: 'linux', architecture: 'amd64' }));
   assert.ok(!platformMatches({ os: 'windows', architecture: 'amd64' }, { os: 'linux', architecture: 'amd64' }));
@@ -38,14 +42,21 @@ test('selectManifest picks the host entry of an index', () => {
   assert.equal(selectManifest(index, hostPlatform('arm64'), 'r/x:1').digest, dg('1'));
   // entries without platform (e.g. attestations) are never chosen
   const noPlat: ImageIndex = { mediaType: index.mediaType, manifests: [{ mediaType: 'x', digest: dg('4'), size: 1 }] };
-  assert.throws(() => selectManifest(noPlat, hostPlatform('x64'), 'r/x:1'), (e: unknown) => e instanceof AgentError && e.code === 'NOT_FOUND');
+  assert.throws(
+    () => selectManifest(noPlat, hostPlatform('x64'), 'r/x:1'),
+    (e: unknown) => e instanceof AgentError && e.code === 'NOT_FOUND',
+  );
 });
 
 test('selectManifest with no match → NOT_FOUND "no manifest for linux/amd64 in <ref>"', () => {
-  const index: ImageIndex = { mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [entry('1', 'linux', 'arm64', 'v8'), entry('5', 'linux', 's390x')] };
+  const index: ImageIndex = {
+    mediaType: 'application/vnd.oci.image.index.v1+json',
+    manifests: [entry('1', 'linux', 'arm64', 'v8'), entry('5', 'linux', 's390x')],
+  };
   assert.throws(
     () => selectManifest(index, hostPlatform('x64'), '127.0.0.1:5000/esb/fn:v1'),
-    (e: unknown) => e instanceof AgentError && e.code === 'NOT_FOUND' && e.message.startsWith('no manifest for linux/amd64 in 127.0.0.1:5000/esb/fn:v1'),
+    (e: unknown) =>
+      e instanceof AgentError && e.code === 'NOT_FOUND' && e.message.startsWith('no manifest for linux/amd64 in 127.0.0.1:5000/esb/fn:v1'),
   );
 });
 
@@ -68,15 +79,27 @@ test('DigestVerifier accepts the right bytes and rejects wrong digest, short or 
   v.update(data.subarray(0, 5));
   v.update(data.subarray(5));
   v.verify();
-  assert.throws(() => {
-    verifyBytes(Buffer.from('hello registrY'), digest, data.length, 'blob x');
-  }, (e: unknown) => e instanceof AgentError && e.code === 'FAILED_PRECONDITION' && e.message.includes('digest mismatch'));
-  assert.throws(() => {
-    verifyBytes(data.subarray(1), digest, data.length, 'blob x');
-  }, (e: unknown) => e instanceof AgentError && e.message.includes('got 13 bytes'));
+  assert.throws(
+    () => {
+      verifyBytes(Buffer.from('hello registrY'), digest, data.length, 'blob x');
+    },
+    (e: unknown) => e instanceof AgentError && e.code === 'FAILED_PRECONDITION' && e.message.includes('digest mismatch'),
+  );
+  assert.throws(
+    () => {
+      verifyBytes(data.subarray(1), digest, data.length, 'blob x');
+    },
+    (e: unknown) => e instanceof AgentError && e.message.includes('got 13 bytes'),
+  );
   const long = new DigestVerifier(digest, 3, 'blob y');
-  assert.throws(() => {
-    long.update(data);
-  }, (e: unknown) => e instanceof AgentError && e.message.includes('larger than the 3 bytes'));
-  assert.throws(() => new DigestVerifier('md5:abc', 1, 'blob z'), (e: unknown) => e instanceof AgentError && e.code === 'FAILED_PRECONDITION');
+  assert.throws(
+    () => {
+      long.update(data);
+    },
+    (e: unknown) => e instanceof AgentError && e.message.includes('larger than the 3 bytes'),
+  );
+  assert.throws(
+    () => new DigestVerifier('md5:abc', 1, 'blob z'),
+    (e: unknown) => e instanceof AgentError && e.code === 'FAILED_PRECONDITION',
+  );
 });

@@ -11,8 +11,14 @@ const GOOD: [string, { registry: string; repository: string; tag?: string; diges
   ['library/busybox', { registry: 'docker.io', repository: 'library/busybox', tag: 'latest', name: 'docker.io/library/busybox:latest' }],
   ['openfaas/faasd:v1', { registry: 'docker.io', repository: 'openfaas/faasd', tag: 'v1', name: 'docker.io/openfaas/faasd:v1' }],
   ['docker.io/busybox', { registry: 'docker.io', repository: 'library/busybox', tag: 'latest', name: 'docker.io/library/busybox:latest' }],
-  ['index.docker.io/busybox', { registry: 'docker.io', repository: 'library/busybox', tag: 'latest', name: 'docker.io/library/busybox:latest' }],
-  ['127.0.0.1:5000/esb/fn:latest', { registry: '127.0.0.1:5000', repository: 'esb/fn', tag: 'latest', name: '127.0.0.1:5000/esb/fn:latest' }],
+  [
+    'index.docker.io/busybox',
+    { registry: 'docker.io', repository: 'library/busybox', tag: 'latest', name: 'docker.io/library/busybox:latest' },
+  ],
+  [
+    '127.0.0.1:5000/esb/fn:latest',
+    { registry: '127.0.0.1:5000', repository: 'esb/fn', tag: 'latest', name: '127.0.0.1:5000/esb/fn:latest' },
+  ],
   ['localhost/fn', { registry: 'localhost', repository: 'fn', tag: 'latest', name: 'localhost/fn:latest' }],
   ['localhost:5000/a/b/c:t', { registry: 'localhost:5000', repository: 'a/b/c', tag: 't', name: 'localhost:5000/a/b/c:t' }],
   ['registry:5010/my-fn', { registry: 'registry:5010', repository: 'my-fn', tag: 'latest', name: 'registry:5010/my-fn:latest' }],
@@ -20,7 +26,10 @@ const GOOD: [string, { registry: string; repository: string; tag?: string; diges
   ['[::1]:5000/fn:v2', { registry: '[::1]:5000', repository: 'fn', tag: 'v2', name: '[::1]:5000/fn:v2' }],
   [`busybox@${D}`, { registry: 'docker.io', repository: 'library/busybox', digest: D, name: `docker.io/library/busybox@${D}` }],
   [`r.io/a:v1@${D}`, { registry: 'r.io', repository: 'a', tag: 'v1', digest: D, name: `r.io/a:v1@${D}` }],
-  ['r.io/a_b/c__d/e-f--g.h:V1.0_x-y', { registry: 'r.io', repository: 'a_b/c__d/e-f--g.h', tag: 'V1.0_x-y', name: 'r.io/a_b/c__d/e-f--g.h:V1.0_x-y' }],
+  [
+    'r.io/a_b/c__d/e-f--g.h:V1.0_x-y',
+    { registry: 'r.io', repository: 'a_b/c__d/e-f--g.h', tag: 'V1.0_x-y', name: 'r.io/a_b/c__d/e-f--g.h:V1.0_x-y' },
+  ],
 ];
 
 for (const [input, want] of GOOD) {
@@ -60,7 +69,11 @@ for (const [input, why] of BAD) {
   test(`parseReference(${JSON.stringify(input.slice(0, 40))}) → INVALID_ARGUMENT`, () => {
     assert.throws(
       () => parseReference(input),
-      (err: unknown) => err instanceof AgentError && err.code === 'INVALID_ARGUMENT' && err.message.includes(JSON.stringify(input)) && why.test(err.message),
+      (err: unknown) =>
+        err instanceof AgentError &&
+        err.code === 'INVALID_ARGUMENT' &&
+        err.message.includes(JSON.stringify(input)) &&
+        why.test(err.message),
     );
   });
 }
@@ -70,7 +83,10 @@ test('defaultImageRef builds registry/safe(name):tag and omits a blank registry'
   assert.equal(defaultImageRef('fn', 'registry:5010/esb/', 'v2'), 'registry:5010/esb/fn:v2');
   assert.equal(defaultImageRef('fn', '', 'latest'), 'fn:latest');
   assert.equal(parseReference(defaultImageRef('fn', '', 'latest')).name, 'docker.io/library/fn:latest');
-  assert.throws(() => parseReference(defaultImageRef('***', 'r.io', 'latest')), (e: unknown) => e instanceof AgentError && e.code === 'INVALID_ARGUMENT');
+  assert.throws(
+    () => parseReference(defaultImageRef('***', 'r.io', 'latest')),
+    (e: unknown) => e instanceof AgentError && e.code === 'INVALID_ARGUMENT',
+  );
 });
 
 test('registryHostname drops the port (distribution-source label key)', () => {

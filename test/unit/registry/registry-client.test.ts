@@ -18,7 +18,8 @@ import { RegistryHosts, parseHostList } from '../../../src/registry/registry-hos
 
 /** Every host allowed and plain HTTP, unless a test narrows it. */
 const ANY = (): RegistryHosts => new RegistryHosts({ allowed: parseHostList('*'), insecure: parseHostList('*') });
-const hostsOf = (allowed: string, insecure: string): RegistryHosts => new RegistryHosts({ allowed: parseHostList(allowed), insecure: parseHostList(insecure) });
+const hostsOf = (allowed: string, insecure: string): RegistryHosts =>
+  new RegistryHosts({ allowed: parseHostList(allowed), insecure: parseHostList(insecure) });
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, body: string) => void;
 
@@ -61,13 +62,28 @@ function client(t: TestContext, auths: Record<string, unknown> = {}, hosts: Regi
   return c;
 }
 
-const MANIFEST = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config: { mediaType: MediaType.ociConfig, digest: 'sha256:' + 'c'.repeat(64), size: 2 }, layers: [] }));
+const MANIFEST = Buffer.from(
+  JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: 'sha256:' + 'c'.repeat(64), size: 2 },
+    layers: [],
+  }),
+);
 const MDIGEST = sha256Digest(MANIFEST);
 const signal = (): AbortSignal => new AbortController().signal;
-const isCode = (code: string, re?: RegExp) => (e: unknown): boolean => e instanceof AgentError && e.code === code && (re === undefined || re.test(e.message));
+const isCode =
+  (code: string, re?: RegExp) =>
+  (e: unknown): boolean =>
+    e instanceof AgentError && e.code === code && (re === undefined || re.test(e.message));
 
 function sendManifest(req: http.IncomingMessage, res: http.ServerResponse, headers: Record<string, string> = {}): void {
-  res.writeHead(200, { 'content-type': MediaType.ociManifest, 'docker-content-digest': MDIGEST, 'content-length': String(MANIFEST.length), ...headers });
+  res.writeHead(200, {
+    'content-type': MediaType.ociManifest,
+    'docker-content-digest': MDIGEST,
+    'content-length': String(MANIFEST.length),
+    ...headers,
+  });
   res.end(req.method === 'HEAD' ? undefined : MANIFEST);
 }
 
@@ -78,7 +94,10 @@ test('resolve uses HEAD only when it carries digest, length and a manifest type'
   const r = await client(t).resolve(parseReference(`${fake.host}/esb/fn:v1`), signal());
   assert.deepEqual(r.descriptor, { mediaType: MediaType.ociManifest, digest: MDIGEST, size: MANIFEST.length });
   assert.equal(r.body, undefined);
-  assert.deepEqual(fake.requests.map((q) => `${q.method} ${q.url}`), ['HEAD /v2/esb/fn/manifests/v1']);
+  assert.deepEqual(
+    fake.requests.map((q) => `${q.method} ${q.url}`),
+    ['HEAD /v2/esb/fn/manifests/v1'],
+  );
 });
 
 test('resolve falls back to GET when HEAD is refused or incomplete, and hashes the body', async (t) => {
@@ -89,7 +108,12 @@ test('resolve falls back to GET when HEAD is refused or incomplete, and hashes t
         return;
       }
       if (req.method === 'HEAD') {
-        res.writeHead(200, { 'content-type': headAnswer === 'generic-type' ? 'application/octet-stream' : MediaType.ociManifest, ...(headAnswer === 'generic-type' ? { 'docker-content-digest': MDIGEST } : {}) }).end();
+        res
+          .writeHead(200, {
+            'content-type': headAnswer === 'generic-type' ? 'application/octet-stream' : MediaType.ociManifest,
+            ...(headAnswer === 'generic-type' ? { 'docker-content-digest': MDIGEST } : {}),
+          })
+          .end();
         return;
       }
       res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(MANIFEST);
@@ -98,7 +122,10 @@ test('resolve falls back to GET when HEAD is refused or incomplete, and hashes t
     assert.equal(r.descriptor.digest, MDIGEST, headAnswer);
     assert.equal(r.descriptor.mediaType, MediaType.ociManifest, 'sniffed from the body');
     assert.deepEqual(r.body, MANIFEST);
-    assert.deepEqual(fake.requests.map((q) => q.method), ['HEAD', 'GET']);
+    assert.deepEqual(
+      fake.requests.map((q) => q.method),
+      ['HEAD', 'GET'],
+    );
   }
 });
 
@@ -107,12 +134,20 @@ test('resolve: 404 → NOT_FOUND "image <ref> not found in <registry>"', async (
     res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}');
   });
   await assert.rejects(client(t).resolve(parseReference(`${fake.host}/esb/fn:nope`), signal()), (e: unknown) => {
-    return e instanceof AgentError && e.code === 'NOT_FOUND' && e.message === `image ${fake.host}/esb/fn:nope not found in ${fake.host} (HTTP 404)`;
+    return (
+      e instanceof AgentError &&
+      e.code === 'NOT_FOUND' &&
+      e.message === `image ${fake.host}/esb/fn:nope not found in ${fake.host} (HTTP 404)`
+    );
   });
 });
 
 test('resolve: 5xx → UNAVAILABLE, 403 → PERMISSION_DENIED, 429 → UNAVAILABLE', async (t) => {
-  for (const [status, code] of [[503, 'UNAVAILABLE'], [403, 'PERMISSION_DENIED'], [429, 'UNAVAILABLE']] as const) {
+  for (const [status, code] of [
+    [503, 'UNAVAILABLE'],
+    [403, 'PERMISSION_DENIED'],
+    [429, 'UNAVAILABLE'],
+  ] as const) {
     const fake = await fakeServer(t, (_req, res) => {
       res.writeHead(status).end();
     });
@@ -139,7 +174,10 @@ test('fetchManifest verifies the digest', async (t) => {
     res.writeHead(200, { 'content-type': MediaType.ociManifest }).end(Buffer.from(MANIFEST.toString().replace('"layers"', '"layers" ')));
   });
   const desc = { mediaType: MediaType.ociManifest, digest: MDIGEST, size: MANIFEST.length + 1 };
-  await assert.rejects(client(t).fetchManifest(parseReference(`${fake.host}/esb/fn:v1`), desc, signal()), isCode('FAILED_PRECONDITION', /digest mismatch/));
+  await assert.rejects(
+    client(t).fetchManifest(parseReference(`${fake.host}/esb/fn:v1`), desc, signal()),
+    isCode('FAILED_PRECONDITION', /digest mismatch/),
+  );
 });
 
 test('connection refused → UNAVAILABLE naming the registry and the cause', async (t) => {
@@ -147,8 +185,15 @@ test('connection refused → UNAVAILABLE naming the registry and the cause', asy
   const dead = http.createServer();
   await new Promise<void>((resolve) => dead.listen(0, '127.0.0.1', resolve));
   const deadHost = `127.0.0.1:${(dead.address() as AddressInfo).port}`;
-  await new Promise<void>((resolve) => dead.close(() => { resolve(); }));
-  await assert.rejects(client(t).resolve(parseReference(`${deadHost}/esb/fn:v1`), signal()), isCode('UNAVAILABLE', new RegExp(`${deadHost}.*ECONNREFUSED`)));
+  await new Promise<void>((resolve) =>
+    dead.close(() => {
+      resolve();
+    }),
+  );
+  await assert.rejects(
+    client(t).resolve(parseReference(`${deadHost}/esb/fn:v1`), signal()),
+    isCode('UNAVAILABLE', new RegExp(`${deadHost}.*ECONNREFUSED`)),
+  );
 });
 
 test('abort while the registry stalls → CANCELLED at once', async (t) => {
@@ -157,7 +202,9 @@ test('abort while the registry stalls → CANCELLED at once', async (t) => {
   });
   const ac = new AbortController();
   const p = client(t).resolve(parseReference(`${fake.host}/esb/fn:v1`), ac.signal);
-  setTimeout(() => { ac.abort(); }, 50);
+  setTimeout(() => {
+    ac.abort();
+  }, 50);
   const t0 = Date.now();
   await assert.rejects(p, isCode('CANCELLED'));
   assert.ok(Date.now() - t0 < 2000);
@@ -175,7 +222,9 @@ test('Bearer: token fetched (POST password grant) with config.json credentials, 
       return;
     }
     if (req.headers.authorization !== 'Bearer GOOD') {
-      res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${fake.host}/token",service="fake",scope="repository:esb/fn:pull"` }).end();
+      res
+        .writeHead(401, { 'www-authenticate': `Bearer realm="http://${fake.host}/token",service="fake",scope="repository:esb/fn:pull"` })
+        .end();
       return;
     }
     sendManifest(req, res);
@@ -185,12 +234,15 @@ test('Bearer: token fetched (POST password grant) with config.json credentials, 
   await c.resolve(ref, signal());
   await c.resolve(ref, signal());
   assert.equal(tokenCalls, 1, 'token cached for the scope');
-  assert.deepEqual(fake.requests.map((q) => `${q.method} ${q.url.split('?')[0]} ${q.auth ?? '-'}`), [
-    'HEAD /v2/esb/fn/manifests/v1 -',
-    'POST /token -',
-    'HEAD /v2/esb/fn/manifests/v1 Bearer GOOD',
-    'HEAD /v2/esb/fn/manifests/v1 Bearer GOOD',
-  ]);
+  assert.deepEqual(
+    fake.requests.map((q) => `${q.method} ${q.url.split('?')[0]} ${q.auth ?? '-'}`),
+    [
+      'HEAD /v2/esb/fn/manifests/v1 -',
+      'POST /token -',
+      'HEAD /v2/esb/fn/manifests/v1 Bearer GOOD',
+      'HEAD /v2/esb/fn/manifests/v1 Bearer GOOD',
+    ],
+  );
 });
 
 test('Bearer: a 401 after a fresh token → PERMISSION_DENIED, no loop', async (t) => {
@@ -201,8 +253,14 @@ test('Bearer: a 401 after a fresh token → PERMISSION_DENIED, no loop', async (
     }
     res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${fake.host}/token",service="fake",error="insufficient_scope"` }).end();
   });
-  await assert.rejects(client(t).resolve(parseReference(`${fake.host}/esb/fn:v1`), signal()), isCode('PERMISSION_DENIED', /insufficient_scope/));
-  assert.deepEqual(fake.requests.map((q) => q.method), ['HEAD', 'GET', 'HEAD']);
+  await assert.rejects(
+    client(t).resolve(parseReference(`${fake.host}/esb/fn:v1`), signal()),
+    isCode('PERMISSION_DENIED', /insufficient_scope/),
+  );
+  assert.deepEqual(
+    fake.requests.map((q) => q.method),
+    ['HEAD', 'GET', 'HEAD'],
+  );
 });
 
 test('Basic: no credentials → PERMISSION_DENIED; with credentials → Basic header', async (t) => {
@@ -217,7 +275,10 @@ test('Basic: no credentials → PERMISSION_DENIED; with credentials → Basic he
   const ref = parseReference(`${fake.host}/esb/fn:v1`);
   await assert.rejects(client(t).resolve(ref, signal()), isCode('PERMISSION_DENIED', /no credentials/));
   await client(t, { [`http://${fake.host}`]: { username: 'u', password: 'p' } }).resolve(ref, signal());
-  await assert.rejects(client(t, { [fake.host]: { username: 'u', password: 'wrong' } }).resolve(ref, signal()), isCode('PERMISSION_DENIED'));
+  await assert.rejects(
+    client(t, { [fake.host]: { username: 'u', password: 'wrong' } }).resolve(ref, signal()),
+    isCode('PERMISSION_DENIED'),
+  );
 });
 
 test('openBlob: Range honoured (206) resumes; ignored (200) restarts at 0; redirects drop credentials off-origin', async (t) => {
@@ -272,7 +333,10 @@ test('baseUrl: plain HTTP only for hosts in the insecure list (loopback included
 });
 
 test('an unreadable CA file fails construction with FAILED_PRECONDITION', () => {
-  assert.throws(() => new RegistryClient({ hosts: ANY(), caFile: '/nonexistent/ca.pem', dockerConfigDir: '/x' }), isCode('FAILED_PRECONDITION', /CONTAINER_REGISTRY_CA_FILE/));
+  assert.throws(
+    () => new RegistryClient({ hosts: ANY(), caFile: '/nonexistent/ca.pem', dockerConfigDir: '/x' }),
+    isCode('FAILED_PRECONDITION', /CONTAINER_REGISTRY_CA_FILE/),
+  );
 });
 
 test('a registry outside the allowlist → INVALID_ARGUMENT naming it and the variable; nothing is sent', async (t) => {
@@ -280,7 +344,10 @@ test('a registry outside the allowlist → INVALID_ARGUMENT naming it and the va
     sendManifest(req, res);
   });
   const c = client(t, {}, hostsOf('registry:5010', '*'));
-  await assert.rejects(c.resolve(parseReference(`${fake.host}/esb/fn:v1`), signal()), isCode('INVALID_ARGUMENT', new RegExp(`${fake.host}.*AGENT_ALLOWED_REGISTRIES`)));
+  await assert.rejects(
+    c.resolve(parseReference(`${fake.host}/esb/fn:v1`), signal()),
+    isCode('INVALID_ARGUMENT', new RegExp(`${fake.host}.*AGENT_ALLOWED_REGISTRIES`)),
+  );
   assert.equal(fake.requests.length, 0);
 });
 
@@ -295,7 +362,10 @@ test('a redirect to a loopback host outside the allowlist is refused before any 
   const desc = { mediaType: MediaType.ociLayerGzip, digest: sha256Digest(blob), size: blob.length };
   const ref = parseReference(`${fake.host}/esb/fn:v1`);
   const narrow = client(t, {}, hostsOf(fake.host, '*'));
-  await assert.rejects(narrow.openBlob(ref, desc, 0, signal()), isCode('FAILED_PRECONDITION', /redirect.*loopback, link-local or host-local/));
+  await assert.rejects(
+    narrow.openBlob(ref, desc, 0, signal()),
+    isCode('FAILED_PRECONDITION', /redirect.*loopback, link-local or host-local/),
+  );
   assert.equal(storage.requests.length, 0);
   const wide = client(t, {}, hostsOf(`${fake.host},${storage.host}`, '*'));
   const s = await wide.openBlob(ref, desc, 0, signal());
@@ -314,7 +384,10 @@ test('credentials never go to a plain-http realm on another port; an anonymous r
   });
   const ref = parseReference(`${fake.host}/esb/fn:v1`);
   const withCreds = client(t, { [fake.host]: { username: 'alice', password: 'pw' } }, hostsOf(`${fake.host},${realm.host}`, fake.host));
-  await assert.rejects(withCreds.resolve(ref, signal()), (e: unknown) => isCode('PERMISSION_DENIED', /plain-http realm/)(e) && !(e as Error).message.includes('alice'));
+  await assert.rejects(
+    withCreds.resolve(ref, signal()),
+    (e: unknown) => isCode('PERMISSION_DENIED', /plain-http realm/)(e) && !(e as Error).message.includes('alice'),
+  );
   assert.equal(realm.requests.length, 0, 'the realm saw nothing');
   const anonymous = client(t, {}, hostsOf(fake.host, fake.host));
   await assert.rejects(anonymous.resolve(ref, signal()), isCode('FAILED_PRECONDITION', /token realm/));
@@ -332,7 +405,11 @@ test('credentials go to a plain-http realm on the registry host when that realm 
     }
     sendManifest(req, res);
   });
-  const c = client(t, { [fake.host]: { username: 'alice', password: 'pw' } }, hostsOf(`${fake.host},${realm.host}`, `${fake.host},${realm.host}`));
+  const c = client(
+    t,
+    { [fake.host]: { username: 'alice', password: 'pw' } },
+    hostsOf(`${fake.host},${realm.host}`, `${fake.host},${realm.host}`),
+  );
   await c.resolve(parseReference(`${fake.host}/esb/fn:v1`), signal());
   assert.equal(realm.requests[0]?.method, 'POST');
 });
@@ -340,13 +417,29 @@ test('credentials go to a plain-http realm on the registry host when that realm 
 test('registry error bodies never reach the message: status and known spec codes only', async (t) => {
   const fake = await fakeServer(t, (req, res) => {
     if (req.url?.includes('json')) {
-      res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ errors: [{ code: 'DENIED', message: 'SECRET-1 token=abc123' }, { code: 'EVIL SECRET-2', message: 'x' }] }));
+      res.writeHead(403, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          errors: [
+            { code: 'DENIED', message: 'SECRET-1 token=abc123' },
+            { code: 'EVIL SECRET-2', message: 'x' },
+          ],
+        }),
+      );
     } else res.writeHead(500).end('INTERNAL-ADMIN-PAGE token=abc123');
   });
   const c = client(t);
-  const check = (code: string, re: RegExp) => (e: unknown): boolean => isCode(code, re)(e) && !/abc123|SECRET|ADMIN/.test((e as Error).message);
-  await assert.rejects(c.fetchManifest(parseReference(`${fake.host}/esb/fn:v1`), { mediaType: MediaType.ociManifest, digest: MDIGEST, size: 1 }, signal()), check('UNAVAILABLE', /HTTP 500/));
-  await assert.rejects(c.fetchManifest(parseReference(`${fake.host}/esb/json:v1`), { mediaType: MediaType.ociManifest, digest: MDIGEST, size: 1 }, signal()), check('PERMISSION_DENIED', /HTTP 403 DENIED\)/));
+  const check =
+    (code: string, re: RegExp) =>
+    (e: unknown): boolean =>
+      isCode(code, re)(e) && !/abc123|SECRET|ADMIN/.test((e as Error).message);
+  await assert.rejects(
+    c.fetchManifest(parseReference(`${fake.host}/esb/fn:v1`), { mediaType: MediaType.ociManifest, digest: MDIGEST, size: 1 }, signal()),
+    check('UNAVAILABLE', /HTTP 500/),
+  );
+  await assert.rejects(
+    c.fetchManifest(parseReference(`${fake.host}/esb/json:v1`), { mediaType: MediaType.ociManifest, digest: MDIGEST, size: 1 }, signal()),
+    check('PERMISSION_DENIED', /HTTP 403 DENIED\)/),
+  );
 });
 
 test('a registry not in the insecure list is spoken to over TLS only: a plain listener sees a ClientHello, never a request', async (t) => {
@@ -357,7 +450,14 @@ test('a registry not in the insecure list is spoken to over TLS only: a plain li
       sock.destroy();
     });
   });
-  t.after(() => new Promise<void>((resolve) => srv.close(() => { resolve(); })));
+  t.after(
+    () =>
+      new Promise<void>((resolve) =>
+        srv.close(() => {
+          resolve();
+        }),
+      ),
+  );
   await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
   const host = `127.0.0.1:${(srv.address() as AddressInfo).port}`;
   const c = client(t, {}, hostsOf(host, ''));

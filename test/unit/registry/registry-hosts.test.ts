@@ -7,7 +7,14 @@ import { test } from 'node:test';
 import { AgentError } from '../../../src/errors.js';
 import { assertNotLocal, isLocalAddress } from '../../../src/registry/local-addresses.js';
 import { LruMap } from '../../../src/registry/lru-map.js';
-import { RegistryHosts, defaultRegistryHost, matchesHost, parseHostList, parseHostPattern, splitHost } from '../../../src/registry/registry-hosts.js';
+import {
+  RegistryHosts,
+  defaultRegistryHost,
+  matchesHost,
+  parseHostList,
+  parseHostPattern,
+  splitHost,
+} from '../../../src/registry/registry-hosts.js';
 
 test('exact patterns: a port must match; no port matches only the portless host; case-insensitive', () => {
   const p = parseHostList('Registry:5010, reg.example.com');
@@ -36,7 +43,8 @@ test('suffix patterns match sub-domains only; * matches anything', () => {
 test('docker.io, index.docker.io and registry-1.docker.io are one registry', () => {
   for (const listed of ['docker.io', 'index.docker.io', 'registry-1.docker.io']) {
     const p = parseHostList(listed);
-    for (const host of ['docker.io', 'index.docker.io', 'registry-1.docker.io']) assert.equal(matchesHost(p, host), true, `${listed} allows ${host}`);
+    for (const host of ['docker.io', 'index.docker.io', 'registry-1.docker.io'])
+      assert.equal(matchesHost(p, host), true, `${listed} allows ${host}`);
     assert.equal(matchesHost(p, 'auth.docker.io'), false);
   }
 });
@@ -45,7 +53,8 @@ test('IPv6 literals and bad patterns', () => {
   assert.equal(matchesHost(parseHostList('[::1]:5000'), '[::1]:5000'), true);
   assert.deepEqual(splitHost('[::1]:5000'), { hostname: '[::1]', port: '5000' });
   assert.deepEqual(splitHost('Host'), { hostname: 'host', port: undefined });
-  for (const bad of ['http://reg', 'reg/path', 'reg:0', 'reg:70000', '*.', '*.[::1]', 'a b', '**']) assert.throws(() => parseHostPattern(bad), /expected|port/, bad);
+  for (const bad of ['http://reg', 'reg/path', 'reg:0', 'reg:70000', '*.', '*.[::1]', 'a b', '**'])
+    assert.throws(() => parseHostPattern(bad), /expected|port/, bad);
   assert.deepEqual(parseHostList(' , a ,'), [{ kind: 'exact', hostname: 'a', port: undefined }]);
 });
 
@@ -58,24 +67,44 @@ test('RegistryHosts.assertAllowed: INVALID_ARGUMENT naming the registry and the 
   const h = new RegistryHosts({ allowed: parseHostList('registry:5010'), insecure: [] });
   h.assertAllowed('registry:5010', 'registry:5010/esb/fn:v1');
   assert.throws(
-    () => { h.assertAllowed('127.0.0.1:6379', '127.0.0.1:6379/x:v1'); },
-    (e: unknown) => e instanceof AgentError && e.code === 'INVALID_ARGUMENT' && /127\.0\.0\.1:6379.*AGENT_ALLOWED_REGISTRIES/.test(e.message),
+    () => {
+      h.assertAllowed('127.0.0.1:6379', '127.0.0.1:6379/x:v1');
+    },
+    (e: unknown) =>
+      e instanceof AgentError && e.code === 'INVALID_ARGUMENT' && /127\.0\.0\.1:6379.*AGENT_ALLOWED_REGISTRIES/.test(e.message),
   );
   assert.equal(h.isInsecure('registry:5010'), false);
 });
 
-test('local addresses: loopback, link-local, unspecified, mapped IPv4 and the host\'s own; public ones are not', async () => {
-  for (const ip of ['127.0.0.1', '127.9.9.9', '169.254.169.254', '0.0.0.0', '::1', '[::1]', 'fe80::1', '::', '::ffff:127.0.0.1', '::ffff:169.254.169.254']) {
+test("local addresses: loopback, link-local, unspecified, mapped IPv4 and the host's own; public ones are not", async () => {
+  for (const ip of [
+    '127.0.0.1',
+    '127.9.9.9',
+    '169.254.169.254',
+    '0.0.0.0',
+    '::1',
+    '[::1]',
+    'fe80::1',
+    '::',
+    '::ffff:127.0.0.1',
+    '::ffff:169.254.169.254',
+  ]) {
     assert.equal(isLocalAddress(ip), true, ip);
   }
   for (const ip of ['93.184.216.34', '2606:4700::1111', '8.8.8.8']) assert.equal(isLocalAddress(ip), false, ip);
   assert.equal(isLocalAddress('not-an-ip'), false);
   // Literals are checked without any lookup.
-  await assert.rejects(assertNotLocal('127.0.0.1', 'redirect'), (e: unknown) => e instanceof AgentError && e.code === 'FAILED_PRECONDITION');
+  await assert.rejects(
+    assertNotLocal('127.0.0.1', 'redirect'),
+    (e: unknown) => e instanceof AgentError && e.code === 'FAILED_PRECONDITION',
+  );
   await assert.rejects(assertNotLocal('[::1]', 'redirect'), (e: unknown) => e instanceof AgentError && e.code === 'FAILED_PRECONDITION');
   await assertNotLocal('93.184.216.34', 'redirect');
   // `localhost` resolves (from /etc/hosts) to loopback.
-  await assert.rejects(assertNotLocal('localhost', 'redirect'), (e: unknown) => e instanceof AgentError && e.code === 'FAILED_PRECONDITION');
+  await assert.rejects(
+    assertNotLocal('localhost', 'redirect'),
+    (e: unknown) => e instanceof AgentError && e.code === 'FAILED_PRECONDITION',
+  );
 });
 
 test('LruMap keeps at most max entries, evicting the least recently used; prune drops stale ones', () => {

@@ -4,16 +4,27 @@ import { Admission } from '../../../src/runtime/admission.js';
 import { defaultMaxTotalMemoryMb } from '../../../src/config/config.js';
 import type { WorkerStatus } from '../../../src/runtime/runtime.js';
 
-interface W { status: WorkerStatus; memoryMb: number }
+interface W {
+  status: WorkerStatus;
+  memoryMb: number;
+}
 
 test('reservations count until released; the table counts workers, stopped ones hold no memory', () => {
   const table: W[] = [];
   const refused: string[] = [];
-  const a = new Admission({ maxWorkers: 3, maxTotalMemoryMb: 512 }, () => table, (l) => refused.push(l));
+  const a = new Admission(
+    { maxWorkers: 3, maxTotalMemoryMb: 512 },
+    () => table,
+    (l) => refused.push(l),
+  );
   const r1 = a.reserve(256);
   const r2 = a.reserve(128);
   assert.deepEqual(a.usage(), { workers: 2, memoryMb: 384 });
-  assert.throws(() => a.reserve(256), (e: Error & { code?: string }) => e.code === 'RESOURCE_EXHAUSTED' && e.message.includes('AGENT_MAX_TOTAL_MEMORY_MB=512') && e.message.includes('640 MiB'));
+  assert.throws(
+    () => a.reserve(256),
+    (e: Error & { code?: string }) =>
+      e.code === 'RESOURCE_EXHAUSTED' && e.message.includes('AGENT_MAX_TOTAL_MEMORY_MB=512') && e.message.includes('640 MiB'),
+  );
   assert.deepEqual(refused, ['memory']);
   // r1's worker enters the table: the reservation hands over, nothing is counted twice.
   table.push({ status: 'UNKNOWN', memoryMb: 256 });
@@ -21,7 +32,10 @@ test('reservations count until released; the table counts workers, stopped ones 
   r1.release(); // idempotent
   assert.deepEqual(a.usage(), { workers: 2, memoryMb: 384 });
   const r3 = a.reserve(128);
-  assert.throws(() => a.reserve(16), (e: Error & { code?: string }) => e.code === 'RESOURCE_EXHAUSTED' && e.message.includes('AGENT_MAX_WORKERS=3'));
+  assert.throws(
+    () => a.reserve(16),
+    (e: Error & { code?: string }) => e.code === 'RESOURCE_EXHAUSTED' && e.message.includes('AGENT_MAX_WORKERS=3'),
+  );
   assert.deepEqual(refused, ['memory', 'workers']);
   r2.release();
   r3.release();

@@ -21,7 +21,7 @@ test('runc options: nothing by default; SystemdCgroup and BinaryName encoded as 
   t.after(() => {
     c.close();
   });
-  assert.equal(runcOptions(c, { cgroupDriver: 'cgroupfs', runcBinary: undefined }), undefined, 'the shim\'s defaults: send nothing');
+  assert.equal(runcOptions(c, { cgroupDriver: 'cgroupfs', runcBinary: undefined }), undefined, "the shim's defaults: send nothing");
   const both = runcOptions(c, { cgroupDriver: 'systemd', runcBinary: '/usr/bin/crun' });
   assert.ok(both);
   assert.equal(both.type_url, 'containerd.runc.v1.Options');

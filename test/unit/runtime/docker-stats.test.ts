@@ -22,7 +22,10 @@ import type { DockerContainerSummary } from '../../../src/runtime/docker/contain
 
 const fixture = (name: string): unknown => JSON.parse(readFileSync(path.join(import.meta.dirname, '../../fixtures/docker', name), 'utf8'));
 const oomKilled = fixture('inspect-v1-oomkilled.json') as DockerInspect;
-const running: DockerInspect = { ...oomKilled, State: { ...oomKilled.State, Status: 'running', Running: true, OOMKilled: false, ExitCode: 0, FinishedAt: '0001-01-01T00:00:00Z' } };
+const running: DockerInspect = {
+  ...oomKilled,
+  State: { ...oomKilled.State, Status: 'running', Running: true, OOMKilled: false, ExitCode: 0, FinishedAt: '0001-01-01T00:00:00Z' },
+};
 
 test('cgroup v1 stats (recorded): working set = usage − total_inactive_file, limit, CPU ns', () => {
   const s = fixture('stats-v1-running.json') as DockerStats;
@@ -50,7 +53,7 @@ test('no memory limit → memory_max 0, not the host memory dockerd reports as l
   assert.equal(m.memoryMaxBytes, 0n);
 });
 
-test('OOM kills: the larger of the events counted and inspect\'s OOMKilled; a stopped worker reads STOPPED with its exit', () => {
+test("OOM kills: the larger of the events counted and inspect's OOMKilled; a stopped worker reads STOPPED with its exit", () => {
   const m = stoppedMetrics(oomKilled, 0, 99);
   assert.equal(m.state, 'STOPPED');
   assert.equal(m.oomEvents, 1n);

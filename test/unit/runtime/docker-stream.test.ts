@@ -16,7 +16,13 @@ async function collect(chunks: (string | Buffer)[]): Promise<unknown[]> {
 
 test('JSON lines split across chunks, CRLF, blank lines, a multi-byte character cut in two, and a last line without newline', async () => {
   const euro = Buffer.from('{"status":"€"}\n');
-  const msgs = await collect(['{"status":"Pulling from esb-test/worker","id":"v1"}\r\n{"stat', 'us":"Pulling fs layer","id":"85248fd5299d"}\n\n', euro.subarray(0, 12), euro.subarray(12), '{"status":"Digest: sha256:55b5"}']);
+  const msgs = await collect([
+    '{"status":"Pulling from esb-test/worker","id":"v1"}\r\n{"stat',
+    'us":"Pulling fs layer","id":"85248fd5299d"}\n\n',
+    euro.subarray(0, 12),
+    euro.subarray(12),
+    '{"status":"Digest: sha256:55b5"}',
+  ]);
   assert.deepEqual(msgs.map(progressStatus), ['Pulling from esb-test/worker', 'Pulling fs layer', '€', 'Digest: sha256:55b5']);
 });
 
@@ -25,7 +31,10 @@ test('a line that is not JSON is kept as raw text, not dropped', async () => {
 });
 
 test('progress error lines: errorDetail.message first, then error; progress lines are no errors', () => {
-  assert.equal(progressError({ errorDetail: { message: 'manifest unknown: manifest unknown' }, error: 'manifest unknown' }), 'manifest unknown: manifest unknown');
+  assert.equal(
+    progressError({ errorDetail: { message: 'manifest unknown: manifest unknown' }, error: 'manifest unknown' }),
+    'manifest unknown: manifest unknown',
+  );
   assert.equal(progressError({ error: 'unauthorized: authentication required' }), 'unauthorized: authentication required');
   assert.equal(progressError({ status: 'Downloading', progressDetail: { current: 36445, total: 1109302 }, id: '85248fd5299d' }), undefined);
   assert.equal(progressError({ errorDetail: null, error: '' }), undefined);
@@ -33,7 +42,16 @@ test('progress error lines: errorDetail.message first, then error; progress line
 });
 
 test('events: die carries the exit code and time, oom/start/destroy the name; other types and actions are ignored', () => {
-  const die = { status: 'die', id: '74e332f0e38b', from: '127.0.0.1:34797/esb-test/worker:v1', Type: 'container', Action: 'die', Actor: { ID: '74e332f0e38b', Attributes: { exitCode: '137', name: 'esb-exp-fn-12345678' } }, scope: 'local', time: 1795604195 };
+  const die = {
+    status: 'die',
+    id: '74e332f0e38b',
+    from: '127.0.0.1:34797/esb-test/worker:v1',
+    Type: 'container',
+    Action: 'die',
+    Actor: { ID: '74e332f0e38b', Attributes: { exitCode: '137', name: 'esb-exp-fn-12345678' } },
+    scope: 'local',
+    time: 1795604195,
+  };
   assert.deepEqual(decodeDockerEvent(die), { kind: 'die', name: 'esb-exp-fn-12345678', exitCode: 137, time: 1795604195 });
   const oom = { ...die, status: 'oom', Action: 'oom', Actor: { ID: '74e332f0e38b', Attributes: { name: 'esb-exp-fn-12345678' } } };
   assert.deepEqual(decodeDockerEvent(oom), { kind: 'oom', name: 'esb-exp-fn-12345678' });

@@ -47,7 +47,10 @@ test('IdleSweeper: a failing destroy is logged, not counted, and the others stil
   const s = new IdleSweeper({ runtime: rt, ttlSeconds: 10, log: captureLogger(logs), metrics });
   assert.deepEqual(await s.sweep(100), ['b']);
   assert.equal(await counter(metrics, 'esb_agent_idle_destroyed_total'), 1);
-  assert.match(String(logs.find('could not destroy an idle worker; retried at the next sweep', { id: 'a' })[0]?.['err']), /containerd is down/);
+  assert.match(
+    String(logs.find('could not destroy an idle worker; retried at the next sweep', { id: 'a' })[0]?.['err']),
+    /containerd is down/,
+  );
 });
 
 test('IdleSweeper: off at TTL 0, interval is TTL/2 capped to [1 s, 30 s], timer sweeps and stop() waits', async () => {
@@ -74,7 +77,10 @@ test('LastUsedFile: saves only on change, atomically, and loads back; a missing 
   const dir = await mkdtemp(path.join(os.tmpdir(), 'esb-lastused-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const logs = new LogCapture();
-  let times = new Map([['w1', 100], ['w2', 200]]);
+  let times = new Map([
+    ['w1', 100],
+    ['w2', 200],
+  ]);
   const f = new LastUsedFile(dir, captureLogger(logs), () => times);
   assert.deepEqual(await f.load(), new Map());
   await f.flush();

@@ -95,8 +95,12 @@ test('readImageFile: reads inside the root only; never opens a FIFO; bounded siz
 });
 
 test('readonlyMounts: overlay upper becomes the top lower dir, work dir dropped; others get ro; all nodev,nosuid,noexec', () => {
-  const overlay = readonlyMounts([{ type: 'overlay', source: 'overlay', options: ['index=off', 'workdir=/s/2/work', 'upperdir=/s/2/fs', 'lowerdir=/s/1/fs:/s/0/fs'] }]);
-  assert.deepEqual(overlay, [{ type: 'overlay', source: 'overlay', options: ['index=off', 'lowerdir=/s/2/fs:/s/1/fs:/s/0/fs', 'ro', 'nodev', 'nosuid', 'noexec'] }]);
+  const overlay = readonlyMounts([
+    { type: 'overlay', source: 'overlay', options: ['index=off', 'workdir=/s/2/work', 'upperdir=/s/2/fs', 'lowerdir=/s/1/fs:/s/0/fs'] },
+  ]);
+  assert.deepEqual(overlay, [
+    { type: 'overlay', source: 'overlay', options: ['index=off', 'lowerdir=/s/2/fs:/s/1/fs:/s/0/fs', 'ro', 'nodev', 'nosuid', 'noexec'] },
+  ]);
   const bind = readonlyMounts([{ type: 'bind', source: '/s/3/fs', options: ['rbind', 'rw'] }]);
   assert.deepEqual(bind, [{ type: 'bind', source: '/s/3/fs', options: ['ro', 'nodev', 'nosuid', 'noexec'] }]);
   assert.deepEqual(mountArgs(bind[0]!, '/t').args, ['--bind', '-o', 'ro,nodev,nosuid,noexec', '--', '/s/3/fs', '/t']);

@@ -3,7 +3,15 @@ import { test } from 'node:test';
 import { DEFAULT_PATH, buildWorkerSpec, defaultSpec, withEnv, withImageConfig } from '../../../src/runtime/containerd/spec/spec.js';
 import { DENIED_SYSCALLS, defaultSeccompProfile } from '../../../src/worker/seccomp.js';
 import { numericUser, resolveUser, safeUserText } from '../../../src/runtime/containerd/spec/users.js';
-import { DEFAULT_CAPABILITIES, DROPPED_CAPABILITIES, cpuSharesForMemory, cpuWeightForShares, memoryMbFor, WORKER_NOFILE, WORKER_PIDS_LIMIT } from '../../../src/worker/limits.js';
+import {
+  DEFAULT_CAPABILITIES,
+  DROPPED_CAPABILITIES,
+  cpuSharesForMemory,
+  cpuWeightForShares,
+  memoryMbFor,
+  WORKER_NOFILE,
+  WORKER_PIDS_LIMIT,
+} from '../../../src/worker/limits.js';
 
 const base = {
   namespace: 'esb',
@@ -32,7 +40,10 @@ test('defaultSpec matches containerd client defaults', () => {
   assert.equal(s.process.noNewPrivileges, true);
   assert.deepEqual(s.process.rlimits, [{ type: 'RLIMIT_NOFILE', hard: WORKER_NOFILE, soft: WORKER_NOFILE }]);
   assert.equal(s.linux.cgroupsPath, '/ns/id1');
-  assert.deepEqual(s.linux.namespaces.map((n) => n.type), ['pid', 'ipc', 'uts', 'mount', 'network']);
+  assert.deepEqual(
+    s.linux.namespaces.map((n) => n.type),
+    ['pid', 'ipc', 'uts', 'mount', 'network'],
+  );
   assert.ok(s.linux.maskedPaths.includes('/proc/kcore'));
   assert.ok(s.linux.readonlyPaths.includes('/proc/sys'));
   assert.equal(s.mounts.length, 7);
@@ -50,13 +61,25 @@ test('hardening (issue 6 §5): every worker spec masks and write-protects /proc,
     assert.ok(!DEFAULT_CAPABILITIES.includes('CAP_SYS_ADMIN') && !DEFAULT_CAPABILITIES.includes('CAP_NET_ADMIN'));
     assert.equal(s.linux.seccomp?.defaultAction, 'SCMP_ACT_ERRNO');
     assert.deepEqual([...s.linux.maskedPaths].sort(), [
-      '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/sched_debug', '/proc/scsi',
-      '/proc/timer_list', '/proc/timer_stats', '/sys/devices/virtual/powercap', '/sys/firmware',
+      '/proc/acpi',
+      '/proc/asound',
+      '/proc/kcore',
+      '/proc/keys',
+      '/proc/latency_stats',
+      '/proc/sched_debug',
+      '/proc/scsi',
+      '/proc/timer_list',
+      '/proc/timer_stats',
+      '/sys/devices/virtual/powercap',
+      '/sys/firmware',
     ]);
     assert.deepEqual([...s.linux.readonlyPaths].sort(), ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger']);
     // Own namespaces for everything but the user namespace; the network one is the worker's netns.
     assert.deepEqual(s.linux.namespaces.map((n) => n.type).sort(), ['ipc', 'mount', 'network', 'pid', 'uts']);
-    assert.ok(s.linux.namespaces.every((n) => n.type === 'network' ? n.path === base.netnsPath : n.path === undefined), 'no host namespace joined');
+    assert.ok(
+      s.linux.namespaces.every((n) => (n.type === 'network' ? n.path === base.netnsPath : n.path === undefined)),
+      'no host namespace joined',
+    );
     assert.ok(s.mounts.find((m) => m.destination === '/sys')?.options.includes('ro'), '/sys is read-only');
   }
 });
@@ -69,11 +92,17 @@ test('buildWorkerSpec: image config, then request env wins, limits, netns, files
   assert.equal(s.linux.resources.memory?.limit, 256 * 1024 * 1024);
   assert.equal(s.linux.resources.pids?.limit, WORKER_PIDS_LIMIT);
   assert.ok((s.linux.resources.cpu?.shares ?? 0) >= 2);
-  assert.deepEqual(s.linux.namespaces.find((n) => n.type === 'network'), { type: 'network', path: base.netnsPath });
-  assert.deepEqual(s.mounts.filter((m) => m.type === 'bind').map((m) => [m.destination, m.source, m.options.join(',')]), [
-    ['/etc/resolv.conf', '/s/resolv.conf', 'rbind,ro'],
-    ['/etc/hosts', '/s/hosts', 'rbind,ro'],
-  ]);
+  assert.deepEqual(
+    s.linux.namespaces.find((n) => n.type === 'network'),
+    { type: 'network', path: base.netnsPath },
+  );
+  assert.deepEqual(
+    s.mounts.filter((m) => m.type === 'bind').map((m) => [m.destination, m.source, m.options.join(',')]),
+    [
+      ['/etc/resolv.conf', '/s/resolv.conf', 'rbind,ro'],
+      ['/etc/hosts', '/s/hosts', 'rbind,ro'],
+    ],
+  );
   assert.equal(s.linux.seccomp?.defaultAction, 'SCMP_ACT_ERRNO');
   assert.ok(s.linux.seccomp.syscalls[0]?.names.includes('read'));
   assert.equal(s.hostname, base.hostname);
@@ -112,9 +141,12 @@ test('image without Env gets the default PATH; empty args are refused', () => {
   const s = defaultSpec('n', 'i');
   withImageConfig({ Cmd: ['/bin/sh'] }, { uid: 0, gid: 0 })(s);
   assert.deepEqual(s.process.env, [DEFAULT_PATH]);
-  assert.throws(() => {
-    withImageConfig({}, { uid: 0, gid: 0 })(defaultSpec('n', 'i'));
-  }, { code: 'INVALID_ARGUMENT' });
+  assert.throws(
+    () => {
+      withImageConfig({}, { uid: 0, gid: 0 })(defaultSpec('n', 'i'));
+    },
+    { code: 'INVALID_ARGUMENT' },
+  );
 });
 
 test('withEnv replaces by key and appends new keys', () => {
@@ -133,7 +165,10 @@ test('seccomp: clone namespace mask and clone3 ENOSYS without CAP_SYS_ADMIN', ()
   assert.equal(arg.op, 'SCMP_CMP_MASKED_EQ');
   assert.equal(arg.value, 0x7e020000);
   assert.equal(p.syscalls.find((r) => r.names[0] === 'clone3')?.errnoRet, 38);
-  assert.ok(p.syscalls.some((r) => r.names.includes('chroot')), 'CAP_SYS_CHROOT unlocks chroot');
+  assert.ok(
+    p.syscalls.some((r) => r.names.includes('chroot')),
+    'CAP_SYS_CHROOT unlocks chroot',
+  );
   assert.ok(!p.syscalls.some((r) => r.names.includes('mount')), 'mount needs CAP_SYS_ADMIN');
   assert.ok(p.syscalls[0]!.names.length > 300);
 });
@@ -186,10 +221,16 @@ test('resolveUser: names, uids and groups from the account files, containerd rul
   assert.deepEqual(resolveUser('app:extra', files, img), { uid: 1001, gid: 2000, additionalGids: [2000] });
   assert.deepEqual(resolveUser('app:77', files, img), { uid: 1001, gid: 77, additionalGids: [77, 2000] });
   assert.deepEqual(resolveUser('55:extra', files, img), { uid: 55, gid: 2000, additionalGids: [2000] });
-  assert.throws(() => resolveUser('ghost', files, img), { code: 'INVALID_ARGUMENT', message: /registry\.test\/fn:v1.*"ghost".*not in the image's \/etc\/passwd/ });
+  assert.throws(() => resolveUser('ghost', files, img), {
+    code: 'INVALID_ARGUMENT',
+    message: /registry\.test\/fn:v1.*"ghost".*not in the image's \/etc\/passwd/,
+  });
   assert.throws(() => resolveUser('app:ghosts', files, img), { code: 'INVALID_ARGUMENT', message: /not in the image's \/etc\/group/ });
   assert.throws(() => resolveUser('bad', files, img), { code: 'INVALID_ARGUMENT' }, 'an entry with a non-numeric uid does not count');
-  assert.throws(() => resolveUser('app', { passwd: undefined, group: undefined }, img), { code: 'INVALID_ARGUMENT', message: /needs the image's \/etc\/passwd, and there is none/ });
+  assert.throws(() => resolveUser('app', { passwd: undefined, group: undefined }, img), {
+    code: 'INVALID_ARGUMENT',
+    message: /needs the image's \/etc\/passwd, and there is none/,
+  });
   assert.throws(() => resolveUser(':0', files, img), { code: 'INVALID_ARGUMENT' });
   assert.throws(() => resolveUser('99999999999', files, img), { code: 'INVALID_ARGUMENT', message: /out of range/ });
 });

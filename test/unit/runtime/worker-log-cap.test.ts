@@ -5,7 +5,19 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -108,7 +120,12 @@ test('sweep rotates exactly the workers over the cap and counts each rotation', 
 });
 
 test('sweep of a state dir without workers/ does nothing', async (t) => {
-  const cap = new WorkerLogCap({ stateDir: tempDir(t), maxBytes: 10, log: silentLogger(), onRotate: () => assert.fail('no rotation expected') });
+  const cap = new WorkerLogCap({
+    stateDir: tempDir(t),
+    maxBytes: 10,
+    log: silentLogger(),
+    onRotate: () => assert.fail('no rotation expected'),
+  });
   assert.equal(await cap.sweep(), 0);
 });
 
@@ -124,7 +141,15 @@ test('the timer sweeps until stop(); a cap of 0 never starts it', async (t) => {
   writeFileSync(f.log, lines(0, 100));
   let rotated!: () => void;
   const done = new Promise<void>((resolve) => (rotated = resolve));
-  const cap = new WorkerLogCap({ stateDir, maxBytes: 100, intervalMs: 10, log: silentLogger(), onRotate: () => { rotated(); } });
+  const cap = new WorkerLogCap({
+    stateDir,
+    maxBytes: 100,
+    intervalMs: 10,
+    log: silentLogger(),
+    onRotate: () => {
+      rotated();
+    },
+  });
   t.after(() => cap.stop());
   cap.start();
   await done;

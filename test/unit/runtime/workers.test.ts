@@ -5,7 +5,19 @@ import { UndoStack } from '../../../src/runtime/undo.js';
 import { silentLogger } from '../../../src/log.js';
 
 const w = (id: string, status: 'RUNNING' | 'PAUSED' | 'STOPPED' = 'RUNNING') => ({
-  id, name: id, functionName: 'f', ownerId: 'o', status, createdAt: 100, lastUsedAt: 100, ipAddress: '10.0.0.2', port: 8080, exitCode: 0, exitTime: 0, oomKills: 0, memoryMb: 128,
+  id,
+  name: id,
+  functionName: 'f',
+  ownerId: 'o',
+  status,
+  createdAt: 100,
+  lastUsedAt: 100,
+  ipAddress: '10.0.0.2',
+  port: 8080,
+  exitCode: 0,
+  exitTime: 0,
+  oomKills: 0,
+  memoryMb: 128,
 });
 
 test('WorkerTable keeps workers, counts by status and only moves lastUsedAt forward', () => {
@@ -28,10 +40,19 @@ test('WorkerTable keeps workers, counts by status and only moves lastUsedAt forw
 test('UndoStack runs steps in reverse, continues past failures, and drops removed steps', async () => {
   const order: string[] = [];
   const u = new UndoStack();
-  u.push('one', () => { order.push('one'); return Promise.resolve(); });
-  const drop = u.push('two', () => { order.push('two'); return Promise.resolve(); });
+  u.push('one', () => {
+    order.push('one');
+    return Promise.resolve();
+  });
+  const drop = u.push('two', () => {
+    order.push('two');
+    return Promise.resolve();
+  });
   u.push('three', () => Promise.reject(new Error('boom')));
-  u.push('four', () => { order.push('four'); return Promise.resolve(); });
+  u.push('four', () => {
+    order.push('four');
+    return Promise.resolve();
+  });
   drop();
   const failed = await u.run(silentLogger(), 1000);
   assert.deepEqual(order, ['four', 'one']);

@@ -22,7 +22,17 @@ test('workerId truncates long names to exactly the limit', () => {
 });
 
 test('workerLabels carry the contract labels and isManaged recognises them', () => {
-  const labels = workerLabels({ functionName: 'My Fn', env: 'e1', ownerId: 'gw', createdAt: 1700000000, ip: '10.0.0.2', netns: '/run/netns/x', cniNetwork: 'esb-net', memoryMb: 128, image: 'r/i:t' });
+  const labels = workerLabels({
+    functionName: 'My Fn',
+    env: 'e1',
+    ownerId: 'gw',
+    createdAt: 1700000000,
+    ip: '10.0.0.2',
+    netns: '/run/netns/x',
+    cniNetwork: 'esb-net',
+    memoryMb: 128,
+    image: 'r/i:t',
+  });
   assert.equal(labels[LABELS.function], 'My Fn');
   assert.equal(labels['created_by'], 'esb-agent');
   assert.equal(labels['esb_env'], 'e1');

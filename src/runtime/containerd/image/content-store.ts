@@ -41,7 +41,12 @@ export async function contentInfo(c: ContainerdClient, digest: string, opts: Con
  * Sets (only) the given labels on a blob with `Content.Update` and a `labels.<key>` field mask,
  * leaving its other labels alone (docs/containerd.md#gc-labels).
  */
-export async function updateContentLabels(c: ContainerdClient, digest: string, labels: Readonly<Record<string, string>>, opts: ContentCallOptions = {}): Promise<void> {
+export async function updateContentLabels(
+  c: ContainerdClient,
+  digest: string,
+  labels: Readonly<Record<string, string>>,
+  opts: ContentCallOptions = {},
+): Promise<void> {
   const paths = Object.keys(labels).map((k) => `labels.${k}`);
   if (paths.length === 0) return;
   await c.call(
@@ -76,7 +81,11 @@ const READ_TIMEOUT_MS = 30_000;
  * @throws AgentError NOT_FOUND when the blob is not in this namespace; FAILED_PRECONDITION
  *   over the size cap; CANCELLED/DEADLINE_EXCEEDED on abort.
  */
-export function readContent(c: ContainerdClient, digest: string, opts: { signal?: AbortSignal | undefined; maxBytes: number }): Promise<Buffer> {
+export function readContent(
+  c: ContainerdClient,
+  digest: string,
+  opts: { signal?: AbortSignal | undefined; maxBytes: number },
+): Promise<Buffer> {
   const what = `read content ${digest}`;
   const { signal, maxBytes } = opts;
   if (signal?.aborted) return Promise.reject(abortError(signal, what));

@@ -31,7 +31,9 @@ const LOCK_BACKOFF_MAX_MS = 2048;
 const CLEANUP_TIMEOUT_MS = 10_000;
 
 /** A source of the blob's bytes from a given offset (the registry may restart at 0). */
-export type BlobSource = (offset: number) => Promise<{ offset: number; body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>; destroy(): void }>;
+export type BlobSource = (
+  offset: number,
+) => Promise<{ offset: number; body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>; destroy(): void }>;
 
 /** What to write, where, and under which lease. */
 export interface WriteBlobOptions {
@@ -161,7 +163,8 @@ async function writeOnce(c: ContainerdClient, opts: WriteBlobOptions): Promise<W
       // Fresh ingest (0) or one left by an earlier attempt (resume from its offset, when the
       // registry honours a Range; otherwise restart at 0, which truncates the ingest).
       source = await opts.open(offset);
-      const verifier = source.offset === offset && offset > 0 ? undefined : new DigestVerifier(desc.digest, desc.size, `blob ${desc.digest}`);
+      const verifier =
+        source.offset === offset && offset > 0 ? undefined : new DigestVerifier(desc.digest, desc.size, `blob ${desc.digest}`);
       offset = source.offset;
       // Bytes are gathered into WRITE_CHUNK_BYTES messages; each WRITE waits for its reply.
       const buf = Buffer.allocUnsafe(WRITE_CHUNK_BYTES);
@@ -172,14 +175,18 @@ async function writeOnce(c: ContainerdClient, opts: WriteBlobOptions): Promise<W
         filled = 0;
         const res = await session.send({ action: 'WRITE', offset, data });
         offset += data.length;
-        if (Number(res.offset) !== offset) throw new AgentError('INTERNAL', `${what}: containerd is at offset ${res.offset}, expected ${offset}`);
+        if (Number(res.offset) !== offset)
+          throw new AgentError('INTERNAL', `${what}: containerd is at offset ${res.offset}, expected ${offset}`);
         opts.onBytes?.(data.length);
       };
       for await (const chunk of source.body) {
         throwIfAborted(signal, what);
         verifier?.update(chunk);
         if (verifier === undefined && offset + filled + chunk.byteLength > desc.size) {
-          throw new AgentError('FAILED_PRECONDITION', `blob ${desc.digest}: body is larger than the ${desc.size} bytes its descriptor declares`);
+          throw new AgentError(
+            'FAILED_PRECONDITION',
+            `blob ${desc.digest}: body is larger than the ${desc.size} bytes its descriptor declares`,
+          );
         }
         let at = 0;
         while (at < chunk.byteLength) {
@@ -195,7 +202,8 @@ async function writeOnce(c: ContainerdClient, opts: WriteBlobOptions): Promise<W
       // A resumed write cannot re-hash the part containerd already holds; the COMMIT check
       // below (containerd hashes the whole ingest) covers it.
       verifier?.verify();
-      if (offset !== desc.size) throw new AgentError('FAILED_PRECONDITION', `blob ${desc.digest}: got ${offset} bytes, descriptor declares ${desc.size}`);
+      if (offset !== desc.size)
+        throw new AgentError('FAILED_PRECONDITION', `blob ${desc.digest}: got ${offset} bytes, descriptor declares ${desc.size}`);
     }
     try {
       const labels = typeof opts.labels === 'function' ? opts.labels() : opts.labels;

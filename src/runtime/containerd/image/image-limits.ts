@@ -40,11 +40,17 @@ export function checkImageLimits(name: string, manifest: ImageManifest, limits: 
   let total = manifest.config.size;
   for (const l of layers) {
     if (l.size > limits.maxLayerBytes) {
-      throw new ImageLimitError('layer_bytes', `image ${name}: layer ${l.digest} declares ${l.size} bytes, more than AGENT_IMAGE_MAX_LAYER_BYTES=${limits.maxLayerBytes}`);
+      throw new ImageLimitError(
+        'layer_bytes',
+        `image ${name}: layer ${l.digest} declares ${l.size} bytes, more than AGENT_IMAGE_MAX_LAYER_BYTES=${limits.maxLayerBytes}`,
+      );
     }
     total += l.size;
   }
   if (total > limits.maxImageBytes) {
-    throw new ImageLimitError('image_bytes', `image ${name} declares ${total} bytes, more than AGENT_IMAGE_MAX_BYTES=${limits.maxImageBytes}`);
+    throw new ImageLimitError(
+      'image_bytes',
+      `image ${name} declares ${total} bytes, more than AGENT_IMAGE_MAX_BYTES=${limits.maxImageBytes}`,
+    );
   }
 }

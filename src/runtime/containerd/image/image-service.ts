@@ -85,7 +85,9 @@ export class ImageService {
         this.#metrics.pullsRunning.set(running);
         this.#metrics.pullsQueued.set(queued);
       },
-      onRefused: () => { this.#metrics.imageRefusals.inc({ reason: 'busy' }); },
+      onRefused: () => {
+        this.#metrics.imageRefusals.inc({ reason: 'busy' });
+      },
     });
   }
 
@@ -160,7 +162,10 @@ export class ImageService {
         const resolved = await this.#registry.resolve(ref, signal);
         const resolveMs = performance.now() - t0;
         if (local && content && local.target.digest === resolved.descriptor.digest) {
-          this.#log.debug({ ref: ref.name, digest: local.target.digest, resolveMs: Math.round(resolveMs) }, 'image up to date with the registry');
+          this.#log.debug(
+            { ref: ref.name, digest: local.target.digest, resolveMs: Math.round(resolveMs) },
+            'image up to date with the registry',
+          );
           if (local.unpacked) return content.image;
           return this.#pull(ref, local.target, undefined, signal);
         }
@@ -169,12 +174,22 @@ export class ImageService {
     }
   }
 
-  async #pull(ref: ImageReference, target: Descriptor | undefined, targetBody: Buffer | undefined, signal: AbortSignal): Promise<ResolvedImage> {
+  async #pull(
+    ref: ImageReference,
+    target: Descriptor | undefined,
+    targetBody: Buffer | undefined,
+    signal: AbortSignal,
+  ): Promise<ResolvedImage> {
     this.#assertAllowed(ref);
     return this.#limiter.run(`pull ${ref.name}`, signal, () => this.#pullNow(ref, target, targetBody, signal));
   }
 
-  async #pullNow(ref: ImageReference, target: Descriptor | undefined, targetBody: Buffer | undefined, signal: AbortSignal): Promise<ResolvedImage> {
+  async #pullNow(
+    ref: ImageReference,
+    target: Descriptor | undefined,
+    targetBody: Buffer | undefined,
+    signal: AbortSignal,
+  ): Promise<ResolvedImage> {
     const deps = {
       limits: this.#bounds,
       client: this.#client,
@@ -192,7 +207,10 @@ export class ImageService {
       this.#metrics.pulls.inc({ result: 'ok' });
       this.#metrics.coldStartPhase.observe({ phase: 'pull' }, (stats.resolveMs + stats.fetchMs) / 1000);
       this.#metrics.coldStartPhase.observe({ phase: 'unpack' }, stats.unpackMs / 1000);
-      this.#log.info({ ref: ref.name, digest: image.target.digest, manifest: image.manifestDigest, chainId: image.chainId, ...rounded(stats) }, 'image pulled');
+      this.#log.info(
+        { ref: ref.name, digest: image.target.digest, manifest: image.manifestDigest, chainId: image.chainId, ...rounded(stats) },
+        'image pulled',
+      );
       return image;
     } catch (err) {
       const code = err instanceof AgentError ? err.code : 'INTERNAL';
@@ -206,10 +224,15 @@ export class ImageService {
 
   async #unpackLocal(image: ResolvedImage, layers: readonly Descriptor[], signal: AbortSignal): Promise<void> {
     const t0 = performance.now();
-    const applied = await this.#limiter.run(`unpack ${image.name}`, signal, () => unpackLocal({ client: this.#client, snapshotter: this.#snapshotter }, image, layers, signal));
+    const applied = await this.#limiter.run(`unpack ${image.name}`, signal, () =>
+      unpackLocal({ client: this.#client, snapshotter: this.#snapshotter }, image, layers, signal),
+    );
     const ms = performance.now() - t0;
     this.#metrics.coldStartPhase.observe({ phase: 'unpack' }, ms / 1000);
-    this.#log.info({ ref: image.name, chainId: image.chainId, layersApplied: applied, unpackMs: Math.round(ms) }, 'image unpacked from local content');
+    this.#log.info(
+      { ref: image.name, chainId: image.chainId, layersApplied: applied, unpackMs: Math.round(ms) },
+      'image unpacked from local content',
+    );
   }
 }
 

@@ -35,7 +35,12 @@ const PUT_ATTEMPTS = 5;
  * with `update_mask: target`, and on NOT_FOUND (deleted in between) create again — the Go
  * client's loop (docs/containerd.md#pulling).
  */
-export async function putImage(c: ContainerdClient, name: string, target: Descriptor, opts: { signal?: AbortSignal | undefined; labels?: Readonly<Record<string, string>> } = {}): Promise<void> {
+export async function putImage(
+  c: ContainerdClient,
+  name: string,
+  target: Descriptor,
+  opts: { signal?: AbortSignal | undefined; labels?: Readonly<Record<string, string>> } = {},
+): Promise<void> {
   const image = { name, labels: { ...opts.labels }, target: toWire(target) };
   for (let attempt = 1; ; attempt++) {
     try {
@@ -45,7 +50,12 @@ export async function putImage(c: ContainerdClient, name: string, target: Descri
       if (!isAlreadyExists(err)) throw err;
     }
     try {
-      await c.call('images', 'Update', { image, update_mask: { paths: ['target'] } }, { signal: opts.signal, what: `update image ${name}` });
+      await c.call(
+        'images',
+        'Update',
+        { image, update_mask: { paths: ['target'] } },
+        { signal: opts.signal, what: `update image ${name}` },
+      );
       return;
     } catch (err) {
       if (!isNotFound(err) || attempt >= PUT_ATTEMPTS) throw err;

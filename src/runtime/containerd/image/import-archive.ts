@@ -131,7 +131,8 @@ async function* tapped(entry: AsyncIterable<Buffer>, seen: { head?: Buffer }): A
 }
 
 async function readSmall(entry: AsyncIterable<Buffer>, name: string, size: number): Promise<Buffer> {
-  if (size > MAX_CONFIG_BYTES) throw new AgentError('INVALID_ARGUMENT', `archive file ${name} is ${size} bytes, over the ${MAX_CONFIG_BYTES}-byte limit for metadata`);
+  if (size > MAX_CONFIG_BYTES)
+    throw new AgentError('INVALID_ARGUMENT', `archive file ${name} is ${size} bytes, over the ${MAX_CONFIG_BYTES}-byte limit for metadata`);
   const chunks: Buffer[] = [];
   for await (const chunk of entry) chunks.push(chunk);
   return Buffer.concat(chunks);
@@ -184,13 +185,17 @@ export async function readArchive(file: string, opts: ReadArchiveOptions): Promi
       const blob = BLOB_PATH.exec(name);
       const metadataEntry = !blob && (name.endsWith('.json') || METADATA_NAMES.has(name));
       if (!metadataEntry) {
-        if (blobs.size + spooled.size >= MAX_DATA_ENTRIES) throw tooBig(`more than ${MAX_DATA_ENTRIES} blob or layer files`, 'limit for an image archive');
+        if (blobs.size + spooled.size >= MAX_DATA_ENTRIES)
+          throw tooBig(`more than ${MAX_DATA_ENTRIES} blob or layer files`, 'limit for an image archive');
         storedBytes += size;
-        if (storedBytes > opts.maxBytes) throw tooBig(`its blobs and layers hold more than ${opts.maxBytes} bytes`, 'AGENT_IMAGE_MAX_BYTES limit');
+        if (storedBytes > opts.maxBytes)
+          throw tooBig(`its blobs and layers hold more than ${opts.maxBytes} bytes`, 'AGENT_IMAGE_MAX_BYTES limit');
       } else {
         metadataBytes += size;
-        if (metadata.size >= MAX_METADATA_ENTRIES) throw tooBig(`more than ${MAX_METADATA_ENTRIES} metadata files`, 'limit for an image archive');
-        if (metadataBytes > MAX_METADATA_BYTES) throw tooBig(`its metadata files hold more than ${MAX_METADATA_BYTES} bytes`, 'limit for an image archive');
+        if (metadata.size >= MAX_METADATA_ENTRIES)
+          throw tooBig(`more than ${MAX_METADATA_ENTRIES} metadata files`, 'limit for an image archive');
+        if (metadataBytes > MAX_METADATA_BYTES)
+          throw tooBig(`its metadata files hold more than ${MAX_METADATA_BYTES} bytes`, 'limit for an image archive');
       }
       if (blob) {
         const digest = SHA256_PREFIX + blob[1]!;
@@ -209,7 +214,12 @@ export async function readArchive(file: string, opts: ReadArchiveOptions): Promi
             // draining
           }
           // Keep the existing blob (and any of its content) safe until the image record exists.
-          await client.call('leases', 'AddResource', { id: lease, resource: { id: digest, type: 'content' } }, { signal, what: `add content ${digest} to lease ${lease}` });
+          await client.call(
+            'leases',
+            'AddResource',
+            { id: lease, resource: { id: digest, type: 'content' } },
+            { signal, what: `add content ${digest} to lease ${lease}` },
+          );
         }
         blobs.set(digest, { digest, size, compression: sniffCompression(seen.head), written: outcome === 'committed' });
       } else if (metadataEntry) {
@@ -218,7 +228,12 @@ export async function readArchive(file: string, opts: ReadArchiveOptions): Promi
         const spool = path.join(spoolDir, `file-${spoolCount++}`);
         const tap = new HashingTap();
         await pipeline(Readable.from(body), tap, createWriteStream(spool));
-        spooled.set(name, { file: spool, digest: SHA256_PREFIX + tap.hash.digest('hex'), size: tap.size, compression: sniffCompression(tap.head) });
+        spooled.set(name, {
+          file: spool,
+          digest: SHA256_PREFIX + tap.hash.digest('hex'),
+          size: tap.size,
+          compression: sniffCompression(tap.head),
+        });
       }
     }
   } catch (err) {

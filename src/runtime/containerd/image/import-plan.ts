@@ -82,14 +82,25 @@ export function resolveLink(contents: ArchiveContents, name: string): string {
 }
 
 /** Layer media types by compression: docker save's own, or OCI's when a layer is zstd (Docker has none for it). */
-export const DOCKER_LAYER_TYPES: Readonly<Record<Compression, string>> = { gzip: MediaType.dockerLayerGzip, none: MediaType.dockerLayer, zstd: MediaType.ociLayerZstd };
-export const OCI_LAYER_TYPES: Readonly<Record<Compression, string>> = { gzip: MediaType.ociLayerGzip, none: MediaType.ociLayer, zstd: MediaType.ociLayerZstd };
+export const DOCKER_LAYER_TYPES: Readonly<Record<Compression, string>> = {
+  gzip: MediaType.dockerLayerGzip,
+  none: MediaType.dockerLayer,
+  zstd: MediaType.ociLayerZstd,
+};
+export const OCI_LAYER_TYPES: Readonly<Record<Compression, string>> = {
+  gzip: MediaType.ociLayerGzip,
+  none: MediaType.ociLayer,
+  zstd: MediaType.ociLayerZstd,
+};
 
 /**
  * The manifest that stands for one docker save entry: Docker schema 2, or OCI when a layer is
  * zstd-compressed (Docker's media types have none for it).
  */
-export function dockerSaveManifest(config: { digest: string; size: number }, layers: readonly { digest: string; size: number; compression: Compression }[]): { mediaType: string; bytes: Buffer } {
+export function dockerSaveManifest(
+  config: { digest: string; size: number },
+  layers: readonly { digest: string; size: number; compression: Compression }[],
+): { mediaType: string; bytes: Buffer } {
   const oci = layers.some((l) => l.compression === 'zstd');
   const manifest = {
     schemaVersion: 2,
@@ -123,7 +134,12 @@ export function planOciLayout(contents: ArchiveContents, file: string, dockerTag
  * The docker-save manifests (Docker ≥ 25 writes them next to an OCI index): their RepoTags by
  * the digest of the OCI manifest whose config they share, so both name the same image.
  */
-export async function dockerTagsByManifest(c: ContainerdClient, contents: ArchiveContents, file: string, signal: AbortSignal): Promise<Map<string, readonly string[]>> {
+export async function dockerTagsByManifest(
+  c: ContainerdClient,
+  contents: ArchiveContents,
+  file: string,
+  signal: AbortSignal,
+): Promise<Map<string, readonly string[]>> {
   const out = new Map<string, readonly string[]>();
   const mj = contents.metadata.get('manifest.json');
   if (mj === undefined) return out;
@@ -150,13 +166,17 @@ export async function dockerTagsByManifest(c: ContainerdClient, contents: Archiv
  */
 export function settleNames(planned: readonly PlannedImage[], override: string | undefined, file: string): void {
   if (override !== undefined) {
-    if (planned.length !== 1) throw new AgentError('INVALID_ARGUMENT', `--name: ${file} holds ${planned.length} images; --name needs exactly one`);
+    if (planned.length !== 1)
+      throw new AgentError('INVALID_ARGUMENT', `--name: ${file} holds ${planned.length} images; --name needs exactly one`);
     planned[0]!.names.splice(0, planned[0]!.names.length, override);
   }
   for (const p of planned) {
     if (p.names.length === 0) {
       const tag = p.target.annotations?.[REF_NAME_ANNOTATION];
-      throw new AgentError('INVALID_ARGUMENT', `${p.what} has no image name${tag === undefined ? '' : ` (only the tag ${JSON.stringify(tag)})`}; give one with --name REPOSITORY:TAG`);
+      throw new AgentError(
+        'INVALID_ARGUMENT',
+        `${p.what} has no image name${tag === undefined ? '' : ` (only the tag ${JSON.stringify(tag)})`}; give one with --name REPOSITORY:TAG`,
+      );
     }
   }
 }

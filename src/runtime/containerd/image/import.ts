@@ -35,7 +35,18 @@ import { sha256Digest } from '../../../registry/digest.js';
 import { readArchive, spooledSource, type ArchiveContents, type Compression } from './import-archive.js';
 import { checkImageLimits, type ImageLimits } from './image-limits.js';
 import { deleteImage, getImage, putImage } from './image-store.js';
-import { dockerSaveManifest, dockerTagsByManifest, imageName, invalid, parseDockerManifest, planOciLayout, refuseOverwrites, resolveLink, settleNames, type PlannedImage } from './import-plan.js';
+import {
+  dockerSaveManifest,
+  dockerTagsByManifest,
+  imageName,
+  invalid,
+  parseDockerManifest,
+  planOciLayout,
+  refuseOverwrites,
+  resolveLink,
+  settleNames,
+  type PlannedImage,
+} from './import-plan.js';
 import { isIndexType, isManifestType, parseIndex, parseManifest, type Descriptor, type Platform } from '../../../registry/oci.js';
 import { hostPlatform, selectManifest } from '../../../registry/platform.js';
 import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES } from '../../../registry/registry-client.js';
@@ -127,7 +138,11 @@ async function storeArchiveFile(
 }
 
 /** Writes a small JSON blob we made (a manifest) under the lease. */
-async function storeJson(c: ContainerdClient, bytes: Buffer, ctx: { lease: string; signal: AbortSignal; counts: { written: number; present: number } }): Promise<string> {
+async function storeJson(
+  c: ContainerdClient,
+  bytes: Buffer,
+  ctx: { lease: string; signal: AbortSignal; counts: { written: number; present: number } },
+): Promise<string> {
   const digest = sha256Digest(bytes);
   const outcome = await writeBlob(c, {
     ref: ingestRef('manifest', digest),
@@ -182,12 +197,17 @@ async function prepareImage(
 ): Promise<Omit<ImportedImage, 'names'>> {
   const { lease, signal } = opts;
   const need = async (digest: string, role: string): Promise<void> => {
-    if (!(await contentInfo(c, digest, { signal }))) throw new AgentError('INVALID_ARGUMENT', `${img.what}: the archive lacks ${role} ${digest}`);
+    if (!(await contentInfo(c, digest, { signal })))
+      throw new AgentError('INVALID_ARGUMENT', `${img.what}: the archive lacks ${role} ${digest}`);
   };
   await need(img.target.digest, 'the image');
   let manifestDesc = img.target;
   if (isIndexType(img.target.mediaType)) {
-    const index = parseIndex(await readContent(c, img.target.digest, { signal, maxBytes: MAX_MANIFEST_BYTES }), img.target.mediaType, `${img.what} index ${img.target.digest}`);
+    const index = parseIndex(
+      await readContent(c, img.target.digest, { signal, maxBytes: MAX_MANIFEST_BYTES }),
+      img.target.mediaType,
+      `${img.what} index ${img.target.digest}`,
+    );
     const children = Object.fromEntries(index.manifests.map((m, i) => [`containerd.io/gc.ref.content.m.${i}`, m.digest]));
     await updateContentLabels(c, img.target.digest, children, { signal, lease });
     manifestDesc = selectManifest(index, opts.platform, img.what);
@@ -196,14 +216,21 @@ async function prepareImage(
     throw new AgentError('INVALID_ARGUMENT', `${img.what}: unsupported media type ${img.target.mediaType}`);
   }
   const manifestWhat = `${img.what} manifest ${manifestDesc.digest}`;
-  const manifest = parseManifest(await readContent(c, manifestDesc.digest, { signal, maxBytes: MAX_MANIFEST_BYTES }), manifestDesc.mediaType, manifestWhat);
+  const manifest = parseManifest(
+    await readContent(c, manifestDesc.digest, { signal, maxBytes: MAX_MANIFEST_BYTES }),
+    manifestDesc.mediaType,
+    manifestWhat,
+  );
   checkImageLimits(img.names[0] ?? img.what, manifest, opts.limits);
   await need(manifest.config.digest, 'the image config');
   for (const l of manifest.layers) await need(l.digest, 'layer');
   await updateContentLabels(
     c,
     manifestDesc.digest,
-    { 'containerd.io/gc.ref.content.config': manifest.config.digest, ...Object.fromEntries(manifest.layers.map((l, i) => [`containerd.io/gc.ref.content.l.${i}`, l.digest])) },
+    {
+      'containerd.io/gc.ref.content.config': manifest.config.digest,
+      ...Object.fromEntries(manifest.layers.map((l, i) => [`containerd.io/gc.ref.content.l.${i}`, l.digest])),
+    },
     { signal, lease },
   );
   const configBytes = await readContent(c, manifest.config.digest, { signal, maxBytes: MAX_CONFIG_BYTES });
@@ -261,7 +288,11 @@ export async function importImageArchive(file: string, opts: ImportOptions): Pro
     settleNames(planned, override, file);
     if (opts.force !== true) await refuseOverwrites(c, planned, signal);
     const images: ImportedImage[] = [];
-    for (const p of planned) images.push({ names: p.names, ...(await prepareImage(c, p, { snapshotter: opts.snapshotter, platform, lease, signal, limits: opts.limits })) });
+    for (const p of planned)
+      images.push({
+        names: p.names,
+        ...(await prepareImage(c, p, { snapshotter: opts.snapshotter, platform, lease, signal, limits: opts.limits })),
+      });
     // Records last: they root everything above, once all of it is complete.
     for (const img of images) {
       for (const name of img.names) {

@@ -22,7 +22,15 @@ import {
 import { ingestRef, writeBlob } from './content-writer.js';
 import { checkImageLimits, type ImageLimits } from './image-limits.js';
 import { putImage } from './image-store.js';
-import { assertNotSchema1, isIndexType, isManifestType, parseIndex, parseManifest, type Descriptor, type Platform } from '../../../registry/oci.js';
+import {
+  assertNotSchema1,
+  isIndexType,
+  isManifestType,
+  parseIndex,
+  parseManifest,
+  type Descriptor,
+  type Platform,
+} from '../../../registry/oci.js';
 import { selectManifest } from '../../../registry/platform.js';
 import { registryHostname, type ImageReference } from '../../../registry/reference.js';
 import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, type RegistryClient } from '../../../registry/registry-client.js';
@@ -88,7 +96,12 @@ async function leaseResource(c: ContainerdClient, lease: string, type: string, i
  * Runs `fn` over `items` with at most `limit` at once. The first failure aborts the others and
  * is rethrown once all have settled (so their ingests are cleaned up before the caller goes on).
  */
-async function forEachLimited<T>(items: readonly T[], limit: number, signal: AbortSignal, fn: (item: T, signal: AbortSignal) => Promise<void>): Promise<void> {
+async function forEachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  signal: AbortSignal,
+  fn: (item: T, signal: AbortSignal) => Promise<void>,
+): Promise<void> {
   const stop = new AbortController();
   const inner = AbortSignal.any([signal, stop.signal]);
   let next = 0;
@@ -234,7 +247,9 @@ export async function pullImage(deps: PullDeps, req: PullRequest): Promise<PullR
       const what = `index ${top.digest} of ${ref.name}`;
       const indexBytes = await ensureSmall('index', top, topBody, (bytes) =>
         // Every child, not only the host's: the Go client labels all entries (§2.5).
-        Object.fromEntries(parseIndex(bytes, top.mediaType, what).manifests.map((m, i) => [`containerd.io/gc.ref.content.m.${i}`, m.digest])),
+        Object.fromEntries(
+          parseIndex(bytes, top.mediaType, what).manifests.map((m, i) => [`containerd.io/gc.ref.content.m.${i}`, m.digest]),
+        ),
       );
       manifestDesc = selectManifest(parseIndex(indexBytes, top.mediaType, what), deps.platform, ref.name);
     } else if (!isManifestType(top.mediaType)) {
@@ -277,7 +292,9 @@ export async function pullImage(deps: PullDeps, req: PullRequest): Promise<PullR
     await putImage(c, ref.name, top, { signal });
     return { image, stats };
   } catch (err) {
-    throw signal.aborted && !(err instanceof AgentError && err.code !== 'CANCELLED' && err.code !== 'DEADLINE_EXCEEDED') ? abortError(signal, `pull ${ref.name}`) : err;
+    throw signal.aborted && !(err instanceof AgentError && err.code !== 'CANCELLED' && err.code !== 'DEADLINE_EXCEEDED')
+      ? abortError(signal, `pull ${ref.name}`)
+      : err;
   } finally {
     clearInterval(progress);
     await deleteLease(c, lease, { sync: false, deadlineMs: CLEANUP_TIMEOUT_MS }).catch((err: unknown) => {
@@ -300,12 +317,22 @@ export async function unpackLocal(
   const c = deps.client;
   for (const l of layers) {
     if (!(await contentInfo(c, l.digest, { signal }))) {
-      throw new AgentError('NOT_FOUND', `image ${image.name} is not complete locally (layer ${l.digest} missing) and IMAGE_PULL_POLICY=never`);
+      throw new AgentError(
+        'NOT_FOUND',
+        `image ${image.name} is not complete locally (layer ${l.digest} missing) and IMAGE_PULL_POLICY=never`,
+      );
     }
   }
   const lease = await createLease(c, 'unpack', PULL_LEASE_TTL_MS, { signal });
   try {
-    const r = await unpackLayers(c, { snapshotter: deps.snapshotter, layers, diffIds: image.config.rootfs.diff_ids, configDigest: image.configDigest, lease, signal });
+    const r = await unpackLayers(c, {
+      snapshotter: deps.snapshotter,
+      layers,
+      diffIds: image.config.rootfs.diff_ids,
+      configDigest: image.configDigest,
+      lease,
+      signal,
+    });
     return r.applied;
   } finally {
     await deleteLease(c, lease, { sync: false, deadlineMs: CLEANUP_TIMEOUT_MS }).catch(() => undefined);

@@ -47,11 +47,20 @@ export interface ImageContent {
  * Builds a ResolvedImage from a manifest and its config bytes, checking that the config's
  * diff_ids match the manifest's layers one to one.
  */
-export function describeImage(name: string, target: Descriptor, manifestDigest: string, manifest: ImageManifest, configBytes: Uint8Array): ResolvedImage {
+export function describeImage(
+  name: string,
+  target: Descriptor,
+  manifestDigest: string,
+  manifest: ImageManifest,
+  configBytes: Uint8Array,
+): ResolvedImage {
   const config = parseImageConfig(configBytes, `image config ${manifest.config.digest} of ${name}`);
   const diffIds = config.rootfs.diff_ids;
   if (diffIds.length !== manifest.layers.length) {
-    throw new AgentError('FAILED_PRECONDITION', `image ${name}: manifest has ${manifest.layers.length} layers, config lists ${diffIds.length} diff_ids`);
+    throw new AgentError(
+      'FAILED_PRECONDITION',
+      `image ${name}: manifest has ${manifest.layers.length} layers, config lists ${diffIds.length} diff_ids`,
+    );
   }
   if (diffIds.length === 0) throw new AgentError('FAILED_PRECONDITION', `image ${name} has no layers`);
   const chainId = chainIds(diffIds).at(-1)!;
@@ -73,13 +82,21 @@ export async function readImageContent(
   const { signal } = opts;
   let manifestDesc = target;
   if (isIndexType(target.mediaType)) {
-    const index = parseIndex(await readContent(c, target.digest, { signal, maxBytes: MAX_MANIFEST_BYTES }), target.mediaType, `index ${target.digest} of ${name}`);
+    const index = parseIndex(
+      await readContent(c, target.digest, { signal, maxBytes: MAX_MANIFEST_BYTES }),
+      target.mediaType,
+      `index ${target.digest} of ${name}`,
+    );
     manifestDesc = selectManifest(index, opts.platform, name);
   }
   if (!isManifestType(manifestDesc.mediaType)) {
     throw new AgentError('FAILED_PRECONDITION', `image ${name}: unsupported manifest media type ${manifestDesc.mediaType}`);
   }
-  const manifest = parseManifest(await readContent(c, manifestDesc.digest, { signal, maxBytes: MAX_MANIFEST_BYTES }), manifestDesc.mediaType, `manifest ${manifestDesc.digest} of ${name}`);
+  const manifest = parseManifest(
+    await readContent(c, manifestDesc.digest, { signal, maxBytes: MAX_MANIFEST_BYTES }),
+    manifestDesc.mediaType,
+    `manifest ${manifestDesc.digest} of ${name}`,
+  );
   const configBytes = await readContent(c, manifest.config.digest, { signal, maxBytes: MAX_CONFIG_BYTES });
   return { image: describeImage(name, target, manifestDesc.digest, manifest, configBytes), manifest };
 }

@@ -82,19 +82,33 @@ export async function unpackLayers(c: ContainerdClient, opts: UnpackOptions): Pr
   }
   if (layers.length === 0) throw new AgentError('FAILED_PRECONDITION', 'image has no layers');
   for (const l of layers) {
-    if (!LAYER_TYPES.has(l.mediaType)) throw new AgentError('UNIMPLEMENTED', `layer ${l.digest} has media type ${l.mediaType}, which containerd cannot apply`);
+    if (!LAYER_TYPES.has(l.mediaType))
+      throw new AgentError('UNIMPLEMENTED', `layer ${l.digest} has media type ${l.mediaType}, which containerd cannot apply`);
   }
   const chain = chainIds(diffIds);
   const top = chain.at(-1)!;
   let applied = 0;
   if (await snapshotExists(c, snapshotter, top, signal)) {
     // Hold the existing chain under the lease until the config label below roots it.
-    await c.call('leases', 'AddResource', { id: lease, resource: { id: top, type: `snapshots/${snapshotter}` } }, { signal, what: `add snapshot ${top} to lease ${lease}` });
+    await c.call(
+      'leases',
+      'AddResource',
+      { id: lease, resource: { id: top, type: `snapshots/${snapshotter}` } },
+      { signal, what: `add snapshot ${top} to lease ${lease}` },
+    );
   } else {
     for (let i = 0; i < layers.length; i++) {
       const chainId = chain[i]!;
       if (await snapshotExists(c, snapshotter, chainId, signal)) continue;
-      const did = await applyLayer(c, { snapshotter, layer: layers[i]!, diffId: diffIds[i]!, chainId, parent: i === 0 ? '' : chain[i - 1]!, lease, signal });
+      const did = await applyLayer(c, {
+        snapshotter,
+        layer: layers[i]!,
+        diffId: diffIds[i]!,
+        chainId,
+        parent: i === 0 ? '' : chain[i - 1]!,
+        lease,
+        signal,
+      });
       if (did) applied++;
     }
   }
@@ -120,7 +134,12 @@ async function applyLayer(c: ContainerdClient, o: ApplyLayerOptions): Promise<bo
   for (let attempt = 0; ; attempt++) {
     key = extractKey(o.chainId);
     try {
-      const res = await c.call('snapshots', 'Prepare', { snapshotter: o.snapshotter, key, parent: o.parent, labels }, { signal: o.signal, lease: o.lease, what: `prepare snapshot for layer ${o.layer.digest}` });
+      const res = await c.call(
+        'snapshots',
+        'Prepare',
+        { snapshotter: o.snapshotter, key, parent: o.parent, labels },
+        { signal: o.signal, lease: o.lease, what: `prepare snapshot for layer ${o.layer.digest}` },
+      );
       mounts = res.mounts;
       break;
     } catch (err) {
@@ -130,13 +149,26 @@ async function applyLayer(c: ContainerdClient, o: ApplyLayerOptions): Promise<bo
     }
   }
   try {
-    const res = await c.call('diff', 'Apply', { diff: toWire(o.layer), mounts }, { signal: o.signal, deadlineMs: APPLY_TIMEOUT_MS, what: `apply layer ${o.layer.digest}` });
+    const res = await c.call(
+      'diff',
+      'Apply',
+      { diff: toWire(o.layer), mounts },
+      { signal: o.signal, deadlineMs: APPLY_TIMEOUT_MS, what: `apply layer ${o.layer.digest}` },
+    );
     const got = res.applied?.digest ?? '';
     if (got !== o.diffId) {
-      throw new AgentError('FAILED_PRECONDITION', `layer ${o.layer.digest} unpacked to ${got}, but the image config says its diff_id is ${o.diffId}`);
+      throw new AgentError(
+        'FAILED_PRECONDITION',
+        `layer ${o.layer.digest} unpacked to ${got}, but the image config says its diff_id is ${o.diffId}`,
+      );
     }
     try {
-      await c.call('snapshots', 'Commit', { snapshotter: o.snapshotter, name: o.chainId, key, labels }, { signal: o.signal, lease: o.lease, what: `commit snapshot ${o.chainId}` });
+      await c.call(
+        'snapshots',
+        'Commit',
+        { snapshotter: o.snapshotter, name: o.chainId, key, labels },
+        { signal: o.signal, lease: o.lease, what: `commit snapshot ${o.chainId}` },
+      );
     } catch (err) {
       if (!isAlreadyExists(err)) throw err;
       // Another unpacker committed the same chainID first: theirs is as good as ours.

@@ -2,7 +2,10 @@
  * OCI descriptors in containerd's wire form (containerd.types.Descriptor) and back: the
  * containerd side of registry/oci.ts, which stays runtime-neutral.
  */
-import type { Descriptor__Output as WireDescriptor, Descriptor as WireDescriptorIn } from '../../../gen/containerd/containerd/types/Descriptor.js';
+import type {
+  Descriptor__Output as WireDescriptor,
+  Descriptor as WireDescriptorIn,
+} from '../../../gen/containerd/containerd/types/Descriptor.js';
 import type { Descriptor } from '../../../registry/oci.js';
 
 /** Converts a domain descriptor to containerd's wire form. */

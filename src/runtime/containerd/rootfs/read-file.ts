@@ -61,7 +61,8 @@ export async function readImageFile(root: string, file: string, maxBytes: number
   try {
     host = await secureJoin(root, file);
   } catch (err) {
-    if (err instanceof Error && err.name === 'SymlinkLoopError') throw new ImageFileError(file, { kind: 'symlink-loop', detail: 'too many symlinks' });
+    if (err instanceof Error && err.name === 'SymlinkLoopError')
+      throw new ImageFileError(file, { kind: 'symlink-loop', detail: 'too many symlinks' });
     if (isMissing(err)) return undefined;
     throw new ImageFileError(file, { kind: 'unreadable', detail: errnoOf(err) });
   }

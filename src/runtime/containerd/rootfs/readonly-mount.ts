@@ -45,7 +45,9 @@ export function readonlyMounts(mounts: readonly SnapshotMount[]): SnapshotMount[
       const upper = m.options.find((o) => o.startsWith('upperdir='))?.slice('upperdir='.length);
       const lower = m.options.find((o) => o.startsWith('lowerdir='))?.slice('lowerdir='.length);
       const lowers = [...(upper ? [upper] : []), ...(lower ? lower.split(':') : [])];
-      const rest = m.options.filter((o) => !o.startsWith('upperdir=') && !o.startsWith('workdir=') && !o.startsWith('lowerdir=') && !DROPPED.has(o));
+      const rest = m.options.filter(
+        (o) => !o.startsWith('upperdir=') && !o.startsWith('workdir=') && !o.startsWith('lowerdir=') && !DROPPED.has(o),
+      );
       return { type: 'overlay', source: m.source || 'overlay', options: [...rest, `lowerdir=${lowers.join(':')}`, ...SAFE_FLAGS] };
     }
     const isBind = m.type === 'bind' || m.type === 'rbind' || m.options.includes('bind') || m.options.includes('rbind');
@@ -110,7 +112,11 @@ export class MountError extends Error {
  * Runs `fn` with the snapshot described by `mounts` mounted read-only on a new private dir
  * under mountsDir(stateDir), then unmounts it and removes the dir, whatever `fn` did.
  */
-export async function withReadonlyMount<T>(stateDir: string, mounts: readonly SnapshotMount[], fn: (root: string) => Promise<T>): Promise<T> {
+export async function withReadonlyMount<T>(
+  stateDir: string,
+  mounts: readonly SnapshotMount[],
+  fn: (root: string) => Promise<T>,
+): Promise<T> {
   if (mounts.length === 0) throw new MountError('the snapshot has no mounts');
   const parent = mountsDir(stateDir);
   await mkdir(parent, { recursive: true, mode: 0o700 });

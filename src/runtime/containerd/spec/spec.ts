@@ -6,7 +6,14 @@
  */
 import { AgentError } from '../../../errors.js';
 import { defaultSeccompProfile } from '../../../worker/seccomp.js';
-import { cpuSharesForMemory, cpuWeightForShares, tmpfsOptions, DEFAULT_CAPABILITIES, WORKER_NOFILE, WORKER_PIDS_LIMIT } from '../../../worker/limits.js';
+import {
+  cpuSharesForMemory,
+  cpuWeightForShares,
+  tmpfsOptions,
+  DEFAULT_CAPABILITIES,
+  WORKER_NOFILE,
+  WORKER_PIDS_LIMIT,
+} from '../../../worker/limits.js';
 import { workerHostname } from '../../../worker/naming.js';
 import type { CgroupVersion } from '../../../cgroups/version.js';
 import { workerCgroupsPath, type CgroupDriver } from '../../../cgroups/worker-cgroups.js';
@@ -34,7 +41,12 @@ export function defaultSpec(namespace: string, id: string): OciSpec {
     mounts: [
       { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
-      { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
+      {
+        destination: '/dev/pts',
+        type: 'devpts',
+        source: 'devpts',
+        options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
+      },
       { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
       { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
@@ -44,7 +56,16 @@ export function defaultSpec(namespace: string, id: string): OciSpec {
       resources: {
         devices: [
           { allow: false, access: 'rwm' },
-          ...[[1, 3], [1, 8], [1, 7], [5, 0], [1, 5], [1, 9], [5, 1], [5, 2]].map(([major, minor]) => ({ allow: true, type: 'c', major: major!, minor: minor!, access: 'rwm' })),
+          ...[
+            [1, 3],
+            [1, 8],
+            [1, 7],
+            [5, 0],
+            [1, 5],
+            [1, 9],
+            [5, 1],
+            [5, 2],
+          ].map(([major, minor]) => ({ allow: true, type: 'c', major: major!, minor: minor!, access: 'rwm' })),
           { allow: true, type: 'c', major: 136, access: 'rwm' },
         ],
       },
@@ -53,8 +74,17 @@ export function defaultSpec(namespace: string, id: string): OciSpec {
       // containerd 1.6's list plus /sys/devices/virtual/powercap, which containerd ≥ 1.7 and
       // docker also mask: its RAPL energy counters leak other tenants' activity (CVE-2020-8694).
       maskedPaths: [
-        '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
-        '/proc/timer_stats', '/proc/sched_debug', '/sys/firmware', '/sys/devices/virtual/powercap', '/proc/scsi',
+        '/proc/acpi',
+        '/proc/asound',
+        '/proc/kcore',
+        '/proc/keys',
+        '/proc/latency_stats',
+        '/proc/timer_list',
+        '/proc/timer_stats',
+        '/proc/sched_debug',
+        '/sys/firmware',
+        '/sys/devices/virtual/powercap',
+        '/proc/scsi',
       ],
       readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
     },
@@ -108,7 +138,8 @@ export function withCpuSharesForMemory(memoryMb: number, cgroupVersion: CgroupVe
     const shares = cpuSharesForMemory(memoryMb);
     spec.linux.resources.cpu = { shares };
     // Never on v1: runc rejects `unified` there.
-    if (cgroupVersion === 2) spec.linux.resources.unified = { ...spec.linux.resources.unified, 'cpu.weight': String(cpuWeightForShares(shares)) };
+    if (cgroupVersion === 2)
+      spec.linux.resources.unified = { ...spec.linux.resources.unified, 'cpu.weight': String(cpuWeightForShares(shares)) };
   };
 }
 

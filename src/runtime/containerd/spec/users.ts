@@ -93,7 +93,12 @@ export function resolveUser(user: string | undefined, files: AccountFiles, image
     entry = passwd.find((p) => p.uid === uid);
   } else {
     entry = passwd.find((p) => p.name === u);
-    if (!entry) throw refuse(files.passwd === undefined ? "the user needs the image's /etc/passwd, and there is none" : "the user is not in the image's /etc/passwd");
+    if (!entry)
+      throw refuse(
+        files.passwd === undefined
+          ? "the user needs the image's /etc/passwd, and there is none"
+          : "the user is not in the image's /etc/passwd",
+      );
     uid = entry.uid;
   }
   let gid: number;
@@ -105,16 +110,23 @@ export function resolveUser(user: string | undefined, files: AccountFiles, image
   } else {
     const grp = groups.find((f) => f[0] === g);
     const n = idField(grp?.[2]);
-    if (n === undefined) throw refuse(files.group === undefined ? "the group needs the image's /etc/group, and there is none" : "the group is not in the image's /etc/group");
+    if (n === undefined)
+      throw refuse(
+        files.group === undefined
+          ? "the group needs the image's /etc/group, and there is none"
+          : "the group is not in the image's /etc/group",
+      );
     gid = n;
   }
   const name = entry?.name;
   const extra =
     name !== undefined
-      ? groups.filter((f) => (f[3] ?? '').split(',').includes(name)).flatMap((f) => {
-          const n = idField(f[2]);
-          return n === undefined ? [] : [n];
-        })
+      ? groups
+          .filter((f) => (f[3] ?? '').split(',').includes(name))
+          .flatMap((f) => {
+            const n = idField(f[2]);
+            return n === undefined ? [] : [n];
+          })
       : [];
   return { uid, gid, additionalGids: [...new Set([gid, ...extra])] };
 }
