@@ -1,6 +1,7 @@
 // ESLint flat config: recommended + typescript-eslint strict/stylistic with type information.
 import js from '@eslint/js';
 import { defineConfig } from 'eslint/config';
+import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 // Layers (docs/design.md#layers, CONTRIBUTING.md#layers): which folders of src/ a folder may not
@@ -75,7 +76,7 @@ const layerRules = [
 ];
 
 export default defineConfig(
-  { ignores: ['.tmp/**', 'dist/**', 'src/gen/**', 'node_modules/**', 'proto/**', 'bin/**', '**/*.mjs', 'eslint.config.js'] },
+  { ignores: ['.tmp/**', 'dist/**', 'src/gen/**', 'node_modules/**', 'proto/**', 'bin/**', 'eslint.config.js'] },
   js.configs.recommended,
   tseslint.configs.strictTypeChecked,
   tseslint.configs.stylisticTypeChecked,
@@ -95,4 +96,10 @@ export default defineConfig(
     },
   },
   ...layerRules,
+  // Plain-JS scripts (.mjs): no type information, so the type-checked rules are off; Node's globals.
+  {
+    files: ['**/*.mjs'],
+    extends: [tseslint.configs.disableTypeChecked],
+    languageOptions: { globals: globals.node },
+  },
 );

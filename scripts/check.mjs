@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `npm run check`: the fast pre-commit check, no root needed. gen:check first (2 s), then lint,
-// typecheck and the unit suite side by side: they are independent, and run one after another
+// format check, typecheck and the unit suite side by side: they are independent, and run one after another
 // they take about three minutes on a busy 2-CPU machine. Each step's output is printed when it
 // ends (never interleaved), then a summary; the exit code is 1 if any step failed.
 //
@@ -52,6 +52,7 @@ const results = [await run('gen:check', 'bash', ['scripts/gen-types.sh', '--chec
 results.push(
   ...(await Promise.all([
     run('lint', bin('eslint'), ['--cache', '--cache-strategy', 'content', '--cache-location', eslintCache, '.']),
+    run('format', bin('prettier'), ['--check', '--log-level', 'warn', '**/*.{ts,mjs,js}']),
     run('typecheck', bin('tsc'), ['-p', 'tsconfig.json', '--noEmit']),
     run('unit', process.execPath, ['scripts/run-tests.mjs', 'unit', '--test-reporter=dot']),
   ])),
