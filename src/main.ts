@@ -13,7 +13,7 @@ import type { DestinationStream } from 'pino';
 import { createAgentServer, loadTlsMaterial } from './api/server.js';
 import { createMetricsServer } from './api/metrics-http.js';
 import type { Invoker } from './api/service.js';
-import { Invoker as HttpInvoker } from './proxy/invoke.js';
+import { WorkerProxy } from './proxy/invoke.js';
 import { loadConfig, type Config } from './config/config.js';
 import { ConfigError, type Env } from './config/parse.js';
 import { errorText } from './errors.js';
@@ -82,14 +82,14 @@ export async function startAgent(env: Env, opts: StartAgentOptions = {}): Promis
   const runtime = opts.runtime ?? createRuntime(config, { log, metrics });
   const invoker =
     opts.invoker ??
-    new HttpInvoker({
+    new WorkerProxy({
       maxResponseBytes: config.invoke.maxResponseBytes,
       defaultTimeoutMs: config.invoke.defaultTimeoutMs,
       maxQueue: config.invoke.maxQueue,
       log,
       metrics,
     });
-  if (invoker instanceof HttpInvoker) metrics.countInvokeConnections(() => invoker.connections);
+  if (invoker instanceof WorkerProxy) metrics.countInvokeConnections(() => invoker.connections);
   // Whatever removes a worker (Destroy, idle sweep, reconciliation, a resync), its invoke
   // connection goes with it: the proxy's per-worker entries must never outlive the workers.
   runtime.onWorkerRemoved((id) => {

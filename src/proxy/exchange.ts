@@ -51,7 +51,7 @@ const NOT_READY_CODES: ReadonlySet<string> = new Set([
 /** undici errors that mean the dispatcher was closed under us (closeWorker/close raced). */
 const CLOSED_CODES: ReadonlySet<string> = new Set(['UND_ERR_DESTROYED', 'UND_ERR_CLOSED']);
 
-/** The dispatcher `Invoker` uses unless told otherwise: one keep-alive connection, no undici timers. */
+/** The dispatcher `WorkerProxy` uses unless told otherwise: one keep-alive connection, no undici timers. */
 export function createWorkerDispatcher(origin: string): Dispatcher {
   return new Client(origin, {
     pipelining: 1,

@@ -110,7 +110,7 @@ interface Lane {
  * - INTERNAL: the worker closed or reset the connection after the request was sent (not
  *   retried: the function may have run), or any other failure.
  */
-export class Invoker {
+export class WorkerProxy {
   readonly #maxResponseBytes: number;
   readonly #defaultTimeoutMs: number;
   readonly #maxQueue: number;

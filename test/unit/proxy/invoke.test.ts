@@ -1,5 +1,5 @@
 /**
- * Invoker against real HTTP workers (node:http on 127.0.0.1:0): payload round trip, response
+ * WorkerProxy against real HTTP workers (node:http on 127.0.0.1:0): payload round trip, response
  * cap, deadlines, cancel, per-worker FIFO, header filtering, readiness retries and the
  * never-retry-after-send rule (docs/go-agent.md#w10), keep-alive reuse and closeWorker (docs/go-agent.md#w9).
  */
@@ -12,7 +12,7 @@ import { test, type TestContext } from 'node:test';
 import { AgentError, type ErrorCode } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/log.js';
 import { AgentMetrics } from '../../../src/metrics.js';
-import { Invoker, type InvokeRequest, type InvokerClock, type InvokeTarget } from '../../../src/proxy/invoke.js';
+import { WorkerProxy, type InvokeRequest, type InvokerClock, type InvokeTarget } from '../../../src/proxy/invoke.js';
 
 const RIE_PATH = '/2015-03-31/functions/function/invocations';
 
@@ -118,8 +118,8 @@ interface MakeOptions {
   clock?: InvokerClock;
 }
 
-function makeInvoker(t: TestContext, opts: MakeOptions = {}): Invoker {
-  const inv = new Invoker({
+function makeInvoker(t: TestContext, opts: MakeOptions = {}): WorkerProxy {
+  const inv = new WorkerProxy({
     maxResponseBytes: opts.maxResponseBytes ?? 10 * 1024 * 1024,
     defaultTimeoutMs: opts.defaultTimeoutMs ?? 5_000,
     log: silentLogger(),
